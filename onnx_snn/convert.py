@@ -1,0 +1,140 @@
+"""ANN -> SNN in one call: prepare, calibrate, rewrite, add the time axis."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import helper
+
+from onnx_snn import __version__
+from onnx_snn.activations import check_activations
+from onnx_snn.calibration import Calibration, HookFactory, calibrate, check_scales
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.modelio import ModelLike, load_model, save_json, save_model
+from onnx_snn.neurons import NeuronFactory
+from onnx_snn.patterns import PatternPass, compose
+from onnx_snn.prepare import ai_onnx_opset, prepare
+from onnx_snn.spiking import ReluToNeuron, SpikingLayer
+from onnx_snn.temporal import TIMESTEPS, TimeFolding
+
+#: Picks the factories for one Relu node, or None to keep it an analog Relu.
+FactoryChooser = Callable[[gs.Node], "tuple[HookFactory, NeuronFactory] | None"]
+#: Functions need IR version 8 or newer.
+MIN_IR_VERSION = 8
+
+
+@dataclass
+class SpikingModel:
+    """A converted model with the calibration and layers that made it."""
+
+    model: onnx.ModelProto
+    calibration: Calibration
+    layers: list[SpikingLayer]
+
+    def report(self) -> dict[str, Any]:
+        """Machine-readable summary: one entry per converted Relu, in graph order."""
+        return {"layers": [{"node": layer.node, "scale": layer.scale,
+                            "v_threshold": layer.neuron.v_threshold,
+                            "neuron": layer.neuron.op_type} for layer in self.layers],
+                "calibration": {"batches": self.calibration.batches,
+                                "samples": self.calibration.samples}}
+
+    def save(self, path: str | os.PathLike, report: str | os.PathLike | None = None) -> Path:
+        """Write the model (and optionally the JSON report) atomically."""
+        saved = save_model(self.model, path)
+        if report is not None:
+            save_json(self.report(), report)
+        return saved
+
+
+def convert(model: ModelLike, data: Any = None, *, hook_factory: HookFactory | None = None,
+            neuron_factory: NeuronFactory | None = None, batch_size: int = 100,
+            exclude: Collection[str] = (), factories: FactoryChooser | None = None,
+            keep_analog: bool = False, calibration: Calibration | None = None,
+            progress: bool = True) -> SpikingModel:
+    """Convert an ONNX ReLU network into a spiking network.
+
+    ``model``: a path or ModelProto. ``data``: calibration data in any form
+    ``onnx_snn.data.batches`` accepts, or None when ``calibration`` (a saved
+    ``Calibration``) is given. Each Relu is calibrated with a hook from
+    ``hook_factory`` and replaced by a neuron from ``neuron_factory``; Relus
+    named in ``exclude`` stay analog, and ``factories(node)`` may choose per
+    node (returning None keeps that Relu analog). Other activations are an
+    error unless ``keep_analog``.
+    """
+    hook_factory = hook_factory or HookFactory()
+    neuron_factory = neuron_factory or NeuronFactory()
+    ann = prepare(load_model(model))
+    graph = gs.import_onnx(ann)
+    check_activations(graph, keep_analog)
+    plan = _plan(graph, hook_factory, neuron_factory, exclude, factories)
+
+    if calibration is None:
+        if data is None:
+            raise OnnxSnnError("no calibration data: pass data or a saved calibration")
+        calibration = calibrate(ann, data, {name: hf.create() for name, (hf, _) in plan.items()},
+                                batch_size=batch_size, progress=progress)
+    else:
+        missing = sorted(set(plan) - set(calibration.scales))
+        if missing:
+            raise OnnxSnnError(f"the calibration has no scale for Relu "
+                               f"{', '.join(map(repr, missing))}")
+        calibration = Calibration([layer for layer in calibration.layers if layer.node in plan],
+                                  calibration.batches, calibration.samples)
+    check_scales(calibration)
+    layers = [SpikingLayer(name, scale, plan[name][1].create(scale))
+              for name, scale in calibration.scales.items()]
+    return SpikingModel(build_spiking_model(ann, layers), calibration, layers)
+
+
+def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer]) -> onnx.ModelProto:
+    """Rewrite a prepared ANN: neurons in place of ``layers``' Relus, plus the time axis."""
+    graph = gs.import_onnx(ann)
+    timesteps = gs.Variable(TIMESTEPS, np.int64, [])
+    graph.inputs.append(timesteps)
+    graph = compose(PatternPass(ReluToNeuron(layers, timesteps)), TimeFolding(timesteps))(graph)
+    opset = ai_onnx_opset(ann)
+    snn = gs.export_onnx(graph)
+    snn.ir_version = max(ann.ir_version, MIN_IR_VERSION)
+    imported = {entry.domain for entry in snn.opset_import}
+    defined = {(f.domain, f.name) for f in snn.functions}
+    for layer in layers:
+        neuron = layer.neuron
+        if neuron.domain not in imported:
+            snn.opset_import.append(helper.make_opsetid(neuron.domain, neuron.domain_version))
+            imported.add(neuron.domain)
+        if (neuron.domain, neuron.op_type) not in defined:
+            snn.functions.append(neuron.function(opset))
+            defined.add((neuron.domain, neuron.op_type))
+    helper.set_model_props(snn, {"onnx_snn.version": __version__,
+                                 "onnx_snn.timesteps_input": TIMESTEPS})
+    return onnx.shape_inference.infer_shapes(snn)
+
+
+def _plan(graph: gs.Graph, hook_factory: HookFactory, neuron_factory: NeuronFactory,
+          exclude: Collection[str], factories: FactoryChooser | None
+          ) -> dict[str, tuple[HookFactory, NeuronFactory]]:
+    """Factories for every Relu to convert, by node name, in graph order."""
+    relus = [node for node in graph.nodes if node.op == "Relu"]
+    unknown = sorted(set(exclude) - {node.name for node in relus})
+    if unknown:
+        raise OnnxSnnError(f"cannot exclude {', '.join(map(repr, unknown))}: no Relu node of "
+                           f"that name (Relus: {', '.join(n.name for n in relus) or 'none'})")
+    plan = {}
+    for node in relus:
+        if node.name in exclude:
+            continue
+        chosen = factories(node) if factories else (hook_factory, neuron_factory)
+        if chosen is not None:
+            plan[node.name] = chosen
+    if not plan:
+        raise OnnxSnnError("the model has no Relu to convert" if not relus else
+                           "every Relu is excluded: nothing to convert")
+    return plan

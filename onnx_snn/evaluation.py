@@ -1,0 +1,54 @@
+"""Accuracy of a spiking model at several T from one run, and of the ANN."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+from tqdm.auto import tqdm
+
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.modelio import ModelLike, load_model
+from onnx_snn.runtime import SpikingSession, check_timesteps
+
+
+def _check_labels(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != np.shape(x)[0] or y.dtype.kind not in "iu":
+        raise OnnxSnnError(f"labels must be integers, one per sample: got shape "
+                           f"{list(y.shape)} ({y.dtype}) for {np.shape(x)[0]} samples")
+    return y
+
+
+def snn_accuracy(model: ModelLike | SpikingSession, x: np.ndarray, y: np.ndarray,
+                 timesteps: Sequence[int], batch_size: int = 256,
+                 progress: bool = False) -> dict[int, float]:
+    """Accuracy after each T in ``timesteps`` (direct encoding), from one run at max(T).
+
+    The prediction after t steps is the argmax of the sum of outputs 1..t;
+    outputs at step t do not depend on later steps, so one run serves every T.
+    """
+    session = model if isinstance(model, SpikingSession) else SpikingSession(model)
+    steps = sorted({check_timesteps(t) for t in timesteps})
+    y = _check_labels(x, y)
+    correct = np.zeros(len(steps), dtype=np.int64)
+    starts = range(0, len(y), batch_size)
+    for start in tqdm(starts, desc="evaluating", unit="batch", disable=not progress, leave=False):
+        predictions = session.run(x[start:start + batch_size], steps[-1]).predictions()
+        labels = y[start:start + batch_size]
+        correct += [(predictions[t - 1] == labels).sum() for t in steps]
+    return {t: float(c) / len(y) for t, c in zip(steps, correct)}
+
+
+def ann_accuracy(model: ModelLike, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Accuracy of the original ANN (argmax of its first output)."""
+    y = _check_labels(x, y)
+    session = ort.InferenceSession(load_model(model).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        logits = session.run(None, {name: x[start:start + batch_size]})[0]
+        correct += int((logits.argmax(axis=-1) == y[start:start + batch_size]).sum())
+    return correct / len(y)

@@ -1,0 +1,97 @@
+"""Spiking neurons as ONNX node descriptions, and the factory that makes them.
+
+A neuron here is not a torch module: it describes the ONNX node that replaces a
+Relu (op type, domain, attributes) and supplies the ONNX function body that
+defines it. Every neuron op has the same signature::
+
+    NeuronOp(X: float [T*N, ...], T: int64 scalar) -> float [T*N, ...]
+
+so the rewrite can treat built-in and user-defined neurons alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import onnx
+
+from onnx_snn.ops.function import DOMAIN, IF_OP_TYPE, if_node_function
+
+
+class Neuron:
+    """Base class for a neuron that replaces a Relu.
+
+    Subclasses set ``op_type`` and ``domain`` and implement ``attributes`` and
+    ``function``. The constructor must accept ``v_threshold`` and ``v_reset``
+    keyword arguments, which is what ``NeuronFactory`` passes.
+    """
+
+    op_type: str
+    domain: str
+    domain_version: int = 1
+
+    def __init__(self, v_threshold: float = 1.0, v_reset: float | None = None) -> None:
+        self.v_threshold = float(v_threshold)
+        self.v_reset = None if v_reset is None else float(v_reset)
+
+    def attributes(self) -> dict[str, Any]:
+        """Every attribute of the node, written out explicitly."""
+        raise NotImplementedError
+
+    def function(self, opset: int) -> onnx.FunctionProto:
+        """The model-local ONNX function that defines the op (ai.onnx ``opset``)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.attributes()})"
+
+
+class IFNeuron(Neuron):
+    """Integrate-and-fire neuron (SPEC §4); ``v_reset=None`` is soft reset.
+
+    ``v_init`` is the membrane potential at t = 0, in the same units as the
+    threshold.
+    """
+
+    op_type = IF_OP_TYPE
+    domain = DOMAIN
+
+    def __init__(self, v_threshold: float = 1.0, v_reset: float | None = None,
+                 v_init: float = 0.0) -> None:
+        super().__init__(v_threshold, v_reset)
+        self.v_init = float(v_init)
+
+    def attributes(self) -> dict[str, Any]:
+        return {
+            "v_threshold": self.v_threshold,
+            "v_reset": 0.0 if self.v_reset is None else self.v_reset,
+            "v_init": self.v_init,
+            "hard_reset": int(self.v_reset is not None),
+        }
+
+    def function(self, opset: int) -> onnx.FunctionProto:
+        return if_node_function(opset)
+
+
+class NeuronFactory:
+    """Makes the neuron that replaces each Relu.
+
+    ``neuron_type`` is called as ``neuron_type(v_threshold=..., v_reset=...,
+    **kwargs)``. ``v_reset=None`` means soft (subtractive) reset. The default
+    ``create`` ignores the calibrated ``scale``: the rewrite already scales the
+    neuron's input by ``v_threshold / scale`` and its output by ``scale``.
+    Subclasses may override ``create`` to derive the threshold (or anything
+    else) from ``scale``.
+    """
+
+    def __init__(self, neuron_type: Callable[..., Neuron] = IFNeuron, v_threshold: float = 1.0,
+                 v_reset: float | None = None, **kwargs: Any) -> None:
+        self.neuron_type = neuron_type
+        self.v_threshold = v_threshold
+        self.v_reset = v_reset
+        self.neuron_kwargs = kwargs
+
+    def create(self, scale: float) -> Neuron:
+        """A neuron for a Relu whose calibrated scale is ``scale``."""
+        return self.neuron_type(v_threshold=self.v_threshold, v_reset=self.v_reset,
+                                **self.neuron_kwargs)

@@ -1,0 +1,83 @@
+"""The integrate-and-fire dynamics, defined once.
+
+``if_step`` is written against a tiny arithmetic interface (``Arithmetic``).
+The numpy reference (``simulate_if``) runs it on arrays, and the ONNX function
+builder (``onnx_snn.ops.function``) runs the very same code on a graph builder
+that emits one node per operation. Tests compare the two engines, so any change
+to the dynamics changes both at once.
+
+Per element, with membrane potential ``v`` (SPEC §4)::
+
+    h = v + x_t                      # charge
+    s = 1 if h >= theta else 0       # fire; the boundary counts
+    v = h - s * theta                # soft reset (v_reset is None)
+    v = h * (1 - s) + s * v_reset    # hard reset
+
+Both resets are written with arithmetic rather than a select, which keeps them
+exact and cheap (SPEC §8).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Arithmetic(Protocol):
+    """The operations ``if_step`` needs; values are arrays or graph tensor names."""
+
+    def add(self, a: Any, b: Any) -> Any: ...
+    def sub(self, a: Any, b: Any) -> Any: ...
+    def mul(self, a: Any, b: Any) -> Any: ...
+    def fire(self, h: Any, theta: Any) -> Any:
+        """1.0 where ``h >= theta``, else 0.0, in the dtype of ``h``."""
+        ...
+
+
+def if_step(ops: Arithmetic, v: Any, x: Any, theta: Any, v_reset: Any, one: Any,
+            hard_reset: bool) -> tuple[Any, Any]:
+    """One time step of the IF neuron: returns ``(new potential, spikes)``."""
+    h = ops.add(v, x)
+    s = ops.fire(h, theta)
+    if hard_reset:
+        v_new = ops.add(ops.mul(h, ops.sub(one, s)), ops.mul(s, v_reset))
+    else:
+        v_new = ops.sub(h, ops.mul(s, theta))
+    return v_new, s
+
+
+class NumpyArithmetic:
+    """``Arithmetic`` on numpy arrays, keeping float32 throughout."""
+
+    def add(self, a, b):
+        return np.add(a, b)
+
+    def sub(self, a, b):
+        return np.subtract(a, b)
+
+    def mul(self, a, b):
+        return np.multiply(a, b)
+
+    def fire(self, h, theta):
+        return (h >= theta).astype(h.dtype)
+
+
+def simulate_if(x_seq: np.ndarray, v_threshold: float = 1.0, v_reset: float | None = None,
+                v_init: float = 0.0) -> np.ndarray:
+    """Numpy reference: spikes for an input sequence ``x_seq`` of shape [T, ...].
+
+    ``v_reset=None`` means soft (subtractive) reset. Computation is float32, like
+    the ONNX function and the native kernel, so results agree bit for bit.
+    """
+    x_seq = np.asarray(x_seq, dtype=np.float32)
+    dtype = np.float32
+    theta = dtype(v_threshold)
+    reset = dtype(0.0 if v_reset is None else v_reset)
+    v = np.full(x_seq.shape[1:], v_init, dtype=dtype)
+    spikes = np.empty_like(x_seq)
+    ops = NumpyArithmetic()
+    for t in range(x_seq.shape[0]):
+        v, spikes[t] = if_step(ops, v, x_seq[t], theta, reset, dtype(1.0),
+                               hard_reset=v_reset is not None)
+    return spikes

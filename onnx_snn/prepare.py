@@ -1,0 +1,173 @@
+"""Prepare an ANN graph for conversion.
+
+- bring the ai.onnx opset up to at least ``MIN_OPSET`` (``onnx.version_converter``);
+- run shape inference;
+- fold a BatchNormalization that follows a Conv or Gemm into that layer;
+- drop Dropout and Identity nodes;
+- give every node a unique name (layers are addressed by node name).
+
+The result computes the same function as the input (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import version_converter
+
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.ops.function import MIN_OPSET
+
+
+def ai_onnx_opset(model: onnx.ModelProto) -> int:
+    """The model's ai.onnx opset version."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise OnnxSnnError("the model imports no ai.onnx opset")
+
+
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A cleaned, shape-inferred copy of ``model`` at ai.onnx opset >= MIN_OPSET."""
+    opset = ai_onnx_opset(model)
+    if opset < MIN_OPSET:
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET)
+        except Exception as error:  # the converter raises several internal types
+            raise OnnxSnnError(f"cannot convert the model from opset {opset} to {MIN_OPSET}: "
+                               f"{str(error).strip().splitlines()[0]}") from None
+    graph = gs.import_onnx(infer_shapes(model))
+    name_nodes(graph)
+    fold_batch_norms(graph)
+    drop_passthrough_nodes(graph)
+    graph.cleanup().toposort()
+    prepared = gs.export_onnx(graph)
+    return infer_shapes(prepared)
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference that keeps going where an op has no inference function."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as error:  # inference errors come as several internal types
+        raise OnnxSnnError(f"shape inference failed: {str(error).strip().splitlines()[0]}") \
+            from None
+
+
+def name_nodes(graph: gs.Graph) -> None:
+    """Name unnamed nodes ``<op>_<index>`` and make repeated names unique."""
+    seen: set[str] = set()
+    for index, node in enumerate(graph.nodes):
+        name = node.name or f"{node.op}_{index}"
+        while name in seen:
+            name = f"{name}_{index}"
+        node.name = name
+        seen.add(name)
+
+
+def _only_consumer(tensor: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
+    if len(tensor.outputs) != 1 or tensor in graph.outputs:
+        return None
+    return tensor.outputs[0]
+
+
+def _batch_norm_affine(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel (scale, shift) of an inference BatchNormalization, in float64."""
+    params = bn.inputs[1:5]
+    if len(params) != 4 or not all(isinstance(p, gs.Constant) for p in params):
+        return None
+    if bn.attrs.get("training_mode", 0) or len(bn.outputs) != 1:
+        return None
+    gamma, beta, mean, var = (np.asarray(p.values, dtype=np.float64) for p in params)
+    scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
+    return scale, beta - mean * scale
+
+
+def fold_batch_norms(graph: gs.Graph) -> int:
+    """Fold each BatchNormalization that is the only consumer of a Conv/Gemm output."""
+    folded = 0
+    for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
+        source = bn.inputs[0]
+        layer = source.inputs[0] if source.inputs else None
+        if layer is None or layer.op not in ("Conv", "Gemm") or _only_consumer(source, graph) is not bn:
+            continue
+        affine = _batch_norm_affine(bn)
+        if affine is None or not all(isinstance(t, gs.Constant) for t in layer.inputs[1:]):
+            continue
+        if layer.op == "Conv" and _fold_into_conv(layer, *affine) \
+                or layer.op == "Gemm" and _fold_into_gemm(layer, *affine):
+            layer.outputs = [bn.outputs[0]]
+            bn.inputs.clear()
+            bn.outputs.clear()
+            folded += 1
+    return folded
+
+
+def _fold_into_conv(conv: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
+    weight = conv.inputs[1].values
+    if weight.shape[0] != scale.size:
+        return False
+    bias = conv.inputs[2].values if len(conv.inputs) > 2 else np.zeros(weight.shape[0])
+    new_weight = weight.astype(np.float64) * scale.reshape(-1, *([1] * (weight.ndim - 1)))
+    new_bias = bias.astype(np.float64) * scale + shift
+    conv.inputs[1] = gs.Constant(f"{conv.name}_bn_weight", new_weight.astype(weight.dtype))
+    bias_const = gs.Constant(f"{conv.name}_bn_bias", new_bias.astype(weight.dtype))
+    if len(conv.inputs) > 2:
+        conv.inputs[2] = bias_const
+    else:
+        conv.inputs.append(bias_const)
+    return True
+
+
+def _fold_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
+    if gemm.attrs.get("transA", 0) not in (0, 1):
+        return False
+    weight = gemm.inputs[1].values.astype(np.float64)
+    trans_b = bool(gemm.attrs.get("transB", 0))
+    outputs = weight.shape[0] if trans_b else weight.shape[1]
+    if outputs != scale.size:
+        return False
+    beta = float(gemm.attrs.get("beta", 1.0))
+    bias = gemm.inputs[2].values.astype(np.float64) if len(gemm.inputs) > 2 else np.zeros(1)
+    new_weight = weight * (scale[:, None] if trans_b else scale[None, :])
+    new_bias = np.broadcast_to(beta * bias, (outputs,)) * scale + shift
+    dtype = gemm.inputs[1].values.dtype
+    gemm.inputs[1] = gs.Constant(f"{gemm.name}_bn_weight", new_weight.astype(dtype))
+    bias_const = gs.Constant(f"{gemm.name}_bn_bias", new_bias.astype(dtype))
+    if len(gemm.inputs) > 2:
+        gemm.inputs[2] = bias_const
+    else:
+        gemm.inputs.append(bias_const)
+    gemm.attrs["beta"] = 1.0
+    return True
+
+
+def drop_passthrough_nodes(graph: gs.Graph) -> int:
+    """Remove Identity nodes and inference Dropouts whose mask is unused."""
+    dropped = 0
+    for node in [n for n in graph.nodes if n.op in ("Identity", "Dropout")]:
+        if node.op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
+            continue
+        source, result = node.inputs[0], node.outputs[0]
+        if result in graph.outputs:
+            producer = source.inputs[0] if source.inputs else None
+            if producer is None or source in graph.outputs:
+                continue  # a graph input or output passes straight through: keep it
+            producer.outputs[producer.outputs.index(source)] = result
+            for consumer in list(source.outputs):
+                if consumer is not node:
+                    _replace_input(consumer, source, result)
+        else:
+            for consumer in list(result.outputs):
+                _replace_input(consumer, result, source)
+        node.inputs.clear()
+        node.outputs.clear()
+        dropped += 1
+    return dropped
+
+
+def _replace_input(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
+    for index, tensor in enumerate(node.inputs):
+        if tensor is old:
+            node.inputs[index] = new

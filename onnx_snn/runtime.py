@@ -1,0 +1,149 @@
+"""Running converted models in onnxruntime.
+
+``session_options()`` registers the project's native kernel library when it
+is present; otherwise onnxruntime runs the IFNode function body, which gives
+the same spikes. ``SpikingSession`` feeds inputs and time steps and returns
+per-step outputs; ``run_snn`` is the one-call version.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.modelio import ModelLike, load_model
+from onnx_snn.temporal import TIMESTEPS
+
+#: File name of the native kernel library inside the package (built by custom_ops/).
+NATIVE_LIBRARY_NAMES = ("libonnx_snn_ops.so", "libonnx_snn_ops.dylib", "onnx_snn_ops.dll")
+
+
+def native_library_path() -> Path | None:
+    """Path of the native IFNode kernel library, or None when it is not built."""
+    here = Path(__file__).resolve().parent
+    for name in NATIVE_LIBRARY_NAMES:
+        candidate = here / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def session_options(native: bool = True) -> ort.SessionOptions:
+    """Session options with the native kernels registered when available."""
+    options = ort.SessionOptions()
+    library = native_library_path() if native else None
+    if library is not None:
+        options.register_custom_ops_library(str(library))
+    return options
+
+
+def create_session(model: ModelLike, native: bool = True) -> ort.InferenceSession:
+    """An onnxruntime CPU session for a converted model (path or ModelProto)."""
+    source: Any = str(model) if isinstance(model, (str, os.PathLike)) else \
+        load_model(model).SerializeToString()
+    if isinstance(source, str) and not Path(source).is_file():
+        raise OnnxSnnError(f"{source}: no such model file")
+    try:
+        return ort.InferenceSession(source, session_options(native),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise OnnxSnnError(f"onnxruntime cannot load the model: "
+                           f"{str(error).strip().splitlines()[0]}") from None
+
+
+@dataclass
+class SpikingOutput:
+    """Outputs of one run: each model output per time step, [T, N, ...]."""
+
+    outputs: dict[str, np.ndarray]
+
+    @property
+    def per_step(self) -> np.ndarray:
+        """The first output, per step: [T, N, ...]."""
+        return next(iter(self.outputs.values()))
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The first output averaged over time: [N, ...]."""
+        return self.per_step.mean(axis=0)
+
+    def predictions(self) -> np.ndarray:
+        """Class predictions after each step t: argmax of the sum of outputs 1..t, [T, N]."""
+        return np.cumsum(self.per_step, axis=0).argmax(axis=-1)
+
+
+class SpikingSession:
+    """A converted model loaded in onnxruntime, run for a chosen number of steps."""
+
+    def __init__(self, model: ModelLike | ort.InferenceSession, native: bool = True) -> None:
+        self.session = model if isinstance(model, ort.InferenceSession) \
+            else create_session(model, native)
+        names = [i.name for i in self.session.get_inputs()]
+        if TIMESTEPS not in names:
+            raise OnnxSnnError(f"not a converted model: it has no '{TIMESTEPS}' input")
+        self.input_names = [n for n in names if n != TIMESTEPS]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], timesteps: int | None = None,
+            sequence: bool = False) -> SpikingOutput:
+        """Run for ``timesteps`` steps.
+
+        ``inputs``: an array for single-input models, or ``{name: array}``.
+        Direct encoding (default): each array is one batch [N, ...], presented
+        at every step. ``sequence=True``: each array is [T, N, ...], one slice
+        per step, and ``timesteps`` defaults to T.
+        """
+        feed = dict(inputs) if isinstance(inputs, Mapping) else self._single(inputs)
+        missing = [n for n in self.input_names if n not in feed]
+        if missing:
+            raise OnnxSnnError(f"missing input {', '.join(map(repr, missing))}")
+        feed = {name: np.asarray(feed[name]) for name in self.input_names}
+        if sequence:
+            lengths = {array.shape[0] for array in feed.values()}
+            if timesteps is None and len(lengths) == 1:
+                timesteps = lengths.pop()
+        else:
+            feed = {name: array[None] for name, array in feed.items()}
+        if timesteps is None:
+            raise OnnxSnnError("give the number of time steps")
+        check_timesteps(timesteps)
+        feed[TIMESTEPS] = np.array(timesteps, dtype=np.int64)
+        try:
+            results = self.session.run(self.output_names, feed)
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise OnnxSnnError(f"onnxruntime failed: {str(error).strip().splitlines()[0]}") \
+                from None
+        return SpikingOutput(dict(zip(self.output_names, results)))
+
+    def _single(self, inputs: Any) -> dict[str, Any]:
+        if len(self.input_names) != 1:
+            raise OnnxSnnError(f"the model has inputs {', '.join(self.input_names)}; "
+                               "pass a dict")
+        return {self.input_names[0]: inputs}
+
+
+def check_timesteps(timesteps: Any) -> int:
+    """The number of time steps as a positive int; errors otherwise."""
+    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) \
+            or timesteps <= 0:
+        raise OnnxSnnError(f"time steps must be a positive integer, got {timesteps!r}")
+    return int(timesteps)
+
+
+def run_snn(model: ModelLike | SpikingSession, inputs: np.ndarray | Mapping[str, np.ndarray],
+            timesteps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run one batch (direct encoding) for ``timesteps`` steps.
+
+    Returns ``(per_step, mean)``: the first output per step [T, N, ...] and its
+    average over time [N, ...].
+    """
+    session = model if isinstance(model, SpikingSession) else SpikingSession(model)
+    result = session.run(inputs, timesteps)
+    return result.per_step, result.mean

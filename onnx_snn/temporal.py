@@ -1,0 +1,165 @@
+"""Give a graph with spiking neurons a time axis, folded into the batch axis.
+
+The converted model's interface (SPEC §5)::
+
+    inputs:  each ANN input x, with a leading time axis: [S, N, ...], where
+             S = 1 means direct encoding (the same input at every step) and
+             S = T is a sequence (events, Poisson spikes, ...);
+             timesteps: int64 scalar T, chosen at run time.
+    outputs: each ANN output, per step: [T, N, ...].
+
+Inside, every tensor carries T·N samples along axis 0 except the *static*
+part: nodes that no neuron feeds. They run on S·N samples, once per input with
+direct encoding, and their results are broadcast over time only where a
+temporal node reads them. Shape computations on static tensors that a temporal
+node uses are recomputed on the broadcast tensor, so they see T·N samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+TIMESTEPS = "timesteps"
+_SHAPE_OPS = ("Shape", "Size")
+_TO_END = np.iinfo(np.int64).max
+
+
+class _Builder:
+    """Appends helper nodes to a graph with unique names."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self.graph = graph
+        self.count = 0
+
+    def __call__(self, op: str, inputs: list, dtype=None, attrs: dict | None = None,
+                 output: gs.Variable | None = None) -> gs.Variable:
+        self.count += 1
+        name = f"time_fold__{op.lower()}{self.count}"
+        out = output if output is not None else gs.Variable(name, dtype)
+        self.graph.nodes.append(gs.Node(op, name, attrs=attrs or {}, inputs=inputs,
+                                        outputs=[out]))
+        return out
+
+    def const(self, values, dtype=np.int64) -> gs.Constant:
+        self.count += 1
+        return gs.Constant(f"time_fold__c{self.count}", np.asarray(values, dtype=dtype))
+
+
+class TimeFolding:
+    """The pass that adds the time axis; ``timesteps`` is the T graph input that
+    the neurons already read."""
+
+    def __init__(self, timesteps: gs.Variable) -> None:
+        self.timesteps = timesteps
+
+    def __call__(self, graph: gs.Graph) -> gs.Graph:
+        graph.toposort()
+        make = _Builder(graph)
+        data_inputs = [t for t in graph.inputs if t is not self.timesteps]
+        temporal, batch, shape_values = self._classify(graph, data_inputs)
+        folded_inputs = [self._fold_input(graph, make, x) for x in data_inputs]
+        steps = make("Reshape", [self.timesteps, make.const([1])], np.int64)
+        samples = make("Slice", [make("Shape", [folded_inputs[0]], np.int64), make.const([0]),
+                                 make.const([1])], np.int64)
+        broadcast: dict[str, gs.Variable] = {}
+
+        def over_time(tensor: gs.Variable) -> gs.Variable:
+            """``tensor`` [S·N, ...] broadcast to [T·N, ...] (cached)."""
+            if tensor.name not in broadcast:
+                rows = make("Reshape", [tensor, make("Concat", [samples, make.const([-1])],
+                                                     np.int64, {"axis": 0})], tensor.dtype)
+                tiled = make("Expand", [rows, make("Concat", [steps, make.const([1])], np.int64,
+                                                   {"axis": 0})], tensor.dtype)
+                broadcast[tensor.name] = make("Reshape", [tiled, _with_rows(make, tensor, [-1])],
+                                              tensor.dtype)
+            return broadcast[tensor.name]
+
+        retimed: dict[str, gs.Variable] = {}
+
+        def retime(value: gs.Variable) -> gs.Variable:
+            """Recompute a shape value from static tensors on their broadcast versions."""
+            if value.name not in retimed:
+                producer = value.inputs[0]
+                inputs = [over_time(t) if t.name in batch and producer.op in _SHAPE_OPS
+                          else retime(t) if t.name in shape_values else t
+                          for t in producer.inputs]
+                outputs = [gs.Variable(f"{t.name}__retimed", t.dtype) for t in producer.outputs]
+                graph.nodes.append(gs.Node(producer.op, f"{producer.name}__retimed",
+                                           attrs=dict(producer.attrs), inputs=inputs,
+                                           outputs=outputs, domain=producer.domain))
+                for old, new in zip(producer.outputs, outputs):
+                    retimed[old.name] = new
+            return retimed[value.name]
+
+        for node in [n for n in graph.nodes if id(n) in temporal]:
+            for index, tensor in enumerate(node.inputs):
+                if tensor.name in batch:
+                    node.inputs[index] = over_time(tensor)
+                elif tensor.name in shape_values:
+                    node.inputs[index] = retime(tensor)
+
+        graph.outputs = [self._unfold_output(make, out, steps, over_time,
+                                             temporal=out.name not in batch)
+                         for out in graph.outputs]
+        graph.inputs = [*folded_inputs, self.timesteps]
+        for tensor in graph.tensors().values():
+            if isinstance(tensor, gs.Variable) and tensor not in graph.inputs \
+                    and tensor not in graph.outputs:
+                tensor.shape = None  # ANN shapes are stale now; inference redoes them
+        graph.cleanup().toposort()
+        return graph
+
+    def _classify(self, graph: gs.Graph, data_inputs: list[gs.Variable]):
+        """Temporal nodes (ids), static batch tensors and static shape values (names)."""
+        temporal: set[int] = set()
+        temporal_tensors = {self.timesteps.name}
+        batch = {x.name for x in data_inputs}
+        shape_values: set[str] = set()
+        for node in graph.nodes:
+            names = [t.name for t in node.inputs]
+            if any(n in temporal_tensors for n in names):
+                temporal.add(id(node))
+                temporal_tensors.update(t.name for t in node.outputs)
+            elif node.op in _SHAPE_OPS and any(n in batch for n in names):
+                shape_values.update(t.name for t in node.outputs)
+            elif any(n in batch for n in names):
+                batch.update(t.name for t in node.outputs)
+            elif any(n in shape_values for n in names):
+                shape_values.update(t.name for t in node.outputs)
+        return temporal, batch, shape_values
+
+    @staticmethod
+    def _fold_input(graph: gs.Graph, make: _Builder, x: gs.Variable) -> gs.Variable:
+        """Replace input ``x`` by a new input with a time axis, reshaped back into ``x``."""
+        sample_dims = list(x.shape[1:]) if x.shape else None
+        outer = gs.Variable(x.name, x.dtype, None if sample_dims is None
+                            else ["S", "N", *sample_dims])
+        x.name = f"{x.name}__folded"
+        sample_shape = make("Slice", [make("Shape", [outer], np.int64), make.const([2]),
+                                      make.const([_TO_END])], np.int64)
+        make("Reshape", [outer, make("Concat", [make.const([-1]), sample_shape], np.int64,
+                                     {"axis": 0})], output=x)
+        return outer
+
+    @staticmethod
+    def _unfold_output(make: _Builder, out: gs.Variable, steps: gs.Variable, over_time,
+                       temporal: bool) -> gs.Variable:
+        """Graph output ``out`` [T·N, ...] reshaped to [T, N, ...] under its own name."""
+        name = out.name
+        sample_dims = list(out.shape[1:]) if out.shape else None
+        source = out if temporal else over_time(out)
+        out.name = f"{name}__folded"
+        result = gs.Variable(name, out.dtype, None if sample_dims is None
+                             else ["T", "N", *sample_dims])
+        make("Reshape", [source, make("Concat", [steps, _with_rows(make, source, [-1])],
+                                      np.int64, {"axis": 0})], output=result)
+        return result
+
+
+def _with_rows(make: _Builder, tensor: gs.Variable, rows: list[int]) -> gs.Variable:
+    """The shape of ``tensor`` with its first dimension replaced by ``rows``."""
+    tail = make("Slice", [make("Shape", [tensor], np.int64), make.const([1]),
+                          make.const([_TO_END])], np.int64)
+    return make("Concat", [make.const(rows), tail], np.int64, {"axis": 0})
+
