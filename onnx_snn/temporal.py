@@ -62,45 +62,45 @@ class TimeFolding:
         steps = make("Reshape", [self.timesteps, make.const([1])], np.int64)
         samples = make("Slice", [make("Shape", [folded_inputs[0]], np.int64), make.const([0]),
                                  make.const([1])], np.int64)
-        broadcast: dict[str, gs.Variable] = {}
+        broadcast: dict[int, gs.Variable] = {}
 
         def over_time(tensor: gs.Variable) -> gs.Variable:
             """``tensor`` [S·N, ...] broadcast to [T·N, ...] (cached)."""
-            if tensor.name not in broadcast:
+            if id(tensor) not in broadcast:
                 rows = make("Reshape", [tensor, make("Concat", [samples, make.const([-1])],
                                                      np.int64, {"axis": 0})], tensor.dtype)
                 tiled = make("Expand", [rows, make("Concat", [steps, make.const([1])], np.int64,
                                                    {"axis": 0})], tensor.dtype)
-                broadcast[tensor.name] = make("Reshape", [tiled, _with_rows(make, tensor, [-1])],
-                                              tensor.dtype)
-            return broadcast[tensor.name]
+                broadcast[id(tensor)] = make("Reshape", [tiled, _with_rows(make, tensor, [-1])],
+                                             tensor.dtype)
+            return broadcast[id(tensor)]
 
-        retimed: dict[str, gs.Variable] = {}
+        retimed: dict[int, gs.Variable] = {}
 
         def retime(value: gs.Variable) -> gs.Variable:
             """Recompute a shape value from static tensors on their broadcast versions."""
-            if value.name not in retimed:
+            if id(value) not in retimed:
                 producer = value.inputs[0]
-                inputs = [over_time(t) if t.name in batch and producer.op in _SHAPE_OPS
-                          else retime(t) if t.name in shape_values else t
+                inputs = [over_time(t) if id(t) in batch and producer.op in _SHAPE_OPS
+                          else retime(t) if id(t) in shape_values else t
                           for t in producer.inputs]
                 outputs = [gs.Variable(f"{t.name}__retimed", t.dtype) for t in producer.outputs]
                 graph.nodes.append(gs.Node(producer.op, f"{producer.name}__retimed",
                                            attrs=dict(producer.attrs), inputs=inputs,
                                            outputs=outputs, domain=producer.domain))
                 for old, new in zip(producer.outputs, outputs):
-                    retimed[old.name] = new
-            return retimed[value.name]
+                    retimed[id(old)] = new
+            return retimed[id(value)]
 
         for node in [n for n in graph.nodes if id(n) in temporal]:
             for index, tensor in enumerate(node.inputs):
-                if tensor.name in batch:
+                if id(tensor) in batch:
                     node.inputs[index] = over_time(tensor)
-                elif tensor.name in shape_values:
+                elif id(tensor) in shape_values:
                     node.inputs[index] = retime(tensor)
 
         graph.outputs = [self._unfold_output(make, out, steps, over_time,
-                                             temporal=out.name not in batch)
+                                             temporal=id(out) not in batch)
                          for out in graph.outputs]
         graph.inputs = [*folded_inputs, self.timesteps]
         for tensor in graph.tensors().values():
@@ -111,22 +111,23 @@ class TimeFolding:
         return graph
 
     def _classify(self, graph: gs.Graph, data_inputs: list[gs.Variable]):
-        """Temporal nodes (ids), static batch tensors and static shape values (names)."""
+        """Ids of temporal nodes, static batch tensors and static shape values."""
         temporal: set[int] = set()
-        temporal_tensors = {self.timesteps.name}
-        batch = {x.name for x in data_inputs}
-        shape_values: set[str] = set()
+        temporal_tensors = {id(self.timesteps)}
+        batch = {id(x) for x in data_inputs}
+        shape_values: set[int] = set()
         for node in graph.nodes:
-            names = [t.name for t in node.inputs]
-            if any(n in temporal_tensors for n in names):
+            ids = [id(t) for t in node.inputs]
+            outputs = [id(t) for t in node.outputs]
+            if any(i in temporal_tensors for i in ids):
                 temporal.add(id(node))
-                temporal_tensors.update(t.name for t in node.outputs)
-            elif node.op in _SHAPE_OPS and any(n in batch for n in names):
-                shape_values.update(t.name for t in node.outputs)
-            elif any(n in batch for n in names):
-                batch.update(t.name for t in node.outputs)
-            elif any(n in shape_values for n in names):
-                shape_values.update(t.name for t in node.outputs)
+                temporal_tensors.update(outputs)
+            elif node.op in _SHAPE_OPS and any(i in batch for i in ids):
+                shape_values.update(outputs)
+            elif any(i in batch for i in ids):
+                batch.update(outputs)
+            elif any(i in shape_values for i in ids):
+                shape_values.update(outputs)
         return temporal, batch, shape_values
 
     @staticmethod

@@ -1,0 +1,197 @@
+"""The ``onnx-snn`` command line: convert, eval, demo.
+
+Errors are one line on stderr with exit status 1 (2 for bad usage); add
+``--verbose`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from onnx_snn import __version__
+from onnx_snn.errors import OnnxSnnError
+
+PROG = "onnx-snn"
+
+
+def _mode(text: str) -> str | float:
+    """``max``, ``P%`` or a number, as HookFactory takes it."""
+    text = text.strip()
+    if text.lower() == "max" or text.endswith("%"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid mode {text!r}: use max, a percentile such as 99.9%%, or a number in (0, 1]"
+        ) from None
+
+
+def _v_reset(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid reset {text!r}: use none or a number") \
+            from None
+
+
+def _timesteps(text: str) -> list[int]:
+    try:
+        steps = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid time steps {text!r}: use e.g. 4,8,16") \
+            from None
+    if not steps or min(steps) <= 0:
+        raise argparse.ArgumentTypeError(f"time steps must be positive integers, got {text!r}")
+    return steps
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Convert ONNX ReLU networks into spiking networks that run "
+                               "in onnxruntime.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    common.add_argument("--json", metavar="FILE", help="also write machine-readable results")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = commands.add_parser(
+        "convert", parents=[common], help="calibrate an ANN and convert it into an SNN",
+        description="Calibrate ANN.onnx on DATA and write the spiking model.")
+    convert.add_argument("model", metavar="ANN.onnx", help="the ANN to convert")
+    convert.add_argument("--calib", metavar="DATA.npz",
+                         help="calibration data: array 'x' or one array per input name")
+    convert.add_argument("-o", "--output", metavar="SNN.onnx", required=True,
+                         help="where to write the spiking model")
+    convert.add_argument("--batch-size", type=int, default=100,
+                         help="calibration batch size (default 100)")
+    convert.add_argument("--mode", type=_mode, default="max",
+                         help="scale statistic: max, P%% (e.g. 99.9%%) or a fraction of the "
+                              "max in (0, 1] (default max)")
+    convert.add_argument("--momentum", type=float, default=0.1,
+                         help="moving-average momentum across batches, in [0, 1] (default 0.1)")
+    convert.add_argument("--v-threshold", type=float, default=1.0,
+                         help="neuron threshold (default 1.0)")
+    convert.add_argument("--v-reset", type=_v_reset, default=None, metavar="none|FLOAT",
+                         help="reset potential; none means soft reset (default none)")
+    convert.add_argument("--exclude", action="append", default=[], metavar="NODE",
+                         help="keep this Relu analog (repeatable)")
+    convert.add_argument("--keep-analog", action="store_true",
+                         help="keep unconvertible activations (Sigmoid, Tanh, ...) analog")
+    convert.add_argument("--save-calibration", metavar="FILE",
+                         help="write the calibrated scales as JSON")
+    convert.add_argument("--load-calibration", metavar="FILE",
+                         help="use scales from a saved calibration instead of --calib")
+    convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    convert.set_defaults(run=_run_convert)
+
+    evaluate = commands.add_parser(
+        "eval", parents=[common], help="accuracy of an SNN at several T (and of the ANN)",
+        description="Evaluate SNN.onnx on labelled data at every T from one run.")
+    evaluate.add_argument("model", metavar="SNN.onnx", help="a converted model")
+    evaluate.add_argument("--data", metavar="TEST.npz", required=True,
+                          help="test data: arrays 'x' and integer labels 'y'")
+    evaluate.add_argument("--timesteps", type=_timesteps, default=[4, 8, 16, 32, 64],
+                          help="comma-separated T values (default 4,8,16,32,64)")
+    evaluate.add_argument("--ann", metavar="ANN.onnx", help="also evaluate the original ANN")
+    evaluate.add_argument("--batch-size", type=int, default=256,
+                          help="samples per run (default 256)")
+    evaluate.set_defaults(run=_run_eval)
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="train, convert and evaluate a digits CNN",
+        description="The built-in demo on scikit-learn's digits data.")
+    demo.add_argument("--out", metavar="DIR", help="write the ANN, SNN and data here")
+    demo.set_defaults(run=_run_demo)
+    return parser
+
+
+def _run_convert(args: argparse.Namespace) -> dict:
+    from onnx_snn.calibration import Calibration, HookFactory
+    from onnx_snn.convert import convert
+    from onnx_snn.modelio import check_output_path
+    from onnx_snn.neurons import NeuronFactory
+
+    for path in (args.output, args.json, args.save_calibration):
+        if path is not None:
+            check_output_path(path, args.model, args.calib, args.load_calibration)
+    if args.calib is None and args.load_calibration is None:
+        raise OnnxSnnError("give calibration data with --calib or scales with --load-calibration")
+    calibration = Calibration.load(args.load_calibration) if args.load_calibration else None
+    result = convert(args.model, None if calibration else args.calib,
+                     hook_factory=HookFactory(args.mode, args.momentum),
+                     neuron_factory=NeuronFactory(v_threshold=args.v_threshold,
+                                                  v_reset=args.v_reset),
+                     batch_size=args.batch_size, exclude=args.exclude,
+                     keep_analog=args.keep_analog, calibration=calibration,
+                     progress=not args.no_progress)
+    result.save(args.output)
+    if args.save_calibration:
+        result.calibration.save(args.save_calibration)
+    report = result.report()
+    print(f"converted {len(result.layers)} Relu into spiking neurons -> {args.output}")
+    for layer in report["layers"]:
+        print(f"  {layer['node']:<40} scale {layer['scale']:.6g}")
+    return report
+
+
+def _run_eval(args: argparse.Namespace) -> dict:
+    from onnx_snn.data import load_npz_arrays
+    from onnx_snn.evaluation import ann_accuracy, snn_accuracy
+    from onnx_snn.runtime import SpikingSession
+
+    session = SpikingSession(args.model)
+    if len(session.input_names) != 1:
+        raise OnnxSnnError("eval supports single-input models; use the Python API otherwise")
+    arrays = load_npz_arrays(args.data, ["x", "y"])
+    x, y = arrays["x"], arrays["y"]
+    ann = ann_accuracy(args.ann, x, y, args.batch_size) if args.ann else None
+    snn = snn_accuracy(session, x, y, args.timesteps, args.batch_size, progress=True)
+    if ann is not None:
+        print(f"ANN accuracy: {ann:.4f}")
+    print(f"{'T':>5}  SNN accuracy")
+    for t, acc in snn.items():
+        print(f"{t:>5}  {acc:.4f}")
+    return {"ann_accuracy": ann, "snn_accuracy": {str(t): acc for t, acc in snn.items()}}
+
+
+def _run_demo(args: argparse.Namespace) -> dict:
+    from onnx_snn.demo import run_demo
+
+    return run_demo(args.out)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``onnx-snn`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        warnings.showwarning = _show_warning
+    try:
+        results = args.run(args)
+        if args.json:
+            from onnx_snn.modelio import save_json
+            save_json(results, args.json)
+    except (OnnxSnnError, OSError) as error:
+        if args.verbose:
+            raise
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
