@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from onnx_snn.data import batches, input_specs
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import save_json
+from onnx_snn.prepare import infer_shapes
 
 Mode = Union[str, float]
 
@@ -98,7 +99,7 @@ class VoltageHook:
         prefix = f"{activation.name}__calib"
         if self.kind != "percentile":
             return graph.layer(op="ReduceMax", name=f"{prefix}_max", inputs=[activation],
-                               outputs=[gs.Variable(f"{prefix}_max", np.float32, [])],
+                               outputs=[gs.Variable(f"{prefix}_max", activation.dtype, [])],
                                attrs={"keepdims": 0})
         return self._percentile_outputs(graph, activation, prefix)
 
@@ -130,8 +131,8 @@ class VoltageHook:
                   else layer("Add", [below, const("margin", 3)], np.int64))
         k = layer("Reshape", [layer("Min", [wanted, count], np.int64), const("k_shape", [1])],
                   np.int64)
-        flat = layer("Reshape", [activation, const("flat", [-1])], np.float32)
-        values = gs.Variable(f"{prefix}_topk", np.float32)
+        flat = layer("Reshape", [activation, const("flat", [-1])], activation.dtype)
+        values = gs.Variable(f"{prefix}_topk", activation.dtype)
         graph.layer(op="TopK", name=f"{prefix}_topk", inputs=[flat, k],
                     outputs=[values, gs.Variable(f"{prefix}_topk_index", np.int64)],
                     attrs={"largest": int(largest), "sorted": 1})
@@ -226,10 +227,13 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, VoltageHook],
               batch_size: int = 100, progress: bool = True) -> Calibration:
     """Run ``model`` over ``data`` in onnxruntime and feed each Relu's hook.
 
-    ``hooks`` maps Relu node names to their collectors. ``data`` is anything
-    ``onnx_snn.data.batches`` accepts.
+    ``model`` should be prepared (``onnx_snn.prepare.prepare``: opset 13+, node
+    names unique), as ``convert`` does. ``hooks`` maps Relu node names to their
+    collectors. ``data`` is anything ``onnx_snn.data.batches`` accepts.
     """
-    graph = gs.import_onnx(model)
+    if not hooks:
+        raise OnnxSnnError("no Relu to calibrate: hooks is empty")
+    graph = gs.import_onnx(infer_shapes(model))  # hook outputs take the activations' dtypes
     relus = {node.name: node for node in graph.nodes if node.op == "Relu"}
     fetches: dict[str, list[gs.Variable]] = {}
     for name, hook in hooks.items():
@@ -238,8 +242,12 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, VoltageHook],
         fetches[name] = hook.graph_outputs(graph, relus[name].outputs[0])
     graph.outputs = [tensor for tensors in fetches.values() for tensor in tensors]
     graph.cleanup()
-    session = ort.InferenceSession(gs.export_onnx(graph).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(gs.export_onnx(graph).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise OnnxSnnError(f"onnxruntime cannot load the calibration graph: "
+                           f"{str(error).strip().splitlines()[0]}") from None
     names = [t.name for t in graph.outputs]
     stream = batches(data, input_specs(model), batch_size)
     samples = 0
@@ -264,5 +272,6 @@ def check_scales(calibration: Calibration) -> None:
            if not (math.isfinite(layer.scale) and layer.scale > 0)]
     if bad:
         raise OnnxSnnError(
-            f"Relu {', '.join(bad)} never activated on the calibration data (scale must be "
-            "finite and > 0); use more representative data, another mode, or exclude them")
+            f"Relu {', '.join(bad)}: scale must be finite and > 0 (the Relu never activated "
+            "on the calibration data, or the percentile is too low); use more representative "
+            "data, another mode, or exclude them")

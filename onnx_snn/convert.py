@@ -131,6 +131,10 @@ def _plan(graph: gs.Graph, hook_factory: HookFactory, neuron_factory: NeuronFact
     for node in relus:
         if node.name in exclude:
             continue
+        dtype = node.outputs[0].dtype
+        if dtype is not None and np.dtype(dtype) != np.float32:
+            raise OnnxSnnError(f"Relu '{node.name}' computes in {np.dtype(dtype)}; onnx-snn "
+                               "converts float32 networks")
         chosen = factories(node) if factories else (hook_factory, neuron_factory)
         if chosen is not None:
             plan[node.name] = chosen

@@ -104,7 +104,8 @@ def validate_batch(raw: Any, specs: list[InputSpec], where: str) -> Batch:
                                    f"{list(array.shape)}; expected {_shape_text(spec.shape)}")
         if array.shape[0] == 0:
             raise OnnxSnnError(f"{where}: input '{spec.name}' has no samples")
-        array = array.astype(spec.dtype, copy=False)
+        with np.errstate(over="ignore"):  # overflow shows up as Inf, reported below
+            array = array.astype(spec.dtype, copy=False)
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise OnnxSnnError(f"{where}: input '{spec.name}' contains NaN or Inf")
         feed[spec.name] = array
@@ -227,29 +228,43 @@ def _read_npy_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 
 def _npz_batches(path: Path, keys: dict[str, str], batch_size: int) -> Iterator[Batch]:
-    """Stream rows of the arrays ``keys`` from an .npz, one batch at a time."""
+    """Stream rows of the arrays ``keys`` from an .npz, one batch at a time.
+
+    C-ordered arrays are read row block by row block; a Fortran-ordered array
+    cannot be, so it is loaded whole.
+    """
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.open(f"{key}.npy") for name, key in keys.items()}
         try:
             headers = {name: _read_npy_header(m) for name, m in members.items()}
-            for name, (shape, fortran, dtype) in headers.items():
-                if fortran or dtype.hasobject or not shape:
-                    raise OnnxSnnError(f"{path}: array '{keys[name]}' must be a C-ordered "
-                                       "numeric array with samples along axis 0")
+            for name, (shape, _, dtype) in headers.items():
+                if dtype.hasobject or not shape:
+                    raise OnnxSnnError(f"{path}: array '{keys[name]}' must be a numeric array "
+                                       "with samples along axis 0")
             rows = {shape[0] for shape, _, _ in headers.values()}
             if len(rows) > 1:
                 raise OnnxSnnError(f"{path}: arrays {', '.join(keys.values())} have different "
                                    f"numbers of samples {sorted(rows)}")
             total = rows.pop()
-            for start in range(0, total, batch_size):
-                count = min(batch_size, total - start)
-                batch = {}
-                for name, member in members.items():
-                    shape, _, dtype = headers[name]
-                    row_items = int(np.prod(shape[1:], dtype=np.int64))
-                    buffer = member.read(count * row_items * dtype.itemsize)
-                    batch[name] = np.frombuffer(buffer, dtype=dtype).reshape((count, *shape[1:]))
-                yield batch
+            readers = {name: _npz_row_blocks(path, keys[name], members[name], headers[name],
+                                             total, batch_size) for name in members}
+            for _ in range(0, total, batch_size):
+                yield {name: next(reader) for name, reader in readers.items()}
         finally:
             for member in members.values():
                 member.close()
+
+
+def _npz_row_blocks(path: Path, key: str, member: Any, header: tuple, total: int,
+                    batch_size: int) -> Iterator[np.ndarray]:
+    shape, fortran, dtype = header
+    if fortran:
+        whole = load_npz_arrays(path, [key])[key]
+        for start in range(0, total, batch_size):
+            yield whole[start:start + batch_size]
+        return
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    for start in range(0, total, batch_size):
+        count = min(batch_size, total - start)
+        buffer = member.read(count * row_bytes)
+        yield np.frombuffer(buffer, dtype=dtype).reshape((count, *shape[1:]))

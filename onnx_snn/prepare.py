@@ -56,14 +56,20 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def name_nodes(graph: gs.Graph) -> None:
-    """Name unnamed nodes ``<op>_<index>`` and make repeated names unique."""
-    seen: set[str] = set()
+    """Give unnamed nodes ``<op>_<index>`` names and make repeated names unique.
+
+    Names the user gave win: the first node with a given name keeps it, and
+    generated names avoid every given name.
+    """
+    given = {node.name for node in graph.nodes if node.name}
+    taken: set[str] = set()
     for index, node in enumerate(graph.nodes):
-        name = node.name or f"{node.op}_{index}"
-        while name in seen:
+        name = node.name if node.name and node.name not in taken else \
+            f"{node.name or node.op}_{index}"
+        while name in taken or (name != node.name and name in given):
             name = f"{name}_{index}"
         node.name = name
-        seen.add(name)
+        taken.add(name)
 
 
 def _only_consumer(tensor: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
@@ -130,6 +136,9 @@ def _fold_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool
         return False
     beta = float(gemm.attrs.get("beta", 1.0))
     bias = gemm.inputs[2].values.astype(np.float64) if len(gemm.inputs) > 2 else np.zeros(1)
+    if bias.size not in (1, outputs) or bias.ndim == 2 and bias.shape[0] != 1:
+        return False  # a per-row bias cannot fold into per-column parameters
+    bias = bias.reshape(-1)
     new_weight = weight * (scale[:, None] if trans_b else scale[None, :])
     new_bias = np.broadcast_to(beta * bias, (outputs,)) * scale + shift
     dtype = gemm.inputs[1].values.dtype

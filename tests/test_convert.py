@@ -281,3 +281,15 @@ def test_torch_dynamo_export_with_external_data_loads_from_path(tmp_path) -> Non
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
     assert np.abs(mean - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_float64_network_is_refused_clearly() -> None:
+    ann = mlp_model([4, 6, 2])
+    ann = onnx.helper.make_model(ann.graph, opset_imports=ann.opset_import)
+    for tensor in ann.graph.initializer:
+        tensor.CopyFrom(onnx.numpy_helper.from_array(
+            onnx.numpy_helper.to_array(tensor).astype(np.float64), tensor.name))
+    for value in [*ann.graph.input, *ann.graph.output]:
+        value.type.tensor_type.elem_type = TensorProto.DOUBLE
+    with pytest.raises(OnnxSnnError, match="relu0.*float64"):
+        convert(ann, np.zeros((3, 4)), progress=False)

@@ -1,0 +1,105 @@
+"""The onnx-snn command line: round trip, JSON outputs, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+from onnx.reference import ReferenceEvaluator
+import pytest
+
+from conftest import mlp_model
+from onnx_snn import HookFactory, convert
+from onnx_snn.cli import main
+
+
+@pytest.fixture
+def files(tmp_path):
+    """An ANN, calibration data and labelled test data on disk."""
+    rng = np.random.default_rng(0)
+    ann = mlp_model([8, 16, 16, 4], seed=2)
+    onnx.save(ann, tmp_path / "ann.onnx")
+    x = rng.normal(size=(250, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    logits = ReferenceEvaluator(ann).run(None, {"x": x})[0]
+    np.savez(tmp_path / "test.npz", x=x[:60], y=logits[:60].argmax(axis=1))
+    return tmp_path
+
+
+def test_convert_then_eval_round_trip(files, capsys) -> None:
+    snn, report = files / "snn.onnx", files / "report.json"
+    assert main(["convert", str(files / "ann.onnx"), "--calib", str(files / "calib.npz"),
+                 "--mode", "99%", "--momentum", "0.2", "--batch-size", "64", "--no-progress",
+                 "-o", str(snn), "--json", str(report)]) == 0
+    onnx.checker.check_model(str(snn), full_check=True)
+    layers = json.loads(report.read_text())["layers"]
+    expected = convert(str(files / "ann.onnx"), str(files / "calib.npz"), batch_size=64,
+                       hook_factory=HookFactory("99%", 0.2), progress=False).calibration
+    assert [(e["node"], e["scale"]) for e in layers] == list(expected.scales.items())
+    assert [e["node"] for e in layers] == ["relu0", "relu1"]
+
+    result = files / "result.json"
+    assert main(["eval", str(snn), "--data", str(files / "test.npz"), "--timesteps", "2,64",
+                 "--ann", str(files / "ann.onnx"), "--json", str(result)]) == 0
+    data = json.loads(result.read_text())
+    assert data["ann_accuracy"] == 1.0  # labels are the ANN's own predictions
+    assert set(data["snn_accuracy"]) == {"2", "64"}
+    assert data["snn_accuracy"]["64"] >= data["snn_accuracy"]["2"]
+    assert data["snn_accuracy"]["64"] > 0.8
+    out = capsys.readouterr().out
+    assert "ANN accuracy: 1.0000" in out and "   64" in out
+
+
+def test_saved_calibration_reconverts_identically(files) -> None:
+    first, second = files / "a.onnx", files / "b.onnx"
+    scales = files / "scales.json"
+    assert main(["convert", str(files / "ann.onnx"), "--calib", str(files / "calib.npz"),
+                 "--v-reset", "0", "--v-threshold", "0.5", "-o", str(first),
+                 "--save-calibration", str(scales), "--no-progress"]) == 0
+    assert main(["convert", str(files / "ann.onnx"), "--load-calibration", str(scales),
+                 "--v-reset", "0", "--v-threshold", "0.5", "-o", str(second)]) == 0
+    assert onnx.load(first) == onnx.load(second)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["convert", "missing.onnx", "--calib", "{d}/calib.npz", "-o", "{d}/o.onnx"], "no such model"),
+    (["convert", "{d}/ann.onnx", "--calib", "{d}/none.npz", "-o", "{d}/o.onnx"], "no such data"),
+    (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "-o", "{d}/ann.onnx"], "same as the"),
+    (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "-o", "{d}/no/o.onnx"], "does not exist"),
+    (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "--mode", "101%", "-o", "{d}/o.onnx"],
+     "mode"),
+    (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "--momentum", "2", "-o", "{d}/o.onnx"],
+     "momentum"),
+    (["convert", "{d}/ann.onnx", "--calib", "{d}/test.npz", "--exclude", "zz", "-o", "{d}/o.onnx"],
+     "'zz'"),
+    (["convert", "{d}/calib.npz", "--calib", "{d}/calib.npz", "-o", "{d}/o.onnx"], "not a valid ONNX"),
+    (["eval", "{d}/ann.onnx", "--data", "{d}/test.npz"], "not a converted model"),
+])
+def test_errors_are_one_line_with_status_1(files, capsys, argv, message) -> None:
+    argv = [a.format(d=files) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("onnx-snn: error:") and message in err[0]
+    assert not (files / "o.onnx").exists()
+    assert not list(files.glob(".*.tmp"))
+
+
+def test_verbose_shows_the_traceback(files) -> None:
+    with pytest.raises(Exception, match="no such model"):
+        main(["convert", "missing.onnx", "--calib", str(files / "calib.npz"),
+              "-o", str(files / "o.onnx"), "--verbose"])
+
+
+@pytest.mark.parametrize("command", [[], ["convert"], ["eval"], ["demo"]])
+def test_every_command_has_help(command) -> None:
+    done = subprocess.run(["onnx-snn", *command, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "usage: onnx-snn" in done.stdout
+
+
+def test_bad_usage_exits_2() -> None:
+    done = subprocess.run([sys.executable, "-m", "onnx_snn.cli", "eval", "m.onnx", "--data", "d",
+                           "--timesteps", "0"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
