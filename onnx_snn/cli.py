@@ -10,7 +10,6 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 from onnx_snn import __version__
 from onnx_snn.errors import OnnxSnnError

@@ -96,7 +96,8 @@ def fold_batch_norms(graph: gs.Graph) -> int:
     for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
         source = bn.inputs[0]
         layer = source.inputs[0] if source.inputs else None
-        if layer is None or layer.op not in ("Conv", "Gemm") or _only_consumer(source, graph) is not bn:
+        if layer is None or layer.op not in ("Conv", "Gemm") \
+                or _only_consumer(source, graph) is not bn:
             continue
         affine = _batch_norm_affine(bn)
         if affine is None or not all(isinstance(t, gs.Constant) for t in layer.inputs[1:]):

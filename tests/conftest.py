@@ -12,7 +12,8 @@ def make_model(nodes, inputs, outputs, initializers=(), opset: int = 17) -> onnx
     """A checked model from helper nodes and numpy initializers {name: array}."""
     graph = helper.make_graph(
         nodes, "test", inputs, outputs,
-        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in dict(initializers).items()])
+        initializer=[numpy_helper.from_array(np.asarray(v), k)
+                     for k, v in dict(initializers).items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model
@@ -32,7 +33,8 @@ def mlp_model(sizes: list[int], seed: int = 0, bias_shift: float = 0.1,
         if not last:
             nodes.append(helper.make_node("Relu", [out], [f"r{i}"], name=f"relu{i}"))
             current = f"r{i}"
-    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
+    return make_model(nodes,
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", sizes[-1]])],
                       inits, opset)
 

@@ -68,14 +68,16 @@ def test_saved_calibration_reconverts_identically(files) -> None:
     (["convert", "missing.onnx", "--calib", "{d}/calib.npz", "-o", "{d}/o.onnx"], "no such model"),
     (["convert", "{d}/ann.onnx", "--calib", "{d}/none.npz", "-o", "{d}/o.onnx"], "no such data"),
     (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "-o", "{d}/ann.onnx"], "same as the"),
-    (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "-o", "{d}/no/o.onnx"], "does not exist"),
+    (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "-o", "{d}/no/o.onnx"],
+     "does not exist"),
     (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "--mode", "101%", "-o", "{d}/o.onnx"],
      "mode"),
     (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "--momentum", "2", "-o", "{d}/o.onnx"],
      "momentum"),
     (["convert", "{d}/ann.onnx", "--calib", "{d}/test.npz", "--exclude", "zz", "-o", "{d}/o.onnx"],
      "'zz'"),
-    (["convert", "{d}/calib.npz", "--calib", "{d}/calib.npz", "-o", "{d}/o.onnx"], "not a valid ONNX"),
+    (["convert", "{d}/calib.npz", "--calib", "{d}/calib.npz", "-o", "{d}/o.onnx"],
+     "not a valid ONNX"),
     (["eval", "{d}/ann.onnx", "--data", "{d}/test.npz"], "not a converted model"),
 ])
 def test_errors_are_one_line_with_status_1(files, capsys, argv, message) -> None:

@@ -41,7 +41,8 @@ def cnn_model(seed: int, channels: int = 6) -> onnx.ModelProto:
         helper.make_node("Flatten", ["r2"], ["f"], axis=1),
         helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], name="fc"),
     ]
-    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])],
+    return make_model(nodes,
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
 
 

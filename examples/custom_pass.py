@@ -1,0 +1,172 @@
+"""Custom graph passes with the public Pattern API, run before conversion.
+
+Two small patterns make a torch model convertible:
+
+- ``MaxPoolToAveragePool``: MaxPool -> AveragePool with the same kernel, strides,
+  pads and ceil mode. A rate-coded SNN cannot take the max of firing rates
+  with one spiking max-pool step, but an average of spike trains is exact.
+- ``ClipToRelu``: Clip(x, 0, m) (torch's ReLU6, Hardtanh(0, m)) -> Relu. The
+  converter refuses Clip; as a Relu it becomes a neuron, whose rate saturates
+  at its calibrated scale anyway. Exact wherever x <= m.
+
+Each pattern is wrapped in a ``PatternPass``; ``compose`` chains them into one
+pass and ``run_passes`` applies it to the ONNX model. The rewritten ANN is then
+converted, and the SNN's time-averaged output approaches the ANN's as T grows.
+
+Run it with ``python examples/custom_pass.py`` (a few seconds).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+
+from onnx_snn import Pattern, PatternPass, compose, convert, run_passes
+from onnx_snn.runtime import SpikingSession
+
+TIMESTEPS = (8, 32, 128, 512)
+INPUT_SHAPE = (3, 14, 14)
+
+
+# --------------------------------------------------------------------------- patterns
+
+def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
+    """The value of a constant tensor (initializer or Constant node output), else None."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    producer = tensor.inputs[0] if tensor.inputs else None
+    if producer is not None and producer.op == "Constant" and "value" in producer.attrs:
+        value = producer.attrs["value"]
+        return np.asarray(value.values if isinstance(value, gs.Constant) else value)
+    return None
+
+
+class MaxPoolToAveragePool(Pattern):
+    """Replace a MaxPool by an AveragePool over the same windows.
+
+    Padding is left out of each average (``count_include_pad=0``), just as the
+    max ignores it. MaxPools with dilation or an indices output are kept.
+    """
+
+    COPIED = ("kernel_shape", "strides", "pads", "ceil_mode", "auto_pad")
+
+    def match(self, node: gs.Node) -> bool:
+        dilations = node.attrs.get("dilations")
+        return (node.op == "MaxPool" and len(node.outputs) == 1
+                and (dilations is None or all(d == 1 for d in dilations)))
+
+    def replace(self, node: gs.Node, graph: gs.Graph) -> Sequence[gs.Node]:
+        attrs = {key: node.attrs[key] for key in self.COPIED if key in node.attrs}
+        attrs["count_include_pad"] = 0
+        return [gs.Node("AveragePool", f"{node.name}__average", attrs=attrs,
+                        inputs=[node.inputs[0]], outputs=list(node.outputs))]
+
+
+class ClipToRelu(Pattern):
+    """Replace Clip(x, min=0, max=m) by Relu(x); other Clips are kept."""
+
+    def match(self, node: gs.Node) -> bool:
+        if node.op != "Clip" or len(node.inputs) < 2 or node.inputs[1].name == "":
+            return False
+        low = constant_value(node.inputs[1])
+        return low is not None and low.size == 1 and float(low) == 0.0
+
+    def replace(self, node: gs.Node, graph: gs.Graph) -> Sequence[gs.Node]:
+        return [gs.Node("Relu", f"{node.name}__relu", inputs=[node.inputs[0]],
+                        outputs=list(node.outputs))]
+
+
+#: The whole preparation as one pass: any ``graph -> graph`` callable composes.
+snn_friendly = compose(PatternPass(MaxPoolToAveragePool()), PatternPass(ClipToRelu()))
+
+
+# --------------------------------------------------------------------------- model + data
+
+def torch_model(average: bool = False, seed: int = 0) -> Any:
+    """Conv-ReLU6-MaxPool-Conv-ReLU-MaxPool(ceil)-Linear with random weights.
+
+    ``average=True`` builds the same network (same weights) with AvgPool2d in
+    place of each MaxPool2d: what the rewritten ONNX model should compute.
+    """
+    import torch
+    from torch import nn
+
+    def pool(ceil_mode: bool) -> nn.Module:
+        return (nn.AvgPool2d(2, ceil_mode=ceil_mode, count_include_pad=False) if average
+                else nn.MaxPool2d(2, ceil_mode=ceil_mode))
+
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), pool(False),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), pool(True),
+                         nn.Flatten(), nn.Linear(16 * 4 * 4, 10)).eval()
+
+
+def make_data(count: int, seed: int) -> np.ndarray:
+    """Uniform [0, 1) images, float32 [count, 3, 14, 14]."""
+    return np.random.default_rng(seed).random((count, *INPUT_SHAPE), dtype=np.float32)
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """How many nodes of each op type the main graph has."""
+    return dict(Counter(node.op_type for node in model.graph.node))
+
+
+def run_ann(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """The ONNX ANN's first output in onnxruntime."""
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def export(module: Any) -> onnx.ModelProto:
+    """The module as ONNX (TorchScript exporter: fast, plain Constant nodes)."""
+    import torch
+
+    from onnx_snn.export import export_torch
+
+    return export_torch(module, torch.from_numpy(make_data(2, seed=99)), dynamo=False)
+
+
+# --------------------------------------------------------------------------- demo
+
+def main(timesteps: tuple[int, ...] = TIMESTEPS, echo=print) -> dict[str, Any]:
+    """Rewrite, convert and compare ANN and SNN outputs; return the numbers."""
+    import torch
+
+    original = export(torch_model())
+    rewritten = run_passes(original, snn_friendly)
+    x_calib, x_test = make_data(256, seed=1), make_data(32, seed=2)
+
+    ann_out = run_ann(rewritten, x_test)
+    with torch.no_grad():
+        twin_out = torch_model(average=True)(torch.from_numpy(x_test)).numpy()
+    snn = convert(rewritten, x_calib, progress=False)
+    per_step = SpikingSession(snn.model).run(x_test, max(timesteps)).per_step
+    errors = {t: float(np.abs(per_step[:t].mean(axis=0) - ann_out).mean()) for t in timesteps}
+
+    results = {
+        "ops_before": op_counts(original), "ops_after": op_counts(rewritten),
+        "twin_max_abs_diff": float(np.abs(ann_out - twin_out).max()),
+        "original_vs_rewritten_ann": float(np.abs(run_ann(original, x_test) - ann_out).mean()),
+        "ann_mean_abs_output": float(np.abs(ann_out).mean()),
+        "snn_mean_abs_error": errors,
+        "neurons": [layer.neuron.op_type for layer in snn.layers],
+    }
+    echo(f"ops before: {results['ops_before']}")
+    echo(f"ops after:  {results['ops_after']}")
+    echo(f"rewritten ANN vs torch AvgPool twin: max |diff| = {results['twin_max_abs_diff']:.2e}")
+    echo(f"ANN output, mean |y| = {results['ann_mean_abs_output']:.4f}; "
+         f"sample 0: {np.array2string(ann_out[0, :4], precision=3)}")
+    for t, error in errors.items():
+        echo(f"SNN T={t:>3}: mean |SNN - ANN| = {error:.5f}; sample 0: "
+             f"{np.array2string(per_step[:t].mean(axis=0)[0, :4], precision=3)}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
