@@ -13,9 +13,13 @@ from onnx_snn.errors import OnnxSnnError  # noqa: E402
 from onnx_snn.neurons import IFNeuron, Neuron, NeuronFactory  # noqa: E402
 from onnx_snn.ops.dynamics import simulate_if  # noqa: E402
 from onnx_snn.patterns import Pattern, PatternPass, compose, run_passes  # noqa: E402
+from onnx_snn.runtime import (  # noqa: E402
+    SpikingSession, native_library_path, run_snn, session_options,
+)
 
 __all__ = [
     "Calibration", "HookFactory", "IFNeuron", "Neuron", "NeuronFactory", "OnnxSnnError",
-    "Pattern", "PatternPass", "SpikingModel", "VoltageHook", "calibrate", "compose", "convert",
-    "run_passes", "simulate_if",
+    "Pattern", "PatternPass", "SpikingModel", "SpikingSession", "VoltageHook", "calibrate",
+    "compose", "convert", "native_library_path", "run_passes", "run_snn", "session_options",
+    "simulate_if",
 ]

@@ -58,7 +58,7 @@ class TimeFolding:
         make = _Builder(graph)
         data_inputs = [t for t in graph.inputs if t is not self.timesteps]
         temporal, batch, shape_values = self._classify(graph, data_inputs)
-        folded_inputs = [self._fold_input(graph, make, x) for x in data_inputs]
+        folded_inputs = [self._fold_input(make, x) for x in data_inputs]
         steps = make("Reshape", [self.timesteps, make.const([1])], np.int64)
         samples = make("Slice", [make("Shape", [folded_inputs[0]], np.int64), make.const([0]),
                                  make.const([1])], np.int64)
@@ -131,7 +131,7 @@ class TimeFolding:
         return temporal, batch, shape_values
 
     @staticmethod
-    def _fold_input(graph: gs.Graph, make: _Builder, x: gs.Variable) -> gs.Variable:
+    def _fold_input(make: _Builder, x: gs.Variable) -> gs.Variable:
         """Replace input ``x`` by a new input with a time axis, reshaped back into ``x``."""
         sample_dims = list(x.shape[1:]) if x.shape else None
         outer = gs.Variable(x.name, x.dtype, None if sample_dims is None
