@@ -2,12 +2,13 @@
 
 Two small patterns make a torch model convertible:
 
+- ``LeakyReluToRelu``: a LeakyRelu with a small slope -> Relu. The converter
+  refuses LeakyRelu (no spiking equivalent); for a net trained with a slope of
+  0.01 the Relu is a close approximation, which then becomes a neuron.
 - ``MaxPoolToAveragePool``: MaxPool -> AveragePool with the same kernel, strides,
-  pads and ceil mode. A rate-coded SNN cannot take the max of firing rates
-  with one spiking max-pool step, but an average of spike trains is exact.
-- ``ClipToRelu``: Clip(x, 0, m) (torch's ReLU6, Hardtanh(0, m)) -> Relu. The
-  converter refuses Clip; as a Relu it becomes a neuron, whose rate saturates
-  at its calibrated scale anyway. Exact wherever x <= m.
+  pads and ceil mode; an average of spike trains is exact, a max over-counts.
+  (The converter's own ``maxpool="avg"`` policy does this too; the tests check
+  that both agree.)
 
 Each pattern is wrapped in a ``PatternPass``; ``compose`` chains them into one
 pass and ``run_passes`` applies it to the ONNX model. The rewritten ANN is then
@@ -36,17 +37,6 @@ INPUT_SHAPE = (3, 14, 14)
 
 # --------------------------------------------------------------------------- patterns
 
-def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
-    """The value of a constant tensor (initializer or Constant node output), else None."""
-    if isinstance(tensor, gs.Constant):
-        return np.asarray(tensor.values)
-    producer = tensor.inputs[0] if tensor.inputs else None
-    if producer is not None and producer.op == "Constant" and "value" in producer.attrs:
-        value = producer.attrs["value"]
-        return np.asarray(value.values if isinstance(value, gs.Constant) else value)
-    return None
-
-
 class MaxPoolToAveragePool(Pattern):
     """Replace a MaxPool by an AveragePool over the same windows.
 
@@ -68,14 +58,14 @@ class MaxPoolToAveragePool(Pattern):
                         inputs=[node.inputs[0]], outputs=list(node.outputs))]
 
 
-class ClipToRelu(Pattern):
-    """Replace Clip(x, min=0, max=m) by Relu(x); other Clips are kept."""
+class LeakyReluToRelu(Pattern):
+    """Replace LeakyRelu(x, alpha) by Relu(x) when alpha <= ``max_alpha``."""
+
+    def __init__(self, max_alpha: float = 0.05) -> None:
+        self.max_alpha = max_alpha
 
     def match(self, node: gs.Node) -> bool:
-        if node.op != "Clip" or len(node.inputs) < 2 or node.inputs[1].name == "":
-            return False
-        low = constant_value(node.inputs[1])
-        return low is not None and low.size == 1 and float(low) == 0.0
+        return node.op == "LeakyRelu" and node.attrs.get("alpha", 0.01) <= self.max_alpha
 
     def replace(self, node: gs.Node, graph: gs.Graph) -> Sequence[gs.Node]:
         return [gs.Node("Relu", f"{node.name}__relu", inputs=[node.inputs[0]],
@@ -83,16 +73,17 @@ class ClipToRelu(Pattern):
 
 
 #: The whole preparation as one pass: any ``graph -> graph`` callable composes.
-snn_friendly = compose(PatternPass(MaxPoolToAveragePool()), PatternPass(ClipToRelu()))
+snn_friendly = compose(PatternPass(MaxPoolToAveragePool()), PatternPass(LeakyReluToRelu()))
 
 
 # --------------------------------------------------------------------------- model + data
 
 def torch_model(average: bool = False, seed: int = 0) -> Any:
-    """Conv-ReLU6-MaxPool-Conv-ReLU-MaxPool(ceil)-Linear with random weights.
+    """Conv-LeakyReLU-MaxPool-Conv-ReLU-MaxPool(ceil)-Linear with random weights.
 
     ``average=True`` builds the same network (same weights) with AvgPool2d in
-    place of each MaxPool2d: what the rewritten ONNX model should compute.
+    place of each MaxPool2d and ReLU in place of LeakyReLU: what the rewritten
+    ONNX model should compute.
     """
     import torch
     from torch import nn
@@ -102,7 +93,8 @@ def torch_model(average: bool = False, seed: int = 0) -> Any:
                 else nn.MaxPool2d(2, ceil_mode=ceil_mode))
 
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), pool(False),
+    first = nn.ReLU() if average else nn.LeakyReLU(0.01)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), first, pool(False),
                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), pool(True),
                          nn.Flatten(), nn.Linear(16 * 4 * 4, 10)).eval()
 

@@ -228,18 +228,19 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, VoltageHook],
     """Run ``model`` over ``data`` in onnxruntime and feed each Relu's hook.
 
     ``model`` should be prepared (``onnx_snn.prepare.prepare``: opset 13+, node
-    names unique), as ``convert`` does. ``hooks`` maps Relu node names to their
-    collectors. ``data`` is anything ``onnx_snn.data.batches`` accepts.
+    names unique), as ``convert`` does. ``hooks`` maps node names (Relus, or any
+    node whose first output is to be measured) to their collectors. ``data`` is
+    anything ``onnx_snn.data.batches`` accepts.
     """
     if not hooks:
         raise OnnxSnnError("no Relu to calibrate: hooks is empty")
     graph = gs.import_onnx(infer_shapes(model))  # hook outputs take the activations' dtypes
-    relus = {node.name: node for node in graph.nodes if node.op == "Relu"}
+    nodes = {node.name: node for node in graph.nodes}
     fetches: dict[str, list[gs.Variable]] = {}
     for name, hook in hooks.items():
-        if name not in relus:
-            raise OnnxSnnError(f"no Relu node named '{name}' in the model")
-        fetches[name] = hook.graph_outputs(graph, relus[name].outputs[0])
+        if name not in nodes:
+            raise OnnxSnnError(f"no node named '{name}' in the model")
+        fetches[name] = hook.graph_outputs(graph, nodes[name].outputs[0])
     graph.outputs = [tensor for tensors in fetches.values() for tensor in tensors]
     graph.cleanup()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,14 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnx_snn import __version__
-from onnx_snn.activations import check_activations
+from onnx_snn.activations import check_activations, drop_output_heads, rectifier_cap
 from onnx_snn.calibration import Calibration, HookFactory, calibrate, check_scales
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.inspection import spiking_caveats
 from onnx_snn.modelio import ModelLike, load_model, save_json, save_model
 from onnx_snn.neurons import NeuronFactory
 from onnx_snn.patterns import PatternPass, compose
+from onnx_snn.pooling import apply_maxpool_policy
 from onnx_snn.prepare import ai_onnx_opset, prepare
 from onnx_snn.spiking import ReluToNeuron, SpikingLayer
 from onnx_snn.temporal import TIMESTEPS, TimeFolding
@@ -57,24 +60,33 @@ class SpikingModel:
 def convert(model: ModelLike, data: Any = None, *, hook_factory: HookFactory | None = None,
             neuron_factory: NeuronFactory | None = None, batch_size: int = 100,
             exclude: Collection[str] = (), factories: FactoryChooser | None = None,
-            keep_analog: bool = False, calibration: Calibration | None = None,
+            keep_analog: bool = False, maxpool: str = "keep",
+            drop_output_softmax: bool = False, calibration: Calibration | None = None,
             progress: bool = True) -> SpikingModel:
     """Convert an ONNX ReLU network into a spiking network.
 
     ``model``: a path or ModelProto. ``data``: calibration data in any form
     ``onnx_snn.data.batches`` accepts, or None when ``calibration`` (a saved
-    ``Calibration``) is given. Each Relu is calibrated with a hook from
-    ``hook_factory`` and replaced by a neuron from ``neuron_factory``; Relus
-    named in ``exclude`` stay analog, and ``factories(node)`` may choose per
-    node (returning None keeps that Relu analog). Other activations are an
-    error unless ``keep_analog``.
+    ``Calibration``) is given. Each rectifier (Relu, or Clip(0, a) whose scale
+    is then capped at a) is calibrated with a hook from ``hook_factory`` and
+    replaced by a neuron from ``neuron_factory``; those named in ``exclude``
+    stay analog, and ``factories(node)`` may choose per node (None keeps it
+    analog). Other activations are an error unless ``keep_analog``; a Softmax
+    at the output is applied per step, or removed with ``drop_output_softmax``.
+    ``maxpool`` is the MaxPool policy: "keep", "before" or "avg"
+    (``onnx_snn.pooling``).
     """
     hook_factory = hook_factory or HookFactory()
     neuron_factory = neuron_factory or NeuronFactory()
-    ann = prepare(load_model(model))
-    graph = gs.import_onnx(ann)
+    graph = gs.import_onnx(prepare(load_model(model)))
+    apply_maxpool_policy(graph, maxpool)
+    if drop_output_softmax:
+        drop_output_heads(graph)
     check_activations(graph, keep_analog)
     plan = _plan(graph, hook_factory, neuron_factory, exclude, factories)
+    for caveat in spiking_caveats(graph, plan):
+        warnings.warn(f"{caveat.op} '{caveat.node}' {caveat.note}", stacklevel=2)
+    ann = gs.export_onnx(graph.cleanup().toposort())
 
     if calibration is None:
         if data is None:
@@ -89,8 +101,11 @@ def convert(model: ModelLike, data: Any = None, *, hook_factory: HookFactory | N
         calibration = Calibration([layer for layer in calibration.layers if layer.node in plan],
                                   calibration.batches, calibration.samples)
     check_scales(calibration)
-    layers = [SpikingLayer(name, scale, plan[name][1].create(scale))
-              for name, scale in calibration.scales.items()]
+    caps = {node.name: rectifier_cap(node) for node in graph.nodes if node.name in plan}
+    layers = []
+    for name, calibrated in calibration.scales.items():
+        scale = min(calibrated, caps[name])
+        layers.append(SpikingLayer(name, scale, plan[name][1].create(scale)))
     return SpikingModel(build_spiking_model(ann, layers), calibration, layers)
 
 
@@ -121,8 +136,8 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer]) -> onn
 def _plan(graph: gs.Graph, hook_factory: HookFactory, neuron_factory: NeuronFactory,
           exclude: Collection[str], factories: FactoryChooser | None
           ) -> dict[str, tuple[HookFactory, NeuronFactory]]:
-    """Factories for every Relu to convert, by node name, in graph order."""
-    relus = [node for node in graph.nodes if node.op == "Relu"]
+    """Factories for every rectifier to convert, by node name, in graph order."""
+    relus = [node for node in graph.nodes if rectifier_cap(node) is not None]
     unknown = sorted(set(exclude) - {node.name for node in relus})
     if unknown:
         raise OnnxSnnError(f"cannot exclude {', '.join(map(repr, unknown))}: no Relu node of "

@@ -1,7 +1,9 @@
 """Prepare an ANN graph for conversion.
 
+- refuse ops from domains onnxruntime does not know, unless the model defines them;
 - bring the ai.onnx opset up to at least ``MIN_OPSET`` (``onnx.version_converter``);
-- run shape inference;
+- replace ZipMap outputs (scikit-learn converters) by their probability tensors;
+- make the batch axis dynamic (``onnx_snn.batch``) and run shape inference;
 - fold a BatchNormalization that follows a Conv or Gemm into that layer;
 - drop Dropout and Identity nodes;
 - give every node a unique name (layers are addressed by node name).
@@ -16,6 +18,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
+from onnx_snn.batch import BATCH_SYMBOL, relax_batch
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.ops.function import MIN_OPSET
 
@@ -28,8 +31,14 @@ def ai_onnx_opset(model: onnx.ModelProto) -> int:
     raise OnnxSnnError("the model imports no ai.onnx opset")
 
 
+#: Op domains that onnxruntime implements.
+KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft",
+                           "ai.onnx.preview.training"})
+
+
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """A cleaned, shape-inferred copy of ``model`` at ai.onnx opset >= MIN_OPSET."""
+    check_domains(model)
     opset = ai_onnx_opset(model)
     if opset < MIN_OPSET:
         try:
@@ -37,13 +46,51 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
         except Exception as error:  # the converter raises several internal types
             raise OnnxSnnError(f"cannot convert the model from opset {opset} to {MIN_OPSET}: "
                                f"{str(error).strip().splitlines()[0]}") from None
-    graph = gs.import_onnx(infer_shapes(model))
+    model = replace_zipmaps(model)
+    graph = gs.import_onnx(relax_batch(model, infer_shapes))
     name_nodes(graph)
     fold_batch_norms(graph)
     drop_passthrough_nodes(graph)
     graph.cleanup().toposort()
     prepared = gs.export_onnx(graph)
     return infer_shapes(prepared)
+
+
+def check_domains(model: onnx.ModelProto) -> None:
+    """Refuse, before any work, nodes whose op neither onnxruntime nor the model defines."""
+    defined = {(f.domain, f.name) for f in model.functions}
+    unknown = [f"'{node.name or node.op_type}' ({node.domain}::{node.op_type})"
+               for node in model.graph.node
+               if node.domain not in KNOWN_DOMAINS and (node.domain, node.op_type) not in defined]
+    if unknown:
+        raise OnnxSnnError(f"node {', '.join(unknown)} uses an op that onnxruntime does not know "
+                           "and the model does not define as a function")
+
+
+def replace_zipmaps(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop each ZipMap (probabilities as a sequence of maps) that produces a graph output;
+    the output then carries the probability tensor under the same name."""
+    zipmaps = [n for n in model.graph.node if n.op_type == "ZipMap"
+               and n.output[0] in {o.name for o in model.graph.output}]
+    if not zipmaps:
+        return model
+    model = _copy(model)
+    for zipmap in zipmaps:
+        probabilities, result = zipmap.input[0], zipmap.output[0]
+        model.graph.node.remove(next(n for n in model.graph.node if n.output == zipmap.output))
+        for node in model.graph.node:
+            node.input[:] = [result if name == probabilities else name for name in node.input]
+            node.output[:] = [result if name == probabilities else name for name in node.output]
+        output = next(o for o in model.graph.output if o.name == result)
+        output.type.CopyFrom(onnx.helper.make_tensor_type_proto(
+            onnx.TensorProto.FLOAT, [BATCH_SYMBOL, None]))
+    return model
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

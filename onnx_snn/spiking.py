@@ -1,4 +1,5 @@
-"""The built-in rewrite: each chosen Relu becomes Mul(θ/s) -> neuron -> Mul(s).
+"""The built-in rewrite: each chosen rectifier (Relu, Clip(0, a)) becomes
+Mul(θ/s) -> neuron -> Mul(s).
 
 θ is the neuron's threshold and s the Relu's calibrated scale (SPEC §1, §4).
 The input gain is float32(θ/s) computed in double, a multiplication rather than
@@ -33,7 +34,7 @@ class SpikingLayer:
 
 
 class ReluToNeuron(Pattern):
-    """Replace the Relus named in ``layers`` by scaled spiking neurons.
+    """Replace the rectifiers named in ``layers`` by scaled spiking neurons.
 
     Every neuron also reads ``timesteps``, the int64 scalar number of steps.
     """
@@ -48,7 +49,7 @@ class ReluToNeuron(Pattern):
                                    f"> 0, got {theta}")
 
     def match(self, node: gs.Node) -> bool:
-        return node.op == "Relu" and node.name in self.layers
+        return node.op in ("Relu", "Clip") and node.name in self.layers
 
     def replace(self, node: gs.Node, graph: gs.Graph) -> list[gs.Node]:
         layer = self.layers[node.name]

@@ -14,7 +14,6 @@ from types import ModuleType
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
@@ -22,6 +21,7 @@ from onnx import TensorProto, helper
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
+from onnx_snn.runtime import SpikingSession
 from onnx_snn import NeuronFactory, OnnxSnnError, convert, run_passes, simulate_if  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -204,17 +204,17 @@ def test_digits_threshold_from_scale(neuron_results):
 
 # --------------------------------------------------------------------------- custom pass
 
-def test_pass_removes_every_maxpool_and_clip(pass_results):
+def test_pass_removes_every_maxpool_and_leaky_relu(pass_results):
     before, after = pass_results["ops_before"], pass_results["ops_after"]
-    assert before["MaxPool"] == 2 and before["Clip"] == 1
-    assert "MaxPool" not in after and "Clip" not in after
+    assert before["MaxPool"] == 2 and before["LeakyRelu"] == 1
+    assert "MaxPool" not in after and "LeakyRelu" not in after
     assert after["AveragePool"] == before["MaxPool"]
-    assert after["Relu"] == before["Relu"] + before["Clip"]
+    assert after["Relu"] == before["Relu"] + before["LeakyRelu"]
     assert pass_results["neurons"] == ["IFNode", "IFNode"]
 
 
 def test_rewritten_ann_equals_torch_average_pool_twin(pass_results):
-    # The twin keeps ReLU6; the data never reaches 6, so Clip -> Relu is exact here.
+    # The twin has ReLU where the original has LeakyReLU, and AvgPool for MaxPool.
     assert pass_results["twin_max_abs_diff"] <= 1e-5
     assert pass_results["original_vs_rewritten_ann"] > 1e-3  # max vs average really differs
 
@@ -230,7 +230,7 @@ def test_snn_output_approaches_ann(pass_results):
 
 def test_convert_refuses_the_model_without_the_pass(pass_example):
     original = pass_example.export(pass_example.torch_model())
-    with pytest.raises(OnnxSnnError, match="Clip"):
+    with pytest.raises(OnnxSnnError, match="LeakyRelu"):
         convert(original, pass_example.make_data(8, seed=5), progress=False)
 
 
@@ -260,15 +260,25 @@ def test_maxpool_to_average_pool_keeps_windows_and_padding(pass_example):
 def test_patterns_leave_other_nodes_alone(pass_example):
     dilated = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2])
     with_indices = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2])
-    shifted_clip = helper.make_node("Clip", ["x", "low", "high"], ["y"])
-    bounds = [helper.make_tensor("low", TensorProto.FLOAT, [], [-1.0]),
-              helper.make_tensor("high", TensorProto.FLOAT, [], [6.0])]
-    for node, inits in [(dilated, ()), (with_indices, ()), (shifted_clip, bounds)]:
-        model = run_passes(_single_op_model(node, inits), pass_example.snn_friendly)
+    steep = helper.make_node("LeakyRelu", ["x"], ["y"], alpha=0.3)
+    for node in (dilated, with_indices, steep):
+        model = run_passes(_single_op_model(node), pass_example.snn_friendly)
         assert [n.op_type for n in model.graph.node] == [node.op_type]
-    relu6 = run_passes(_single_op_model(shifted_clip, [
-        helper.make_tensor("low", TensorProto.FLOAT, [], [0.0]), bounds[1]]),
-        pass_example.snn_friendly)
-    assert [n.op_type for n in relu6.graph.node] == ["Relu"]
-    assert pass_example.constant_value(gs.Constant("c", np.array(2.0, np.float32))) == 2.0
-    assert pass_example.constant_value(gs.Variable("v", np.float32)) is None
+    slight = helper.make_node("LeakyRelu", ["x"], ["y"], alpha=0.01)
+    model = run_passes(_single_op_model(slight), pass_example.snn_friendly)
+    assert [n.op_type for n in model.graph.node] == ["Relu"]
+
+
+def test_example_pass_agrees_with_builtin_average_policy(pass_example):
+    """The example's MaxPool -> AveragePool pass and convert(maxpool="avg") give the same SNN."""
+    rewritten = run_passes(pass_example.export(pass_example.torch_model()),
+                           pass_example.snn_friendly)
+    leaky_free = run_passes(pass_example.export(pass_example.torch_model()),
+                            pass_example.PatternPass(pass_example.LeakyReluToRelu()))
+    x = pass_example.make_data(16, seed=3)
+    by_example = convert(rewritten, x, progress=False)
+    with pytest.warns(UserWarning, match="AveragePool"):
+        by_policy = convert(leaky_free, x, maxpool="avg", progress=False)
+    out_example = SpikingSession(by_example.model).run(x, 16).per_step
+    out_policy = SpikingSession(by_policy.model).run(x, 16).per_step
+    np.testing.assert_array_equal(out_example, out_policy)
