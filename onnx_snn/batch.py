@@ -43,8 +43,8 @@ def relax_batch(model: onnx.ModelProto, infer) -> onnx.ModelProto:
         dims = value.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value in batch_sizes:
             dims[0].dim_param = BATCH_SYMBOL
-    del model.graph.value_info[:]
     for _ in range(_MAX_ROUNDS):
+        del model.graph.value_info[:]  # stale after a rewrite; inference would keep them
         model = infer(model)
         if not _rewrite_reshapes(model, symbols, batch_sizes):
             break

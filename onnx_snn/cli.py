@@ -1,4 +1,4 @@
-"""The ``onnx-snn`` command line: convert, eval, demo.
+"""The ``onnx-snn`` command line: inspect, convert, eval, demo.
 
 Errors are one line on stderr with exit status 1 (2 for bad usage); add
 ``--verbose`` for the traceback.
@@ -10,9 +10,11 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from onnx_snn import __version__
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.pooling import MAXPOOL_POLICIES
 
 PROG = "onnx-snn"
 
@@ -26,7 +28,7 @@ def _mode(text: str) -> str | float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"invalid mode {text!r}: use max, a percentile such as 99.9%%, or a number in (0, 1]"
+            f"invalid mode {text!r}: use max, a percentile such as 99.9%, or a number in (0, 1]"
         ) from None
 
 
@@ -51,15 +53,38 @@ def _timesteps(text: str) -> list[int]:
     return steps
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``onnx-snn: error: ...``) with exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, description="Convert ONNX ReLU networks into spiking networks that run "
                                "in onnxruntime.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     common.add_argument("--json", metavar="FILE", help="also write machine-readable results")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
+
+    inspect = commands.add_parser(
+        "inspect", parents=[common], help="show what a conversion would do, without running it",
+        description="List every activation that will be converted, kept or refused, the "
+                    "layers with a caveat, and the input and output shapes.")
+    inspect.add_argument("model", metavar="MODEL.onnx", help="the ANN to inspect")
+    inspect.add_argument("--exclude", action="append", default=[], metavar="NODE",
+                         help="keep this Relu analog (repeatable)")
+    inspect.add_argument("--keep-analog", action="store_true",
+                         help="keep unconvertible activations analog")
+    inspect.add_argument("--maxpool", choices=MAXPOOL_POLICIES, default="keep",
+                         help="MaxPool policy (see convert)")
+    inspect.add_argument("--drop-softmax", action="store_true",
+                         help="remove a Softmax at the output")
+    inspect.set_defaults(run=_run_inspect)
 
     convert = commands.add_parser(
         "convert", parents=[common], help="calibrate an ANN and convert it into an SNN",
@@ -84,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep this Relu analog (repeatable)")
     convert.add_argument("--keep-analog", action="store_true",
                          help="keep unconvertible activations (Sigmoid, Tanh, ...) analog")
+    convert.add_argument("--maxpool", choices=MAXPOOL_POLICIES, default="keep",
+                         help="MaxPool policy: keep (warns after neurons), before (max of "
+                              "potentials, exact), avg (AveragePool); default keep")
+    convert.add_argument("--drop-softmax", action="store_true",
+                         help="remove a Softmax at the output (outputs carry the logits)")
     convert.add_argument("--save-calibration", metavar="FILE",
                          help="write the calibrated scales as JSON")
     convert.add_argument("--load-calibration", metavar="FILE",
@@ -112,15 +142,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_inspect(args: argparse.Namespace) -> dict:
+    from onnx_snn.inspection import inspect_model
+
+    report = inspect_model(args.model, exclude=args.exclude, keep_analog=args.keep_analog,
+                           maxpool=args.maxpool, drop_output_softmax=args.drop_softmax)
+    data = report.to_dict()
+
+    def shapes(values: list[dict]) -> str:
+        return ", ".join(f"{v['name']} {v['dtype']} {v['shape']}" for v in values)
+
+    print(f"{args.model} (ai.onnx opset {report.opset})")
+    print(f"  ANN inputs:  {shapes(data['inputs'])}")
+    print(f"  ANN outputs: {shapes(data['outputs'])}")
+    print(f"  SNN inputs:  {shapes(data['spiking_inputs'])}")
+    print(f"  SNN outputs: {shapes(data['spiking_outputs'])}")
+    print("activations:")
+    for entry in report.activations:
+        print(f"  {entry.action:<8} {entry.op:<12} {entry.node}"
+              + (f"  ({entry.note})" if entry.note else ""))
+    if report.caveats:
+        print("caveats:")
+        for entry in report.caveats:
+            print(f"  {entry.op:<12} {entry.node}  {entry.note}")
+    refused = [e for e in report.activations if e.action == "refuse"]
+    converted = [e for e in report.activations if e.action == "convert"]
+    print(f"{len(converted)} to convert, {len(refused)} refused"
+          + (" (convert would stop; see --keep-analog)" if refused else ""))
+    return data
+
+
 def _run_convert(args: argparse.Namespace) -> dict:
     from onnx_snn.calibration import Calibration, HookFactory
     from onnx_snn.convert import convert
-    from onnx_snn.modelio import check_output_path
     from onnx_snn.neurons import NeuronFactory
 
-    for path in (args.output, args.json, args.save_calibration):
-        if path is not None:
-            check_output_path(path, args.model, args.calib, args.load_calibration)
     if args.calib is None and args.load_calibration is None:
         raise OnnxSnnError("give calibration data with --calib or scales with --load-calibration")
     calibration = Calibration.load(args.load_calibration) if args.load_calibration else None
@@ -129,7 +185,8 @@ def _run_convert(args: argparse.Namespace) -> dict:
                      neuron_factory=NeuronFactory(v_threshold=args.v_threshold,
                                                   v_reset=args.v_reset),
                      batch_size=args.batch_size, exclude=args.exclude,
-                     keep_analog=args.keep_analog, calibration=calibration,
+                     keep_analog=args.keep_analog, maxpool=args.maxpool,
+                     drop_output_softmax=args.drop_softmax, calibration=calibration,
                      progress=not args.no_progress)
     result.save(args.output)
     if args.save_calibration:
@@ -151,6 +208,8 @@ def _run_eval(args: argparse.Namespace) -> dict:
         raise OnnxSnnError("eval supports single-input models; use the Python API otherwise")
     arrays = load_npz_arrays(args.data, ["x", "y"])
     x, y = arrays["x"], arrays["y"]
+    if not x.ndim or not x.shape[0]:
+        raise OnnxSnnError(f"{args.data}: array 'x' has no samples")
     ann = ann_accuracy(args.ann, x, y, args.batch_size) if args.ann else None
     snn = snn_accuracy(session, x, y, args.timesteps, args.batch_size, progress=True)
     if ann is not None:
@@ -177,19 +236,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         warnings.showwarning = _show_warning
     try:
+        _check_outputs(args)
         results = args.run(args)
         if args.json:
             from onnx_snn.modelio import save_json
             save_json(results, args.json)
-    except (OnnxSnnError, OSError) as error:
-        if args.verbose:
-            raise
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # every failure is one line unless --verbose
+        if args.verbose:
+            raise
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: every output is writable and overwrites no input (nor another output)."""
+    from onnx_snn.modelio import check_output_path, model_files
+
+    inputs: list[Path] = []
+    for name in ("model", "ann"):
+        if getattr(args, name, None):
+            inputs += model_files(getattr(args, name))
+    inputs += [Path(getattr(args, name)) for name in ("calib", "data", "load_calibration")
+               if getattr(args, name, None)]
+    outputs = [getattr(args, name) for name in ("output", "save_calibration", "json")
+               if getattr(args, name, None)]
+    for index, output in enumerate(outputs):
+        check_output_path(output, *inputs, *outputs[:index])
+
+
+def _one_line(error: Exception) -> str:
+    """The error as one line; unexpected types are named, with a pointer to --verbose."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(error, OnnxSnnError):
+        return text
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror}"
+    return f"unexpected {type(error).__name__}: {text} (rerun with --verbose for details)"
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ class BatchStream:
             count += 1
             yield validate_batch(raw, self.specs, where=f"batch {index}")
         if count == 0:
-            raise OnnxSnnError("the data is empty: no batch to read")
+            source = f"{self._source}: " if isinstance(self._source, (str, Path)) else ""
+            raise OnnxSnnError(f"{source}the data is empty: no batch to read")
 
 
 def batches(data: Any, specs: list[InputSpec], batch_size: int = 100) -> BatchStream:

@@ -8,13 +8,19 @@ import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
+from onnx_snn.data import input_specs, validate_batch
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import ModelLike, load_model
 from onnx_snn.runtime import SpikingSession, check_timesteps
 
 
-def _check_labels(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _check_labels(x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size <= 0:
+        raise OnnxSnnError(f"batch size must be a positive integer, got {batch_size!r}")
     y = np.asarray(y)
+    if y.size == 0:
+        raise OnnxSnnError("no samples to evaluate")
     if y.ndim != 1 or y.shape[0] != np.shape(x)[0] or y.dtype.kind not in "iu":
         raise OnnxSnnError(f"labels must be integers, one per sample: got shape "
                            f"{list(y.shape)} ({y.dtype}) for {np.shape(x)[0]} samples")
@@ -31,7 +37,7 @@ def snn_accuracy(model: ModelLike | SpikingSession, x: np.ndarray, y: np.ndarray
     """
     session = model if isinstance(model, SpikingSession) else SpikingSession(model)
     steps = sorted({check_timesteps(t) for t in timesteps})
-    y = _check_labels(x, y)
+    y = _check_labels(x, y, batch_size)
     correct = np.zeros(len(steps), dtype=np.int64)
     starts = range(0, len(y), batch_size)
     for start in tqdm(starts, desc="evaluating", unit="batch", disable=not progress, leave=False):
@@ -43,12 +49,13 @@ def snn_accuracy(model: ModelLike | SpikingSession, x: np.ndarray, y: np.ndarray
 
 def ann_accuracy(model: ModelLike, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
     """Accuracy of the original ANN (argmax of its first output)."""
-    y = _check_labels(x, y)
-    session = ort.InferenceSession(load_model(model).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    y = _check_labels(x, y, batch_size)
+    ann = load_model(model)
+    specs = input_specs(ann)
+    session = ort.InferenceSession(ann.SerializeToString(), providers=["CPUExecutionProvider"])
     correct = 0
     for start in range(0, len(y), batch_size):
-        logits = session.run(None, {name: x[start:start + batch_size]})[0]
+        feed = validate_batch(x[start:start + batch_size], specs, where=f"samples {start}-")
+        logits = session.run(None, feed)[0]
         correct += int((logits.argmax(axis=-1) == y[start:start + batch_size]).sum())
     return correct / len(y)

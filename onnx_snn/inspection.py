@@ -25,6 +25,10 @@ from onnx_snn.prepare import ai_onnx_opset, prepare
 from onnx_snn.temporal import TIMESTEPS
 
 
+OUTPUT_HEAD_NOTE = ("at the output: applied per step; averaging per-step probabilities is "
+                    "biased, drop_output_softmax=True (--drop-softmax) averages the logits")
+
+
 @dataclass
 class Entry:
     """One node of interest: what happens to it and why."""
@@ -60,7 +64,9 @@ def spiking_caveats(graph: gs.Graph, converted: Collection[str]) -> list[Entry]:
     for node in graph.nodes:
         if id(node) not in after:
             continue
-        if node.op == "MaxPool":
+        if is_output_head(node, graph):
+            caveats.append(Entry(node.name, node.op, "keep", OUTPUT_HEAD_NOTE))
+        elif node.op == "MaxPool":
             caveats.append(Entry(node.name, node.op, "keep", "follows spiking neurons: the max "
                                  "over spikes over-counts; use maxpool='before' or 'avg'"))
         elif node.op == "LRN":
@@ -83,7 +89,7 @@ def inspect_graph(graph: gs.Graph, exclude: Collection[str] = (), keep_analog: b
             note = "" if math.isinf(cap) else f"scale capped at {cap:g}"
             entries.append(Entry(node.name, node.op, "convert", note))
         elif is_output_head(node, graph):
-            entries.append(Entry(node.name, node.op, "keep", "at the output: applied per step"))
+            entries.append(Entry(node.name, node.op, "keep", OUTPUT_HEAD_NOTE))
         elif node.op in UNCONVERTIBLE:
             entries.append(Entry(node.name, node.op, "keep" if keep_analog else "refuse",
                                  "stays analog" if keep_analog else "no spiking equivalent"))

@@ -17,10 +17,15 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from onnx_snn.data import InputSpec, validate_batch
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import ModelLike, load_model
 from onnx_snn.temporal import TIMESTEPS
 
+#: numpy dtypes of onnxruntime's input type strings.
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+               "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 #: File name of the native kernel library inside the package (built by custom_ops/).
 NATIVE_LIBRARY_NAMES = ("libonnx_snn_ops.so", "libonnx_snn_ops.dylib", "onnx_snn_ops.dll")
 
@@ -85,10 +90,15 @@ class SpikingSession:
     def __init__(self, model: ModelLike | ort.InferenceSession, native: bool = True) -> None:
         self.session = model if isinstance(model, ort.InferenceSession) \
             else create_session(model, native)
-        names = [i.name for i in self.session.get_inputs()]
-        if TIMESTEPS not in names:
+        inputs = self.session.get_inputs()
+        if TIMESTEPS not in [i.name for i in inputs]:
             raise OnnxSnnError(f"not a converted model: it has no '{TIMESTEPS}' input")
-        self.input_names = [n for n in names if n != TIMESTEPS]
+        #: Each input as given to ``run`` in a sequence: [T, N, ...].
+        self.sequence_specs = [
+            InputSpec(i.name, np.dtype(_ORT_DTYPES.get(i.type, np.float32)),
+                      tuple(d if isinstance(d, int) else None for d in i.shape))
+            for i in inputs if i.name != TIMESTEPS]
+        self.input_names = [spec.name for spec in self.sequence_specs]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], timesteps: int | None = None,
@@ -104,13 +114,14 @@ class SpikingSession:
         missing = [n for n in self.input_names if n not in feed]
         if missing:
             raise OnnxSnnError(f"missing input {', '.join(map(repr, missing))}")
-        feed = {name: np.asarray(feed[name]) for name in self.input_names}
         if sequence:
-            lengths = {array.shape[0] for array in feed.values()}
-            if timesteps is None and len(lengths) == 1:
-                timesteps = lengths.pop()
+            feed = validate_batch(feed, self.sequence_specs, where="input sequence")
+            if timesteps is None:
+                timesteps = next(iter(feed.values())).shape[0]
         else:
-            feed = {name: array[None] for name, array in feed.items()}
+            direct = [InputSpec(s.name, s.dtype, s.shape[1:]) for s in self.sequence_specs]
+            feed = {name: array[None]
+                    for name, array in validate_batch(feed, direct, where="input").items()}
         if timesteps is None:
             raise OnnxSnnError("give the number of time steps")
         check_timesteps(timesteps)

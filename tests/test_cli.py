@@ -105,3 +105,41 @@ def test_bad_usage_exits_2() -> None:
     done = subprocess.run([sys.executable, "-m", "onnx_snn.cli", "eval", "m.onnx", "--data", "d",
                            "--timesteps", "0"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_inspect_lists_activations_caveats_and_shapes(tmp_path, capsys) -> None:
+    from onnx import TensorProto, helper
+
+    from conftest import make_model
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Sigmoid", ["p"], ["s"], name="gate"),
+        helper.make_node("Clip", ["s", "lo", "hi"], ["y"], name="relu6"),
+    ]
+    ann = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])],
+                     {"w": rng.normal(size=(3, 2, 3, 3)).astype(np.float32),
+                      "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)})
+    onnx.save(ann, tmp_path / "ann.onnx")
+    report = tmp_path / "inspect.json"
+    assert main(["inspect", str(tmp_path / "ann.onnx"), "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "refuse   Sigmoid" in out and "MaxPool      pool" in out
+    data = json.loads(report.read_text())
+    actions = {e["node"]: (e["op"], e["action"], e["note"]) for e in data["activations"]}
+    assert actions == {"relu": ("Relu", "convert", ""),
+                       "gate": ("Sigmoid", "refuse", "no spiking equivalent"),
+                       "relu6": ("Clip", "convert", "scale capped at 6")}
+    assert [c["node"] for c in data["caveats"]] == ["pool"]
+    assert data["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["N", 2, 4, 4]}]
+    assert data["spiking_inputs"][1] == {"name": "timesteps", "dtype": "int64", "shape": []}
+    assert data["spiking_outputs"][0]["shape"] == ["T", "N", 3, 2, 2]
+    assert main(["inspect", str(tmp_path / "ann.onnx"), "--maxpool", "before",
+                 "--keep-analog"]) == 0
+    out = capsys.readouterr().out
+    assert "caveats" not in out and "keep     Sigmoid" in out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -222,8 +220,7 @@ def test_unconvertible_activations_are_all_named() -> None:
 def test_softmax_at_the_output_is_kept_per_step() -> None:
     ann = activation_model(["Relu"], softmax_output=True)
     x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with pytest.warns(UserWarning, match="drop_output_softmax=True"):
         per_step, _ = run_snn(convert(ann, x, progress=False).model, x, 4)
     np.testing.assert_allclose(per_step.sum(axis=-1), 1.0, rtol=1e-5)
 

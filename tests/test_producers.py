@@ -1,0 +1,135 @@
+"""Models as other tools write them: torch (dynamo and TorchScript exporters),
+skl2onnx (with and without ZipMap), a Keras-style NHWC graph, opsets 7 to the newest.
+
+Each is converted with Max calibration and checked against an independent answer:
+torch's output, sklearn's predictions, or the ANN in onnxruntime. Builders live in
+``pattern_models.py`` (``PRODUCERS``), shared with ``benchmarks/patterns_table.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from pattern_models import (
+    OPSETS,
+    PRODUCERS,
+    convert_case,
+    digits_classifier,
+    keras_style_nhwc,
+    opset_base_model,
+    rate_coding_errors,
+    sklearn_onnx,
+    torch_dynamo_bn_cnn,
+    torch_torchscript_bn_cnn,
+)
+
+from onnx_snn import convert
+from onnx_snn.prepare import ai_onnx_opset
+from onnx_snn.runtime import SpikingSession
+
+STEPS = (16, 128, 1024)
+TOLERANCE = 0.02  # of max |expected output|, at the largest T
+
+
+def assert_rate_codes(case, snn: onnx.ModelProto) -> None:
+    errors, _ = rate_coding_errors(case, snn, STEPS)
+    assert errors[2] < errors[1] < errors[0], errors
+    assert errors[2] < TOLERANCE, errors
+
+
+# --------------------------------------------------------------------------- torch
+
+def test_torch_dynamo_export_with_batchnorm(tmp_path) -> None:
+    pytest.importorskip("torch")
+    case = torch_dynamo_bn_cnn(tmp_path)
+    assert case.path.with_name(case.path.name + ".data").is_file()  # external weights
+    header = onnx.load(str(case.path), load_external_data=False)
+    assert ai_onnx_opset(header) >= 18
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in header.graph.initializer)
+    snn = convert(str(case.path), case.data, batch_size=len(case.data["x"]), progress=False)
+    assert_rate_codes(case, snn.model)  # against torch's own output
+
+
+def test_torch_torchscript_export_with_batchnorm(tmp_path) -> None:
+    pytest.importorskip("torch")
+    case = torch_torchscript_bn_cnn(tmp_path)
+    snn = convert(str(case.path), case.data, batch_size=len(case.data["x"]), progress=False)
+    assert_rate_codes(case, snn.model)
+
+
+# --------------------------------------------------------------------------- scikit-learn
+
+SKLEARN_OUTPUTS = {True: ("output_label", "output_probability"),
+                   False: ("label", "probabilities")}
+
+
+@pytest.mark.parametrize("zipmap", [True, False], ids=["zipmap", "tensor"])
+def test_sklearn_mlp_classifier(zipmap) -> None:
+    pytest.importorskip("skl2onnx")
+    clf, x_train, _, x_test, y_test = digits_classifier()
+    ann = sklearn_onnx(zipmap)
+    label_name, probability_name = SKLEARN_OUTPUTS[zipmap]
+    assert [o.name for o in ann.graph.output] == [label_name, probability_name]
+    assert ("ZipMap" in [n.op_type for n in ann.graph.node]) == zipmap
+
+    snn = convert(ann, x_train, batch_size=len(x_train), progress=False).model
+    assert "ZipMap" not in [n.op_type for n in snn.graph.node]
+    assert [o.name for o in snn.graph.output][:2] == [label_name, probability_name]
+    assert snn.graph.output[1].type.HasField("tensor_type")
+
+    steps = 64
+    outputs = SpikingSession(snn).run({"X": x_test}, steps).outputs
+    labels, probabilities = outputs[label_name], outputs[probability_name]
+    assert labels.shape == (steps, len(x_test)) and labels.dtype == np.int64
+    assert probabilities.shape == (steps, len(x_test), 10)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-5)
+    # each step's label is the class of that step's most probable output
+    np.testing.assert_array_equal(labels, clf.classes_[probabilities.argmax(axis=-1)])
+    # Averaging per-step probabilities is biased (each step is nearly one-hot), so the
+    # accuracy target is met by averaging the logits: the output Softmax dropped.
+    logits_snn = convert(ann, x_train, batch_size=len(x_train), drop_output_softmax=True,
+                         progress=False).model
+    logits = SpikingSession(logits_snn).run({"X": x_test}, steps).outputs[probability_name]
+    accuracy = float((clf.classes_[logits.mean(axis=0).argmax(axis=-1)] == y_test).mean())
+    reference = float(clf.score(x_test, y_test))
+    assert abs(accuracy - reference) <= 0.02, \
+        f"SNN accuracy at T={steps} {accuracy:.4f} vs sklearn {reference:.4f}"
+
+
+def test_sklearn_zipmap_and_tensor_outputs_agree() -> None:
+    """Same classifier, same calibration: the ZipMap model's probability tensor is the
+    zipmap=False model's, step for step."""
+    pytest.importorskip("skl2onnx")
+    x_train, x_test = digits_classifier()[1], digits_classifier()[3][:50]
+    runs = {}
+    for zipmap in (True, False):
+        snn = convert(sklearn_onnx(zipmap), x_train, batch_size=len(x_train),
+                      progress=False).model
+        runs[zipmap] = SpikingSession(snn).run({"X": x_test}, 16).outputs
+    np.testing.assert_array_equal(runs[True]["output_probability"], runs[False]["probabilities"])
+    np.testing.assert_array_equal(runs[True]["output_label"], runs[False]["label"])
+
+
+# --------------------------------------------------------------------------- Keras-style NHWC
+
+def test_keras_style_nhwc_graph(tmp_path) -> None:
+    case = keras_style_nhwc(tmp_path)
+    snn = convert_case(case).model
+    assert [i.name for i in snn.graph.input] == ["input_1", "timesteps"]
+    assert_rate_codes(case, snn)
+
+
+# --------------------------------------------------------------------------- opsets
+
+@pytest.mark.parametrize("opset", OPSETS)
+def test_opset_versions_convert(opset, tmp_path) -> None:
+    """Base built at opset 7 (onnx has no Relu downgrade adapter 13 -> 12), converted
+    up with onnx.version_converter; compared with the opset-7 base in onnxruntime."""
+    case = next(b for b in PRODUCERS if b.__name__ == f"opset_{opset}")(tmp_path)
+    assert ai_onnx_opset(case.ann) == opset
+    assert ai_onnx_opset(opset_base_model()) == 7
+    snn = convert_case(case).model
+    assert ai_onnx_opset(snn) == max(13, opset)
+    onnx.checker.check_model(snn, full_check=True)
+    assert_rate_codes(case, snn)
