@@ -27,8 +27,8 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-import onnxruntime as ort
-from pattern_models import PATTERNS, PRODUCERS, convert_case, rate_coding_errors
+import onnxruntime as ort  # noqa: E402  (after the sys.path entry)
+from pattern_models import PATTERNS, PRODUCERS, convert_case, rate_coding_errors  # noqa: E402
 
 ort.set_default_logger_severity(4)  # failures are reported in the table, not as logs
 

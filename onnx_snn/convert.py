@@ -83,7 +83,8 @@ def convert(model: ModelLike, data: Any = None, *, hook_factory: HookFactory | N
     if drop_output_softmax:
         drop_output_heads(graph)
     check_activations(graph, keep_analog)
-    plan = _plan(graph, hook_factory, neuron_factory, exclude, factories)
+    plan = _plan(graph, hook_factory, neuron_factory, exclude, factories,
+                 name=str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     for caveat in spiking_caveats(graph, plan):
         warnings.warn(f"{caveat.op} '{caveat.node}' {caveat.note}", stacklevel=2)
     ann = gs.export_onnx(graph.cleanup().toposort())
@@ -134,7 +135,7 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer]) -> onn
 
 
 def _plan(graph: gs.Graph, hook_factory: HookFactory, neuron_factory: NeuronFactory,
-          exclude: Collection[str], factories: FactoryChooser | None
+          exclude: Collection[str], factories: FactoryChooser | None, name: str
           ) -> dict[str, tuple[HookFactory, NeuronFactory]]:
     """Factories for every rectifier to convert, by node name, in graph order."""
     relus = [node for node in graph.nodes if rectifier_cap(node) is not None]
@@ -154,6 +155,6 @@ def _plan(graph: gs.Graph, hook_factory: HookFactory, neuron_factory: NeuronFact
         if chosen is not None:
             plan[node.name] = chosen
     if not plan:
-        raise OnnxSnnError("the model has no Relu to convert" if not relus else
-                           "every Relu is excluded: nothing to convert")
+        raise OnnxSnnError(f"{name}: no Relu to convert" if not relus else
+                           f"{name}: every Relu is excluded, nothing to convert")
     return plan

@@ -141,7 +141,10 @@ def npz_keys_for(path: Path, specs: list[InputSpec]) -> dict[str, str]:
         return {spec.name: spec.name for spec in specs}
     if len(specs) == 1 and "x" in files:
         return {specs[0].name: "x"}
-    wanted = " or ".join(["'x'"] * (len(specs) == 1) + [", ".join(repr(s.name) for s in specs)])
+    names = [repr(s.name) for s in specs]
+    if len(specs) == 1 and specs[0].name != "x":
+        names.insert(0, "'x'")
+    wanted = " or ".join(names) if len(specs) == 1 else ", ".join(names)
     raise OnnxSnnError(f"{path}: expected an array {wanted}; found "
                        f"{', '.join(sorted(files)) or 'no arrays'}")
 

@@ -55,7 +55,7 @@ def _external_bytes(model: onnx.ModelProto, base: Path) -> int:
 
 def _check_size(path: Path, size: int) -> None:
     if size > MAX_MODEL_BYTES:
-        raise OnnxSnnError(f"{path}: the model is {size / 2**30:.2f} GiB with its external data; "
+        raise OnnxSnnError(f"{path}: the model is {size:,} bytes with its external data; "
                            "onnx-snn converts models up to 2 GiB (the protobuf limit)")
 
 
@@ -104,12 +104,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600
         os.replace(tmp, path)
     except OSError as error:
         raise OnnxSnnError(f"{path}: cannot write ({error.strerror or error})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _default_file_mode() -> int:
+    """What ``open()`` would give a new file: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:

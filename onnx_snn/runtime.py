@@ -8,7 +8,6 @@ per-step outputs; ``run_snn`` is the one-call version.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +50,7 @@ def session_options(native: bool = True) -> ort.SessionOptions:
 
 def create_session(model: ModelLike, native: bool = True) -> ort.InferenceSession:
     """An onnxruntime CPU session for a converted model (path or ModelProto)."""
-    source: Any = str(model) if isinstance(model, (str, os.PathLike)) else \
-        load_model(model).SerializeToString()
-    if isinstance(source, str) and not Path(source).is_file():
-        raise OnnxSnnError(f"{source}: no such model file")
+    source = load_model(model).SerializeToString()  # checks the file, loads external data
     try:
         return ort.InferenceSession(source, session_options(native),
                                     providers=["CPUExecutionProvider"])
@@ -115,13 +111,13 @@ class SpikingSession:
         if missing:
             raise OnnxSnnError(f"missing input {', '.join(map(repr, missing))}")
         if sequence:
-            feed = validate_batch(feed, self.sequence_specs, where="input sequence")
+            feed = validate_batch(feed, self.sequence_specs, where="sequence")
             if timesteps is None:
                 timesteps = next(iter(feed.values())).shape[0]
         else:
             direct = [InputSpec(s.name, s.dtype, s.shape[1:]) for s in self.sequence_specs]
             feed = {name: array[None]
-                    for name, array in validate_batch(feed, direct, where="input").items()}
+                    for name, array in validate_batch(feed, direct, where="batch").items()}
         if timesteps is None:
             raise OnnxSnnError("give the number of time steps")
         check_timesteps(timesteps)

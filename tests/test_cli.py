@@ -143,3 +143,18 @@ def test_inspect_lists_activations_caveats_and_shapes(tmp_path, capsys) -> None:
                  "--keep-analog"]) == 0
     out = capsys.readouterr().out
     assert "caveats" not in out and "keep     Sigmoid" in out
+
+
+def test_outputs_get_ordinary_file_permissions(files) -> None:
+    """Atomic writes go through mkstemp (mode 0600); the final files follow the umask."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        assert main(["convert", str(files / "ann.onnx"), "--calib", str(files / "calib.npz"),
+                     "-o", str(files / "snn.onnx"), "--json", str(files / "r.json"),
+                     "--no-progress"]) == 0
+    finally:
+        os.umask(umask)
+    for name in ("snn.onnx", "r.json"):
+        assert (files / name).stat().st_mode & 0o777 == 0o644
