@@ -11,7 +11,6 @@ exponential moving average. Memory stays at one batch plus a scalar per Relu.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from onnx_snn.data import batches, input_specs
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.graph_builder import GraphBuilder
 from onnx_snn.modelio import save_json
 from onnx_snn.prepare import infer_shapes
 
@@ -79,83 +79,170 @@ def numpy_linear_percentile(n: int, percent: float, sorted_at) -> np.floating:
     return low + diff * gamma
 
 
+Scale = Union[float, np.ndarray]
+CHANNEL_AXIS = 1
+
+
+def channel_axes(activation: gs.Variable) -> list[int]:
+    """All axes but the channel axis (1) of ``activation``, whose rank must be known."""
+    if activation.shape is None or len(activation.shape) < 2:
+        raise OnnxSnnError(f"'{activation.name}': per-channel calibration needs a known rank "
+                           f">= 2 (got shape {activation.shape})")
+    return [0, *range(2, len(activation.shape))]
+
+
 class VoltageHook:
-    """Collects the scale of one Relu's output over calibration batches.
+    """Collects the scale of one Relu's output over calibration batches (SPEC §2).
 
     Per batch it computes a statistic ``s_t`` over the whole output tensor
     (batch axis included), then ``scale = s_t`` for the first batch and
-    ``scale = (1 - momentum) * scale + momentum * s_t`` after that.
+    ``scale = (1 - momentum) * scale + momentum * s_t`` after that. With
+    ``per_channel`` the same happens per channel (axis 1), all other axes
+    pooled, and ``scale`` is an array.
+
+    A hook adds its reduction to the calibration graph (``graph_outputs``),
+    may feed extra inputs per batch (``feeds``), and reads back what it added
+    (``observe``).
     """
 
-    def __init__(self, mode: Mode = "Max", momentum: float = 0.1) -> None:
+    def __init__(self, mode: Mode = "Max", momentum: float = 0.1,
+                 per_channel: bool = False) -> None:
         self.mode = mode
         self.kind, self.value = parse_mode(mode)
         self.momentum = check_momentum(momentum)
-        self.scale: float | None = None
+        self.per_channel = bool(per_channel)
+        self.scale: Scale | None = None
         self.batches = 0
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        """Extra graph inputs for the next batch (none for this hook)."""
+        return {}
 
     def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
         """Add this hook's reduction of ``activation`` to ``graph``; return what to fetch."""
-        prefix = f"{activation.name}__calib"
+        make = GraphBuilder(graph, f"{activation.name}__calib_")
+        axes = channel_axes(activation) if self.per_channel else None
         if self.kind != "percentile":
-            return graph.layer(op="ReduceMax", name=f"{prefix}_max", inputs=[activation],
-                               outputs=[gs.Variable(f"{prefix}_max", activation.dtype, [])],
-                               attrs={"keepdims": 0})
-        return self._percentile_outputs(graph, activation, prefix)
+            return [make.reduce("ReduceMax", activation, axes, activation.dtype)]
+        return self._percentile_outputs(make, activation)
 
-    def _percentile_outputs(self, graph: gs.Graph, activation: gs.Variable,
-                            prefix: str) -> list[gs.Variable]:
-        """TopK of the elements around the percentile's rank, and the element count."""
-        def layer(op: str, inputs: list, dtype, attrs: dict | None = None) -> gs.Variable:
-            name = f"{prefix}_{op.lower()}{len(graph.nodes)}"
-            out = gs.Variable(name, dtype)
-            graph.layer(op=op, name=name, inputs=inputs, outputs=[out], attrs=attrs or {})
-            return out
-
-        def const(name: str, value) -> gs.Constant:
-            return gs.Constant(f"{prefix}_{name}", np.asarray(value))
-
+    def _percentile_outputs(self, make: GraphBuilder, activation: gs.Variable
+                            ) -> list[gs.Variable]:
+        """Per row of [C, n] (C = 1 per layer): TopK of the elements around the
+        percentile's rank, and the [C, n] shape."""
+        if self.per_channel:
+            rank = len(channel_axes(activation)) + 1
+            perm = [CHANNEL_AXIS, 0, *range(2, rank)]
+            rows = make("Transpose", [activation], activation.dtype, {"perm": perm})
+            rows = make("Reshape", [rows, make.const([0, -1])], activation.dtype)
+        else:
+            rows = make("Reshape", [activation, make.const([1, -1])], activation.dtype)
+        shape = make("Shape", [rows], np.int64)
+        count = make("Gather", [shape, make.const(1)], np.int64, {"axis": 0})
+        as_double = make("Cast", [count], np.float64, {"to": onnx.TensorProto.DOUBLE})
         q = self.value / 100.0
-        count = layer("Size", [activation], np.int64)
-        index = layer("Mul", [layer("Sub", [layer("Cast", [count], np.float64,
-                                                          {"to": onnx.TensorProto.DOUBLE}),
-                                            const("one", 1.0)], np.float64),
-                              const("q", q)], np.float64)
-        below = layer("Cast", [layer("Floor", [index], np.float64)], np.int64,
-                      {"to": onnx.TensorProto.INT64})
+        index = make("Mul", [make("Sub", [as_double, make.const(1.0, np.float64)], np.float64),
+                             make.const(q, np.float64)], np.float64)
+        below = make("Cast", [make("Floor", [index], np.float64)], np.int64,
+                     {"to": onnx.TensorProto.INT64})
         largest = q >= 0.5
         # One element of margin on each side absorbs any rounding between the
         # graph's index and numpy's; the exact neighbours are picked on the host.
-        wanted = (layer("Add", [layer("Sub", [count, below], np.int64), const("margin", 1)],
-                        np.int64) if largest
-                  else layer("Add", [below, const("margin", 3)], np.int64))
-        k = layer("Reshape", [layer("Min", [wanted, count], np.int64), const("k_shape", [1])],
-                  np.int64)
-        flat = layer("Reshape", [activation, const("flat", [-1])], activation.dtype)
-        values = gs.Variable(f"{prefix}_topk", activation.dtype)
-        graph.layer(op="TopK", name=f"{prefix}_topk", inputs=[flat, k],
-                    outputs=[values, gs.Variable(f"{prefix}_topk_index", np.int64)],
-                    attrs={"largest": int(largest), "sorted": 1})
-        return [values, count]
+        wanted = (make("Add", [make("Sub", [count, below], np.int64), make.const(1)], np.int64)
+                  if largest else make("Add", [below, make.const(3)], np.int64))
+        k = make("Reshape", [make("Min", [wanted, count], np.int64), make.const([1])], np.int64)
+        values = gs.Variable(f"{make.prefix}topk", activation.dtype)
+        make.graph.nodes.append(gs.Node(
+            "TopK", f"{make.prefix}topk", attrs={"axis": -1, "largest": int(largest),
+                                                  "sorted": 1},
+            inputs=[rows, k], outputs=[values, gs.Variable(f"{make.prefix}topk_index", np.int64)]))
+        return [values, shape]
 
-    def statistic(self, fetched: list[np.ndarray]) -> float:
+    def statistic(self, fetched: list[np.ndarray]) -> Scale:
         """This batch's ``s_t`` from the fetched reduction results."""
-        if self.kind == "max":
-            return float(fetched[0])
-        if self.kind == "fraction":
-            return float(fetched[0]) * self.value
-        values, count = fetched[0], int(fetched[1])
-        if self.value / 100.0 >= 0.5:
-            return float(numpy_linear_percentile(count, self.value,
-                                                 lambda j: values[count - 1 - j]))
-        return float(numpy_linear_percentile(count, self.value, lambda j: values[j]))
+        if self.kind == "percentile":
+            values, (_, count) = fetched[0], fetched[1]
+            if self.value / 100.0 >= 0.5:
+                result = numpy_linear_percentile(count, self.value,
+                                                 lambda j: values[:, count - 1 - j])
+            else:
+                result = numpy_linear_percentile(count, self.value, lambda j: values[:, j])
+        else:
+            result = fetched[0]
+            if self.kind == "fraction":
+                result = np.asarray(result, dtype=np.float64) * self.value
+        result = np.asarray(result, dtype=np.float64)
+        return result.reshape(-1) if self.per_channel else float(result.reshape(-1)[0])
 
-    def update(self, s_t: float) -> None:
+    def update(self, s_t: Scale) -> None:
         """Fold one batch's statistic into the moving average."""
         if self.scale is None:
             self.scale = s_t
         else:
             self.scale = (1.0 - self.momentum) * self.scale + self.momentum * s_t
+        self.batches += 1
+
+    def observe(self, fetched: list[np.ndarray]) -> None:
+        """Take one batch's fetched results."""
+        self.update(self.statistic(fetched))
+
+
+class ThresholdBalancingHook:
+    """Local threshold balancing: a per-channel threshold θ, balanced in onnxruntime.
+
+    Per batch and channel: ``θ ← max(θ + 2·mean(relu(x) − θ)⁺, eps)``, starting
+    from 0, and the activation passed downstream is clipped at the new θ, so
+    later layers are calibrated on what the spiking layers will produce
+    (Bu, Li, Yu, "Inference-scale complexity in ANN-SNN conversion for
+    high-performance and low-power applications", CVPR 2025; SPEC §7).
+    """
+
+    mode = "threshold-balancing"
+    momentum = None
+    per_channel = True
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        self.eps = float(eps)
+        self.scale: np.ndarray | None = None
+        self.batches = 0
+        self._input: str | None = None
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        return {self._input: self.scale.astype(np.float32)}
+
+    def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
+        axes = channel_axes(activation)
+        channels = activation.shape[CHANNEL_AXIS]
+        if not isinstance(channels, int):
+            raise OnnxSnnError(f"'{activation.name}': threshold balancing needs a known "
+                               "channel count")
+        consumers = list(activation.outputs)
+        make = GraphBuilder(graph, f"{activation.name}__ltb_")
+        theta_in = gs.Variable(f"{activation.name}__ltb_theta", np.float32, [channels])
+        graph.inputs.append(theta_in)
+        self._input, self.scale = theta_in.name, np.zeros(channels)
+        view = make.const([channels] + [1] * (len(axes) - 1))
+        overflow = make("Relu", [make("Sub", [activation, make("Reshape", [theta_in, view],
+                                                                     np.float32)], np.float32)],
+                        np.float32)
+        per_channel = make("Div", [make.reduce("ReduceSum", overflow, axes, np.float32),
+                                   make("Cast", [make("Div", [make("Size", [activation], np.int64),
+                                                              make.const(channels)], np.int64)],
+                                        np.float32, {"to": onnx.TensorProto.FLOAT})],
+                           np.float32)
+        theta = make("Max", [make("Add", [theta_in, make("Mul", [per_channel, make.const(
+            2.0, np.float32)], np.float32)], np.float32), make.const(self.eps, np.float32)],
+                     np.float32)
+        clipped = make("Min", [activation, make("Reshape", [theta, view], np.float32)],
+                       np.float32)
+        for consumer in consumers:
+            for index, tensor in enumerate(consumer.inputs):
+                if tensor is activation:
+                    consumer.inputs[index] = clipped
+        return [theta]
+
+    def observe(self, fetched: list[np.ndarray]) -> None:
+        self.scale = np.asarray(fetched[0], dtype=np.float64)
         self.batches += 1
 
 
@@ -164,29 +251,45 @@ class HookFactory:
 
     ``mode``: "Max" (any case), a percentile "P%" with 0 <= P <= 100, or a
     number f in (0, 1] meaning f times the maximum. ``momentum`` in [0, 1]
-    weights each new batch in the moving average. Bad settings are rejected
-    here, not at calibration time.
+    weights each new batch in the moving average. ``per_channel`` keeps one
+    scale per channel (axis 1) instead of one per layer: the biggest single
+    gain on deep nets (Kim et al., "Spiking-YOLO", AAAI 2020). Bad settings
+    are rejected here, not at calibration time.
     """
 
-    def __init__(self, mode: Mode = "Max", momentum: float = 0.1) -> None:
+    def __init__(self, mode: Mode = "Max", momentum: float = 0.1,
+                 per_channel: bool = False) -> None:
         parse_mode(mode)
         check_momentum(momentum)
         self.mode = mode
         self.momentum = momentum
+        self.per_channel = per_channel
 
     def create(self) -> VoltageHook:
         """A new, empty collector."""
-        return VoltageHook(mode=self.mode, momentum=self.momentum)
+        return VoltageHook(mode=self.mode, momentum=self.momentum, per_channel=self.per_channel)
+
+
+class BalancingHookFactory(HookFactory):
+    """Makes a ``ThresholdBalancingHook`` per Relu (local threshold balancing)."""
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def create(self) -> ThresholdBalancingHook:
+        return ThresholdBalancingHook(self.eps)
 
 
 @dataclass
 class LayerCalibration:
-    """The calibrated scale of one Relu and the settings that produced it."""
+    """The calibrated scale of one Relu (a float, or an array per channel) and the
+    settings that produced it."""
 
     node: str
-    scale: float
+    scale: Scale
     mode: Mode
-    momentum: float
+    momentum: float | None
 
 
 @dataclass
@@ -198,12 +301,13 @@ class Calibration:
     samples: int = 0
 
     @property
-    def scales(self) -> dict[str, float]:
+    def scales(self) -> dict[str, Scale]:
         return {layer.node: layer.scale for layer in self.layers}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches, "samples": self.samples,
-                "layers": [asdict(layer) for layer in self.layers]}
+        layers = [{**asdict(layer), "scale": np.asarray(layer.scale).tolist()}
+                  for layer in self.layers]
+        return {"batches": self.batches, "samples": self.samples, "layers": layers}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the calibration as JSON (atomically)."""
@@ -214,13 +318,25 @@ class Calibration:
         """Read a calibration written by ``save``."""
         try:
             data = json.loads(Path(path).read_text())
-            layers = [LayerCalibration(str(e["node"]), float(e["scale"]), e["mode"],
-                                       float(e["momentum"])) for e in data["layers"]]
+            layers = [LayerCalibration(str(e["node"]), _scale_from_json(e["scale"]), e["mode"],
+                                       None if e["momentum"] is None else float(e["momentum"]))
+                      for e in data["layers"]]
             return cls(layers, int(data.get("batches", 0)), int(data.get("samples", 0)))
         except OSError as error:
             raise OnnxSnnError(f"{path}: cannot read calibration ({error.strerror})") from None
         except (ValueError, KeyError, TypeError) as error:
             raise OnnxSnnError(f"{path}: not a calibration file ({error!r})") from None
+
+
+def _describe(scale: Scale) -> str:
+    if np.ndim(scale) == 0:
+        return f"{float(scale):g}"
+    values = np.asarray(scale)
+    return f"per channel, min {values.min():g}, max {values.max():g}"
+
+
+def _scale_from_json(value: Any) -> Scale:
+    return np.asarray(value, dtype=np.float64) if isinstance(value, list) else float(value)
 
 
 def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, VoltageHook],
@@ -254,23 +370,34 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, VoltageHook],
     samples = 0
     for batch in tqdm(stream, total=stream.num_batches, desc="calibrating", unit="batch",
                       disable=not progress, leave=False):
+        feed = dict(batch)
+        for hook in hooks.values():
+            feed.update(hook.feeds())
         try:
-            results = dict(zip(names, session.run(names, batch)))
+            results = dict(zip(names, session.run(names, feed)))
         except Exception as error:  # onnxruntime raises its own exception types
             raise OnnxSnnError(f"onnxruntime failed on calibration data: "
                                f"{str(error).strip().splitlines()[0]}") from None
         for name, hook in hooks.items():
-            hook.update(hook.statistic([results[t.name] for t in fetches[name]]))
+            hook.observe([results[t.name] for t in fetches[name]])
         samples += next(iter(batch.values())).shape[0]
-    layers = [LayerCalibration(name, float(hook.scale), hook.mode, hook.momentum)
+    layers = [LayerCalibration(name, hook.scale, hook.mode, hook.momentum)
               for name, hook in hooks.items()]
     return Calibration(layers, batches=next(iter(hooks.values())).batches, samples=samples)
 
 
 def check_scales(calibration: Calibration) -> None:
-    """Refuse scales that would divide by zero or are not finite, naming every Relu."""
-    bad = [f"'{layer.node}' ({layer.scale:g})" for layer in calibration.layers
-           if not (math.isfinite(layer.scale) and layer.scale > 0)]
+    """Refuse scales that would divide by zero or are not finite, naming every Relu.
+
+    Per channel, a channel with scale 0 never activated and stays silent; only a
+    layer whose channels are all 0, or any non-finite scale, is refused.
+    """
+    def usable(scale: Scale) -> bool:
+        values = np.asarray(scale, dtype=np.float64)
+        return bool(np.isfinite(values).all() and (values >= 0).all() and (values > 0).any())
+
+    bad = [f"'{layer.node}' ({_describe(layer.scale)})" for layer in calibration.layers
+           if not usable(layer.scale)]
     if bad:
         raise OnnxSnnError(
             f"Relu {', '.join(bad)}: scale must be finite and > 0 (the Relu never activated "

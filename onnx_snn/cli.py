@@ -12,8 +12,11 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from onnx_snn import __version__
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.convert import PRESETS
 from onnx_snn.pooling import MAXPOOL_POLICIES
 
 PROG = "onnx-snn"
@@ -40,6 +43,19 @@ def _v_reset(text: str) -> float | None:
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid reset {text!r}: use none or a number") \
             from None
+
+
+def _delay(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid readout delay {text!r}: use N >= 0 or auto") \
+            from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"readout delay must be >= 0, got {value}")
+    return value
 
 
 def _timesteps(text: str) -> list[int]:
@@ -96,22 +112,36 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where to write the spiking model")
     convert.add_argument("--batch-size", type=int, default=100,
                          help="calibration batch size (default 100)")
-    convert.add_argument("--mode", type=_mode, default="max",
+    convert.add_argument("--preset", choices=sorted(PRESETS),
+                         help="spikingjelly: the classic per-layer conversion; best: threshold "
+                              "balancing + half-threshold start + MaxPool before the neuron "
+                              "(explicit options below override the preset)")
+    convert.add_argument("--mode", type=_mode, default=None,
                          help="scale statistic: max, P%% (e.g. 99.9%%) or a fraction of the "
                               "max in (0, 1] (default max)")
-    convert.add_argument("--momentum", type=float, default=0.1,
+    convert.add_argument("--momentum", type=float, default=None,
                          help="moving-average momentum across batches, in [0, 1] (default 0.1)")
-    convert.add_argument("--v-threshold", type=float, default=1.0,
+    convert.add_argument("--per-channel", action="store_true", default=None,
+                         help="one scale per channel instead of per layer")
+    convert.add_argument("--threshold-balancing", action="store_true", default=None,
+                         help="local threshold balancing per channel (Bu et al., CVPR 2025)")
+    convert.add_argument("--v-threshold", type=float, default=None,
                          help="neuron threshold (default 1.0)")
     convert.add_argument("--v-reset", type=_v_reset, default=None, metavar="none|FLOAT",
                          help="reset potential; none means soft reset (default none)")
+    convert.add_argument("--v-init", type=float, default=None, metavar="FRACTION",
+                         help="initial potential as a fraction of the threshold; 0.5 helps "
+                              "at small T (default 0, or 0.5 with --preset best)")
+    convert.add_argument("--bias-calibration", type=int, default=None, metavar="T",
+                         help="light bias calibration at T steps (Li et al., ICML 2021)")
     convert.add_argument("--exclude", action="append", default=[], metavar="NODE",
                          help="keep this Relu analog (repeatable)")
     convert.add_argument("--keep-analog", action="store_true",
                          help="keep unconvertible activations (Sigmoid, Tanh, ...) analog")
-    convert.add_argument("--maxpool", choices=MAXPOOL_POLICIES, default="keep",
+    convert.add_argument("--maxpool", choices=MAXPOOL_POLICIES, default=None,
                          help="MaxPool policy: keep (warns after neurons), before (max of "
-                              "potentials, exact), avg (AveragePool); default keep")
+                              "potentials, exact), avg (AveragePool); default keep, or "
+                              "before with --preset best")
     convert.add_argument("--drop-softmax", action="store_true",
                          help="remove a Softmax at the output (outputs carry the logits)")
     convert.add_argument("--save-calibration", metavar="FILE",
@@ -132,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ann", metavar="ANN.onnx", help="also evaluate the original ANN")
     evaluate.add_argument("--batch-size", type=int, default=256,
                           help="samples per run (default 256)")
+    evaluate.add_argument("--readout-delay", type=_delay, default=0, metavar="N|auto",
+                          help="ignore the outputs of the first N steps; auto estimates N "
+                               "per T from --calib data against --ann (default 0)")
+    evaluate.add_argument("--calib", metavar="DATA.npz",
+                          help="calibration data for --readout-delay auto (array 'x')")
     evaluate.set_defaults(run=_run_eval)
 
     demo = commands.add_parser(
@@ -172,21 +207,48 @@ def _run_inspect(args: argparse.Namespace) -> dict:
     return data
 
 
-def _run_convert(args: argparse.Namespace) -> dict:
-    from onnx_snn.calibration import Calibration, HookFactory
-    from onnx_snn.convert import convert
+def _hook_factory(args: argparse.Namespace):
+    """The hook factory the options ask for, or None to use the preset's."""
+    from onnx_snn.calibration import BalancingHookFactory, HookFactory
+
+    if args.threshold_balancing:
+        if args.mode is not None or args.momentum is not None:
+            raise OnnxSnnError("--threshold-balancing sets its own thresholds: drop --mode "
+                               "and --momentum")
+        return BalancingHookFactory()
+    if args.mode is None and args.momentum is None and args.per_channel is None:
+        return None
+    return HookFactory("max" if args.mode is None else args.mode,
+                       0.1 if args.momentum is None else args.momentum,
+                       per_channel=bool(args.per_channel))
+
+
+def _neuron_factory(args: argparse.Namespace):
+    """The neuron factory the options ask for, or None to use the preset's."""
     from onnx_snn.neurons import NeuronFactory
+
+    if args.v_threshold is None and args.v_reset is None and args.v_init is None:
+        return None
+    v_init = args.v_init if args.v_init is not None else \
+        (0.5 if args.preset == "best" else 0.0)
+    return NeuronFactory(v_threshold=1.0 if args.v_threshold is None else args.v_threshold,
+                         v_reset=args.v_reset, v_init=v_init)
+
+
+def _run_convert(args: argparse.Namespace) -> dict:
+    from onnx_snn.calibration import Calibration
+    from onnx_snn.convert import convert
 
     if args.calib is None and args.load_calibration is None:
         raise OnnxSnnError("give calibration data with --calib or scales with --load-calibration")
     calibration = Calibration.load(args.load_calibration) if args.load_calibration else None
-    result = convert(args.model, None if calibration else args.calib,
-                     hook_factory=HookFactory(args.mode, args.momentum),
-                     neuron_factory=NeuronFactory(v_threshold=args.v_threshold,
-                                                  v_reset=args.v_reset),
+    result = convert(args.model, None if calibration and not args.bias_calibration
+                     else args.calib, preset=args.preset,
+                     hook_factory=_hook_factory(args), neuron_factory=_neuron_factory(args),
                      batch_size=args.batch_size, exclude=args.exclude,
                      keep_analog=args.keep_analog, maxpool=args.maxpool,
-                     drop_output_softmax=args.drop_softmax, calibration=calibration,
+                     drop_output_softmax=args.drop_softmax,
+                     bias_calibration=args.bias_calibration, calibration=calibration,
                      progress=not args.no_progress)
     result.save(args.output)
     if args.save_calibration:
@@ -194,7 +256,10 @@ def _run_convert(args: argparse.Namespace) -> dict:
     report = result.report()
     print(f"converted {len(result.layers)} Relu into spiking neurons -> {args.output}")
     for layer in report["layers"]:
-        print(f"  {layer['node']:<40} scale {layer['scale']:.6g}")
+        scale = np.asarray(layer["scale"])
+        described = f"{float(scale):.6g}" if scale.ndim == 0 else \
+            f"{scale.size} channels, {scale.min():.4g}..{scale.max():.4g}"
+        print(f"  {layer['node']:<40} scale {described}")
     return report
 
 
@@ -211,13 +276,32 @@ def _run_eval(args: argparse.Namespace) -> dict:
     if not x.ndim or not x.shape[0]:
         raise OnnxSnnError(f"{args.data}: array 'x' has no samples")
     ann = ann_accuracy(args.ann, x, y, args.batch_size) if args.ann else None
-    snn = snn_accuracy(session, x, y, args.timesteps, args.batch_size, progress=True)
+    delays = _readout_delays(args, session)
+    snn = {}
+    for steps in args.timesteps:
+        snn.update(snn_accuracy(session, x, y, [steps], args.batch_size,
+                                readout_delay=delays[steps]))
     if ann is not None:
         print(f"ANN accuracy: {ann:.4f}")
-    print(f"{'T':>5}  SNN accuracy")
+    print(f"{'T':>5}  {'delay':>5}  SNN accuracy")
     for t, acc in snn.items():
-        print(f"{t:>5}  {acc:.4f}")
-    return {"ann_accuracy": ann, "snn_accuracy": {str(t): acc for t, acc in snn.items()}}
+        print(f"{t:>5}  {delays[t]:>5}  {acc:.4f}")
+    return {"ann_accuracy": ann, "snn_accuracy": {str(t): acc for t, acc in snn.items()},
+            "readout_delay": {str(t): delays[t] for t in args.timesteps}}
+
+
+def _readout_delays(args: argparse.Namespace, session) -> dict[int, int]:
+    """The readout delay for each T: fixed, or estimated on calibration data."""
+    if args.readout_delay != "auto":
+        return {t: args.readout_delay for t in args.timesteps}
+    if not args.calib or not args.ann:
+        raise OnnxSnnError("--readout-delay auto needs --calib DATA.npz and --ann ANN.onnx")
+    from onnx_snn.data import load_npz_arrays
+    from onnx_snn.readout import estimate_readout_delay
+
+    x_calib = load_npz_arrays(args.calib, ["x"])["x"]
+    return {t: estimate_readout_delay(session, x_calib, t, ann=args.ann,
+                                      batch_size=args.batch_size) for t in args.timesteps}
 
 
 def _run_demo(args: argparse.Namespace) -> dict:

@@ -16,7 +16,10 @@ from onnx import helper
 
 from onnx_snn import __version__
 from onnx_snn.activations import check_activations, drop_output_heads, rectifier_cap
-from onnx_snn.calibration import Calibration, HookFactory, calibrate, check_scales
+from onnx_snn.bias_calibration import calibrate_biases
+from onnx_snn.calibration import (
+    BalancingHookFactory, Calibration, HookFactory, calibrate, check_scales,
+)
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.inspection import spiking_caveats
 from onnx_snn.modelio import ModelLike, load_model, save_json, save_model
@@ -43,7 +46,7 @@ class SpikingModel:
 
     def report(self) -> dict[str, Any]:
         """Machine-readable summary: one entry per converted Relu, in graph order."""
-        return {"layers": [{"node": layer.node, "scale": layer.scale,
+        return {"layers": [{"node": layer.node, "scale": np.asarray(layer.scale).tolist(),
                             "v_threshold": layer.neuron.v_threshold,
                             "neuron": layer.neuron.op_type} for layer in self.layers],
                 "calibration": {"batches": self.calibration.batches,
@@ -57,12 +60,35 @@ class SpikingModel:
         return saved
 
 
-def convert(model: ModelLike, data: Any = None, *, hook_factory: HookFactory | None = None,
+@dataclass(frozen=True)
+class Preset:
+    """Defaults for the conversion methods; explicit arguments to ``convert`` win."""
+
+    hook_factory: Callable[[], HookFactory]
+    neuron_factory: Callable[[], NeuronFactory]
+    maxpool: str
+    bias_calibration: int | None
+
+
+#: ``spikingjelly``: the classic conversion, as SpikingJelly's ann2snn does it: one
+#: scale per layer (``HookFactory``: Max unless a mode is given, momentum 0.1), IF
+#: neurons with θ = 1, soft reset, starting at 0, MaxPool kept. ``best``: the most
+#: accurate at small T that we measured (README): local threshold balancing
+#: per channel, half-threshold start, MaxPool before the neuron. (Bias
+#: calibration on top gave no consistent gain on our nets; it stays an option.)
+PRESETS = {
+    "spikingjelly": Preset(HookFactory, NeuronFactory, "keep", None),
+    "best": Preset(BalancingHookFactory, lambda: NeuronFactory(v_init=0.5), "before", None),
+}
+
+
+def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
+            hook_factory: HookFactory | None = None,
             neuron_factory: NeuronFactory | None = None, batch_size: int = 100,
             exclude: Collection[str] = (), factories: FactoryChooser | None = None,
-            keep_analog: bool = False, maxpool: str = "keep",
-            drop_output_softmax: bool = False, calibration: Calibration | None = None,
-            progress: bool = True) -> SpikingModel:
+            keep_analog: bool = False, maxpool: str | None = None,
+            drop_output_softmax: bool = False, bias_calibration: int | None = None,
+            calibration: Calibration | None = None, progress: bool = True) -> SpikingModel:
     """Convert an ONNX ReLU network into a spiking network.
 
     ``model``: a path or ModelProto. ``data``: calibration data in any form
@@ -74,10 +100,18 @@ def convert(model: ModelLike, data: Any = None, *, hook_factory: HookFactory | N
     analog). Other activations are an error unless ``keep_analog``; a Softmax
     at the output is applied per step, or removed with ``drop_output_softmax``.
     ``maxpool`` is the MaxPool policy: "keep", "before" or "avg"
-    (``onnx_snn.pooling``).
+    (``onnx_snn.pooling``). ``bias_calibration=T`` shifts each layer's bias so
+    its mean output at T steps matches the ANN (``onnx_snn.bias_calibration``).
+    ``preset`` ("spikingjelly" or "best", see ``PRESETS``) supplies defaults for
+    the factories, ``maxpool`` and ``bias_calibration``.
     """
-    hook_factory = hook_factory or HookFactory()
-    neuron_factory = neuron_factory or NeuronFactory()
+    if preset is not None and preset not in PRESETS:
+        raise OnnxSnnError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    defaults = PRESETS[preset or "spikingjelly"]
+    hook_factory = hook_factory or defaults.hook_factory()
+    neuron_factory = neuron_factory or defaults.neuron_factory()
+    maxpool = maxpool or defaults.maxpool
+    bias_calibration = bias_calibration or defaults.bias_calibration
     graph = gs.import_onnx(prepare(load_model(model)))
     apply_maxpool_policy(graph, maxpool)
     if drop_output_softmax:
@@ -105,8 +139,14 @@ def convert(model: ModelLike, data: Any = None, *, hook_factory: HookFactory | N
     caps = {node.name: rectifier_cap(node) for node in graph.nodes if node.name in plan}
     layers = []
     for name, calibrated in calibration.scales.items():
-        scale = min(calibrated, caps[name])
+        scale = np.minimum(calibrated, caps[name]) if np.ndim(calibrated) \
+            else min(calibrated, caps[name])
         layers.append(SpikingLayer(name, scale, plan[name][1].create(scale)))
+    if bias_calibration:
+        if data is None:
+            raise OnnxSnnError("bias calibration needs calibration data")
+        layers = calibrate_biases(ann, layers, data, bias_calibration, build_spiking_model,
+                                  batch_size=batch_size, progress=progress)
     return SpikingModel(build_spiking_model(ann, layers), calibration, layers)
 
 

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from onnx_snn.data import input_specs, validate_batch
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import ModelLike, load_model
+from onnx_snn.readout import check_delay
 from onnx_snn.runtime import SpikingSession, check_timesteps
 
 
@@ -29,19 +30,23 @@ def _check_labels(x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
 
 def snn_accuracy(model: ModelLike | SpikingSession, x: np.ndarray, y: np.ndarray,
                  timesteps: Sequence[int], batch_size: int = 256,
-                 progress: bool = False) -> dict[int, float]:
+                 progress: bool = False, readout_delay: int = 0) -> dict[int, float]:
     """Accuracy after each T in ``timesteps`` (direct encoding), from one run at max(T).
 
     The prediction after t steps is the argmax of the sum of outputs 1..t;
     outputs at step t do not depend on later steps, so one run serves every T.
+    ``readout_delay`` t0 > 0 uses the delayed readout (``onnx_snn.readout``):
+    the sum of outputs t0+1..T, or of outputs 1..T where T <= t0.
     """
+    readout_delay = check_delay(readout_delay)
     session = model if isinstance(model, SpikingSession) else SpikingSession(model)
     steps = sorted({check_timesteps(t) for t in timesteps})
     y = _check_labels(x, y, batch_size)
     correct = np.zeros(len(steps), dtype=np.int64)
     starts = range(0, len(y), batch_size)
     for start in tqdm(starts, desc="evaluating", unit="batch", disable=not progress, leave=False):
-        predictions = session.run(x[start:start + batch_size], steps[-1]).predictions()
+        predictions = session.run(x[start:start + batch_size], steps[-1]).predictions(
+            readout_delay)
         labels = y[start:start + batch_size]
         correct += [(predictions[t - 1] == labels).sum() for t in steps]
     return {t: float(c) / len(y) for t, c in zip(steps, correct)}

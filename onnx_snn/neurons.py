@@ -49,8 +49,10 @@ class Neuron:
 class IFNeuron(Neuron):
     """Integrate-and-fire neuron (SPEC §4); ``v_reset=None`` is soft reset.
 
-    ``v_init`` is the membrane potential at t = 0, in the same units as the
-    threshold.
+    ``v_init`` is the membrane potential at t = 0 as a fraction of the
+    threshold. 0 is the classic conversion; 0.5 rounds instead of floors the
+    rate and helps most at small T (Bu et al., "Optimized potential
+    initialization for low-latency spiking neural networks", AAAI 2022).
     """
 
     op_type = IF_OP_TYPE

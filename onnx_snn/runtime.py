@@ -75,9 +75,15 @@ class SpikingOutput:
         """The first output averaged over time: [N, ...]."""
         return self.per_step.mean(axis=0)
 
-    def predictions(self) -> np.ndarray:
-        """Class predictions after each step t: argmax of the sum of outputs 1..t, [T, N]."""
-        return np.cumsum(self.per_step, axis=0).argmax(axis=-1)
+    def predictions(self, delay: int = 0) -> np.ndarray:
+        """Class predictions after each step t, [T, N]: argmax of the sum of outputs 1..t.
+
+        ``delay`` t0 > 0 gives the delayed readout (``onnx_snn.readout``): the sum
+        of outputs t0+1..t for t > t0, and of outputs 1..t for t <= t0.
+        """
+        from onnx_snn.readout import delayed_predictions  # readout imports this module
+
+        return delayed_predictions(self.per_step, delay)
 
 
 class SpikingSession:

@@ -1,9 +1,13 @@
 """The built-in rewrite: each chosen rectifier (Relu, Clip(0, a)) becomes
 Mul(θ/s) -> neuron -> Mul(s).
 
-θ is the neuron's threshold and s the Relu's calibrated scale (SPEC §1, §4).
-The input gain is float32(θ/s) computed in double, a multiplication rather than
-a division, so results agree exactly with the reference implementations.
+θ is the neuron's threshold and s the Relu's calibrated scale (SPEC §1, §4):
+one number per layer, or one per channel (axis 1), when the scalers become
+per-channel Muls. The input gain is float32(θ/s) computed in double, a
+multiplication rather than a division, so results agree exactly with the
+reference implementations. A channel whose scale is 0 never activated during
+calibration: its gain is 0, so it stays silent. An optional per-channel
+``bias_shift`` (bias calibration) is added before the gain.
 """
 
 from __future__ import annotations
@@ -19,18 +23,38 @@ from onnx_snn.errors import OnnxSnnError
 from onnx_snn.neurons import Neuron
 from onnx_snn.patterns import Pattern
 
+Scale = float | np.ndarray
+
 
 @dataclass
 class SpikingLayer:
-    """A Relu to convert: its node name, calibrated scale and replacement neuron."""
+    """A rectifier to convert: node name, calibrated scale(s), neuron, bias shift."""
 
     node: str
-    scale: float
+    scale: Scale
     neuron: Neuron
+    bias_shift: np.ndarray | None = None
 
     @property
-    def input_gain(self) -> np.float32:
-        return np.float32(float(self.neuron.v_threshold) / float(self.scale))
+    def per_channel(self) -> bool:
+        return np.ndim(self.scale) > 0
+
+    @property
+    def input_gain(self) -> np.ndarray:
+        """float32(θ/s), computed in double; 0 where s is 0."""
+        scale = np.asarray(self.scale, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            gain = np.where(scale > 0, float(self.neuron.v_threshold) / scale, 0.0)
+        return gain.astype(np.float32)
+
+
+def _channel_shape(values: np.ndarray, activation: gs.Tensor, node: str) -> np.ndarray:
+    """Per-channel values shaped [C, 1, ...] to broadcast against [N, C, ...]."""
+    if values.ndim == 0:
+        return values
+    if activation.shape is None or len(activation.shape) < 2:
+        raise OnnxSnnError(f"Relu '{node}': per-channel scales need the activation's rank")
+    return values.reshape(values.size, *([1] * (len(activation.shape) - 2)))
 
 
 class ReluToNeuron(Pattern):
@@ -54,16 +78,30 @@ class ReluToNeuron(Pattern):
     def replace(self, node: gs.Node, graph: gs.Graph) -> list[gs.Node]:
         layer = self.layers[node.name]
         neuron = layer.neuron
-        name = node.name
+        name, source = node.name, node.inputs[0]
+
+        def constant(suffix: str, values) -> gs.Constant:
+            shaped = _channel_shape(np.asarray(values, dtype=np.float32), source, name)
+            return gs.Constant(f"{name}__{suffix}", shaped)
+
+        nodes = []
+        if layer.bias_shift is not None:
+            shifted = gs.Variable(f"{name}__shifted", np.float32)
+            nodes.append(gs.Node("Add", f"{name}__bias_shift",
+                                 inputs=[source, constant("bias_shift", layer.bias_shift)],
+                                 outputs=[shifted]))
+            source_for_gain = shifted
+        else:
+            source_for_gain = source
         scaled = gs.Variable(f"{name}__scaled", np.float32)
         spikes = gs.Variable(f"{name}__spikes", np.float32)
-        gain = gs.Constant(f"{name}__input_gain", np.array(layer.input_gain, dtype=np.float32))
-        scale = gs.Constant(f"{name}__output_scale", np.array(layer.scale, dtype=np.float32))
-        return [
-            gs.Node("Mul", f"{name}__input_scaler", inputs=[node.inputs[0], gain],
+        return nodes + [
+            gs.Node("Mul", f"{name}__input_scaler",
+                    inputs=[source_for_gain, constant("input_gain", layer.input_gain)],
                     outputs=[scaled]),
             gs.Node(neuron.op_type, name, attrs=neuron.attributes(),
                     inputs=[scaled, self.timesteps], outputs=[spikes], domain=neuron.domain),
-            gs.Node("Mul", f"{name}__output_scaler", inputs=[spikes, scale],
+            gs.Node("Mul", f"{name}__output_scaler",
+                    inputs=[spikes, constant("output_scale", layer.scale)],
                     outputs=list(node.outputs)),
         ]

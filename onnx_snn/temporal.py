@@ -20,30 +20,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnx_snn.graph_builder import GraphBuilder
+
 TIMESTEPS = "timesteps"
 _SHAPE_OPS = ("Shape", "Size")
 _TO_END = np.iinfo(np.int64).max
-
-
-class _Builder:
-    """Appends helper nodes to a graph with unique names."""
-
-    def __init__(self, graph: gs.Graph) -> None:
-        self.graph = graph
-        self.count = 0
-
-    def __call__(self, op: str, inputs: list, dtype=None, attrs: dict | None = None,
-                 output: gs.Variable | None = None) -> gs.Variable:
-        self.count += 1
-        name = f"time_fold__{op.lower()}{self.count}"
-        out = output if output is not None else gs.Variable(name, dtype)
-        self.graph.nodes.append(gs.Node(op, name, attrs=attrs or {}, inputs=inputs,
-                                        outputs=[out]))
-        return out
-
-    def const(self, values, dtype=np.int64) -> gs.Constant:
-        self.count += 1
-        return gs.Constant(f"time_fold__c{self.count}", np.asarray(values, dtype=dtype))
 
 
 class TimeFolding:
@@ -55,7 +36,7 @@ class TimeFolding:
 
     def __call__(self, graph: gs.Graph) -> gs.Graph:
         graph.toposort()
-        make = _Builder(graph)
+        make = GraphBuilder(graph, "time_fold__")
         data_inputs = [t for t in graph.inputs if t is not self.timesteps]
         temporal, batch, shape_values = self._classify(graph, data_inputs)
         folded_inputs = [self._fold_input(make, x) for x in data_inputs]
@@ -131,7 +112,7 @@ class TimeFolding:
         return temporal, batch, shape_values
 
     @staticmethod
-    def _fold_input(make: _Builder, x: gs.Variable) -> gs.Variable:
+    def _fold_input(make: GraphBuilder, x: gs.Variable) -> gs.Variable:
         """Replace input ``x`` by a new input with a time axis, reshaped back into ``x``."""
         sample_dims = list(x.shape[1:]) if x.shape else None
         outer = gs.Variable(x.name, x.dtype, None if sample_dims is None
@@ -144,7 +125,7 @@ class TimeFolding:
         return outer
 
     @staticmethod
-    def _unfold_output(make: _Builder, out: gs.Variable, steps: gs.Variable, over_time,
+    def _unfold_output(make: GraphBuilder, out: gs.Variable, steps: gs.Variable, over_time,
                        temporal: bool) -> gs.Variable:
         """Graph output ``out`` [T·N, ...] reshaped to [T, N, ...] under its own name."""
         name = out.name
@@ -158,7 +139,7 @@ class TimeFolding:
         return result
 
 
-def _with_rows(make: _Builder, tensor: gs.Variable, rows: list[int]) -> gs.Variable:
+def _with_rows(make: GraphBuilder, tensor: gs.Variable, rows: list[int]) -> gs.Variable:
     """The shape of ``tensor`` with its first dimension replaced by ``rows``."""
     tail = make("Slice", [make("Shape", [tensor], np.int64), make.const([1]),
                           make.const([_TO_END])], np.int64)

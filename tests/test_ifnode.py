@@ -65,9 +65,12 @@ def test_soft_reset_keeps_the_surplus() -> None:
     assert run_if(x, IFNeuron(1.0))[:, 0, 0].tolist() == [0, 1, 0, 1]  # 0.6, 1.2->0.2, 0.8, 1.4
 
 
-def test_v_init_shifts_the_first_spike() -> None:
-    x = np.full((4, 1, 1), 0.25, dtype=np.float32)
-    assert run_if(x, IFNeuron(1.0, v_init=0.5))[:, 0, 0].tolist() == [0, 1, 0, 0]
+def test_v_init_is_a_fraction_of_the_threshold() -> None:
+    """θ = 2, v_init = 0.5 starts at 1.0: with x = 0.5 the potential is 1.5, 2.0 (fire),
+    0.5, 1.0, ... so the first spike comes two steps earlier than from 0."""
+    x = np.full((6, 1, 1), 0.5, dtype=np.float32)
+    assert run_if(x, IFNeuron(2.0, v_init=0.5))[:, 0, 0].tolist() == [0, 1, 0, 0, 0, 1]
+    assert run_if(x, IFNeuron(2.0))[:, 0, 0].tolist() == [0, 0, 0, 1, 0, 0]
 
 
 @pytest.mark.parametrize("v_reset", [None, 0.0, -0.3])

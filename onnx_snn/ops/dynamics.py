@@ -67,14 +67,16 @@ def simulate_if(x_seq: np.ndarray, v_threshold: float = 1.0, v_reset: float | No
                 v_init: float = 0.0) -> np.ndarray:
     """Numpy reference: spikes for an input sequence ``x_seq`` of shape [T, ...].
 
-    ``v_reset=None`` means soft (subtractive) reset. Computation is float32, like
-    the ONNX function and the native kernel, so results agree bit for bit.
+    ``v_reset=None`` means soft (subtractive) reset. ``v_init`` is the initial
+    potential as a fraction of the threshold (0.5 starts half-way to the first
+    spike). Computation is float32, like the ONNX function and the native
+    kernel, so results agree bit for bit.
     """
     x_seq = np.asarray(x_seq, dtype=np.float32)
     dtype = np.float32
     theta = dtype(v_threshold)
     reset = dtype(0.0 if v_reset is None else v_reset)
-    v = np.full(x_seq.shape[1:], v_init, dtype=dtype)
+    v = np.full(x_seq.shape[1:], dtype(v_init) * theta, dtype=dtype)
     spikes = np.empty_like(x_seq)
     ops = NumpyArithmetic()
     for t in range(x_seq.shape[0]):

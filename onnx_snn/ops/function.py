@@ -102,16 +102,20 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
     """The function body of a neuron op ``Op(X, T) -> S`` whose dynamics are ``step``.
 
     ``attributes`` maps attribute names to ``"float"`` or ``"int"``; it must
-    contain ``hard_reset`` (int, picks the reset branch) and may contain
-    ``v_init`` (float, the initial potential; 0 otherwise). Float attributes
-    are tensors of the same name inside ``step``.
+    contain ``v_threshold`` (float) and ``hard_reset`` (int, picks the reset
+    branch), and may contain ``v_init`` (float: the initial potential as a
+    fraction of ``v_threshold``; 0 otherwise). Float attributes are tensors of
+    the same name inside ``step``.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"neuron functions need ai.onnx opset >= {MIN_OPSET}, got {opset}")
-    if attributes.get("hard_reset") != "int":
-        raise ValueError("a neuron function needs an int attribute 'hard_reset'")
+    if attributes.get("hard_reset") != "int" or attributes.get("v_threshold") != "float":
+        raise ValueError("a neuron function needs attributes 'v_threshold' (float) and "
+                         "'hard_reset' (int)")
     const = helper.make_tensor
-    initial = "v_init" if attributes.get("v_init") == "float" else "zero"
+    initial = ([helper.make_node("Mul", ["v_init", "v_threshold"], ["v_start"])]
+               if attributes.get("v_init") == "float" else
+               [helper.make_node("Identity", ["zero"], ["v_start"])])
     nodes = [_attribute_constant(name, kind) for name, kind in attributes.items()] + [
         helper.make_node("Constant", [], ["one"],
                          value=const("one", TensorProto.FLOAT, [], [1.0])),
@@ -129,7 +133,8 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
         helper.make_node("Reshape", ["X", "seq_shape"], ["seq"]),
         helper.make_node("Shape", ["seq"], ["seq_dims"]),
         helper.make_node("Slice", ["seq_dims", "shape1", "end2"], ["features"]),
-        helper.make_node("Expand", [initial, "features"], ["v0"]),
+        *initial,
+        helper.make_node("Expand", ["v_start", "features"], ["v0"]),
         helper.make_node("Cast", ["hard_reset"], ["hard"], to=TensorProto.BOOL),
         helper.make_node("If", ["hard"], ["spikes_seq"],
                          then_branch=_scan_branch(step, hard_reset=True),

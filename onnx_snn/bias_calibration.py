@@ -1,0 +1,121 @@
+"""Light bias calibration: forward passes only, no retraining.
+
+Layer by layer, in graph order, the per-channel mean of the SNN layer's output
+(firing rate × scale, measured in onnxruntime over the calibration data at T
+steps, with earlier layers already corrected) is compared with the ANN's mean
+activation, clipped at the layer's scale since a rate cannot exceed 1. The
+difference is added to the bias feeding the neuron (as a per-channel shift
+before the input scaler). Li, Deng, Dong, Gu, "A free lunch from ANN: towards
+efficient, accurate spiking neural networks calibration", ICML 2021 (the
+"light" variant, bias only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+from tqdm.auto import tqdm
+
+from onnx_snn.calibration import CHANNEL_AXIS, channel_axes, calibrate
+from onnx_snn.data import batches, input_specs
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.graph_builder import GraphBuilder
+from onnx_snn.spiking import SpikingLayer
+from onnx_snn.temporal import TIMESTEPS
+
+
+class ChannelMeanHook:
+    """Mean of an activation per channel over all calibration data, optionally
+    clipped at ``ceiling`` (a scalar or one value per channel) first."""
+
+    mode = "channel-mean"
+    momentum = None
+
+    def __init__(self, ceiling: float | np.ndarray | None = None) -> None:
+        self.ceiling = ceiling
+        self.sums: np.ndarray | None = None
+        self.count = 0
+        self.batches = 0
+
+    @property
+    def scale(self) -> np.ndarray:
+        """The per-channel mean so far."""
+        return self.sums / self.count
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
+        axes = channel_axes(activation)
+        make = GraphBuilder(graph, f"{activation.name}__mean_")
+        values = activation
+        if self.ceiling is not None:
+            ceiling = np.asarray(self.ceiling, dtype=np.float32)
+            if ceiling.ndim:
+                ceiling = ceiling.reshape(ceiling.size, *([1] * (len(axes) - 1)))
+            values = make("Min", [activation, make.const(ceiling, np.float32)], np.float32)
+        sums = make.reduce("ReduceSum", values, axes, np.float32)
+        return [sums, make("Shape", [activation], np.int64)]
+
+    def observe(self, fetched: list[np.ndarray]) -> None:
+        sums, shape = np.asarray(fetched[0], dtype=np.float64), fetched[1]
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.count += int(np.prod(shape)) // int(shape[CHANNEL_AXIS])
+        self.batches += 1
+
+
+def ann_channel_means(ann: onnx.ModelProto, data: Any, layers: list[SpikingLayer],
+                      batch_size: int, progress: bool) -> dict[str, np.ndarray]:
+    """Per-channel mean of each layer's ANN activation, clipped at its scale."""
+    hooks = {layer.node: ChannelMeanHook(layer.scale) for layer in layers}
+    calibrate(ann, data, hooks, batch_size=batch_size, progress=progress)
+    return {name: hook.scale for name, hook in hooks.items()}
+
+
+def snn_channel_means(snn: onnx.ModelProto, data: Any, specs, layer: SpikingLayer,
+                      timesteps: int, batch_size: int) -> np.ndarray:
+    """Per-channel mean of one SNN layer's output (rate × scale) over data and T steps."""
+    graph = gs.import_onnx(snn)
+    output = next(n for n in graph.nodes if n.name == f"{layer.node}__output_scaler").outputs[0]
+    hook = ChannelMeanHook()
+    graph.outputs = hook.graph_outputs(graph, output)
+    graph.cleanup()
+    session = ort.InferenceSession(gs.export_onnx(graph).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    names = [t.name for t in graph.outputs]
+    steps = np.array(timesteps, dtype=np.int64)
+    for batch in batches(data, specs, batch_size):
+        feed = {name: array[None] for name, array in batch.items()}
+        feed[TIMESTEPS] = steps
+        hook.observe(session.run(names, feed))
+    return hook.scale
+
+
+def calibrate_biases(ann: onnx.ModelProto, layers: list[SpikingLayer], data: Any,
+                     timesteps: int, build, batch_size: int = 100,
+                     progress: bool = True) -> list[SpikingLayer]:
+    """``layers`` with per-channel bias shifts, corrected one layer at a time.
+
+    ``build(ann, layers)`` makes the spiking model (``convert.build_spiking_model``).
+    """
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps <= 0:
+        raise OnnxSnnError(f"bias calibration needs a positive number of time steps, got "
+                           f"{timesteps!r}")
+    targets = ann_channel_means(ann, data, layers, batch_size, progress)
+    specs = input_specs(ann)
+    corrected = list(layers)
+    for index in tqdm(range(len(layers)), desc="bias calibration", unit="layer",
+                      disable=not progress, leave=False):
+        layer = corrected[index]
+        achieved = snn_channel_means(build(ann, corrected), data, specs, layer, timesteps,
+                                     batch_size)
+        shift = targets[layer.node] - achieved
+        if layer.bias_shift is not None:
+            shift = shift + layer.bias_shift
+        corrected[index] = dataclasses.replace(layer, bias_shift=shift.astype(np.float32))
+    return corrected

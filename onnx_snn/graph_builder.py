@@ -1,0 +1,42 @@
+"""A tiny helper that appends uniquely named nodes to an onnx-graphsurgeon graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+#: ai.onnx opset from which these reductions take ``axes`` as an input.
+_AXES_AS_INPUT = {"ReduceSum": 13, "ReduceMax": 18, "ReduceMin": 18, "ReduceMean": 18}
+
+
+class GraphBuilder:
+    """``make(op, inputs, dtype)`` appends a node and returns its (new) output."""
+
+    def __init__(self, graph: gs.Graph, prefix: str) -> None:
+        self.graph = graph
+        self.prefix = prefix
+        self.count = 0
+
+    def _name(self, op: str) -> str:
+        self.count += 1
+        return f"{self.prefix}{op.lower()}{self.count}"
+
+    def __call__(self, op: str, inputs: list, dtype=None, attrs: dict | None = None,
+                 output: gs.Variable | None = None) -> gs.Variable:
+        name = self._name(op)
+        out = output if output is not None else gs.Variable(name, dtype)
+        self.graph.nodes.append(gs.Node(op, name, attrs=attrs or {}, inputs=inputs,
+                                        outputs=[out]))
+        return out
+
+    def const(self, values, dtype=np.int64) -> gs.Constant:
+        return gs.Constant(self._name("c"), np.asarray(values, dtype=dtype))
+
+    def reduce(self, op: str, data: gs.Tensor, axes: list[int] | None, dtype) -> gs.Variable:
+        """``op`` (ReduceMax, ReduceSum, ...) over ``axes`` (None: all), keepdims=0, in
+        the form the graph's opset expects."""
+        if axes is None:
+            return self(op, [data], dtype, {"keepdims": 0})
+        if (self.graph.opset or 0) >= _AXES_AS_INPUT[op]:
+            return self(op, [data, self.const(axes)], dtype, {"keepdims": 0})
+        return self(op, [data], dtype, {"keepdims": 0, "axes": axes})
