@@ -26,7 +26,7 @@ from onnx_snn.modelio import ModelLike, load_model, save_json, save_model
 from onnx_snn.neurons import NeuronFactory
 from onnx_snn.patterns import PatternPass, compose
 from onnx_snn.pooling import apply_maxpool_policy
-from onnx_snn.prepare import ai_onnx_opset, prepare
+from onnx_snn.prepare import ai_onnx_opset, infer_shapes, prepare
 from onnx_snn.spiking import ReluToNeuron, SpikingLayer
 from onnx_snn.temporal import TIMESTEPS, TimeFolding
 
@@ -121,7 +121,7 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
                  name=str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     for caveat in spiking_caveats(graph, plan):
         warnings.warn(f"{caveat.op} '{caveat.node}' {caveat.note}", stacklevel=2)
-    ann = gs.export_onnx(graph.cleanup().toposort())
+    ann = infer_shapes(gs.export_onnx(graph.cleanup().toposort()))  # the policies add tensors
 
     if calibration is None:
         if data is None:

@@ -158,3 +158,41 @@ def test_outputs_get_ordinary_file_permissions(files) -> None:
         os.umask(umask)
     for name in ("snn.onnx", "r.json"):
         assert (files / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_convert_flags_for_the_accuracy_methods(files, capsys) -> None:
+    snn = files / "best.onnx"
+    assert main(["convert", str(files / "ann.onnx"), "--calib", str(files / "calib.npz"),
+                 "--preset", "best", "--bias-calibration", "4", "-o", str(snn),
+                 "--json", str(files / "r.json"), "--no-progress"]) == 0
+    model = onnx.load(snn)
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+             for n in model.graph.node if n.op_type == "IFNode"]
+    assert [a["v_init"] for a in attrs] == [0.5, 0.5]
+    assert len(json.loads((files / "r.json").read_text())["layers"][0]["scale"]) == 16
+    assert any(n.name.endswith("__bias_shift") for n in model.graph.node)
+    assert main(["convert", str(files / "ann.onnx"), "--calib", str(files / "calib.npz"),
+                 "--per-channel", "--mode", "99%", "--v-init", "0.25", "-o",
+                 str(files / "pc.onnx"), "--no-progress"]) == 0
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+             for n in onnx.load(files / "pc.onnx").graph.node if n.op_type == "IFNode"]
+    assert [a["v_init"] for a in attrs] == [0.25, 0.25]
+    assert main(["convert", str(files / "ann.onnx"), "--calib", str(files / "calib.npz"),
+                 "--threshold-balancing", "--mode", "max", "-o", str(files / "x.onnx")]) == 1
+    assert "--threshold-balancing" in capsys.readouterr().err
+    assert not (files / "x.onnx").exists()
+
+
+def test_eval_with_estimated_readout_delay(files, capsys) -> None:
+    snn, result = files / "snn.onnx", files / "result.json"
+    assert main(["convert", str(files / "ann.onnx"), "--calib", str(files / "calib.npz"),
+                 "-o", str(snn), "--no-progress"]) == 0
+    assert main(["eval", str(snn), "--data", str(files / "test.npz"), "--timesteps", "4,8",
+                 "--ann", str(files / "ann.onnx"), "--readout-delay", "auto", "--calib",
+                 str(files / "calib.npz"), "--json", str(result)]) == 0
+    data = json.loads(result.read_text())
+    assert set(data["readout_delay"]) == {"4", "8"}
+    assert all(0 <= d <= int(t) // 2 for t, d in data["readout_delay"].items())
+    assert main(["eval", str(snn), "--data", str(files / "test.npz"), "--readout-delay",
+                 "auto"]) == 1
+    assert "needs --calib" in capsys.readouterr().err
