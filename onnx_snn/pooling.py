@@ -7,7 +7,10 @@ Policies:
   spiking neurons;
 - ``"before"``: where a MaxPool directly follows a rectifier, swap the two, so
   the neuron sees the max of its analog inputs. Exact in the ANN, since
-  ``relu(maxpool(x)) == maxpool(relu(x))``;
+  ``relu(maxpool(x)) == maxpool(relu(x))`` (SPEC §7; the over-counting of a max
+  over spikes is discussed by Rueckauer et al., "Conversion of continuous-valued
+  deep networks to efficient event-driven networks for image classification",
+  Frontiers in Neuroscience 11:682, 2017);
 - ``"avg"``: replace every MaxPool by an AveragePool over the same windows,
   which is exact on rates but changes the ANN (a warning says so).
 """

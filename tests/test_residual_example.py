@@ -1,0 +1,115 @@
+"""examples/residual_digits.py: a residual CNN converts with both presets, and
+``preset="best"`` is the more accurate at small T.
+
+``main()`` runs once (module fixture) with a short training (EPOCHS = 8 epochs,
+about 2.5 s on one thread); conversion and the two evaluations at T = 64 take
+about 2 s more.
+
+Measured with 8 epochs (test accuracy, %, 540 digits; seed 0 is what runs here,
+seeds 1-3 show the spread):
+
+    seed | ANN  | spikingjelly T=4 / T=8 / T=64 | best T=4 / T=8 / T=64
+    0    | 99.1 | 30.6 / 95.0 / 94.8            | 98.3 / 98.7 / 98.9
+    1    | 98.9 | 23.7 / 97.6 / 97.6            | 98.9 / 98.9 / 98.5
+    2    | 99.8 | 16.5 / 91.9 / 94.3            | 98.5 / 98.9 / 99.1
+    3    | 99.3 | 11.1 / 87.0 / 91.9            | 99.1 / 99.1 / 99.3
+
+With 3 epochs the T = 8 comparison is not robust (seed 1: best 91.1 < 96.1), so
+the test trains 8. With a 99.9 % percentile instead of Max in "spikingjelly",
+its T = 8 accuracy rises to 96.7 / 98.3 / 95.0 / 97.2 on seeds 0-3: "best" still
+wins, by 0.6 to 3.9 points.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "residual_digits.py"
+EPOCHS = 8
+
+
+def load_example() -> ModuleType:
+    """Import ``examples/residual_digits.py`` by path (examples/ is not a package)."""
+    name = "onnx_snn_example_residual_digits"
+    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def example() -> ModuleType:
+    return load_example()
+
+
+@pytest.fixture(scope="module")
+def results(example: ModuleType) -> dict:
+    with pytest.warns(UserWarning, match="MaxPool"):  # kept over spikes by "spikingjelly"
+        return example.main(epochs=EPOCHS, echo=lambda *_: None)
+
+
+def test_exported_model_is_residual_with_one_maxpool(results):
+    ops = results["ops"]
+    assert ops.get("Conv", 0) >= 6
+    assert ops.get("Add", 0) >= 1
+    assert ops.get("MaxPool", 0) == 1
+    # The ReLU after each Add (ResNet's order): every Add feeds a Relu.
+    graph = results["ann"].graph
+    consumers = {name: [n.op_type for n in graph.node if name in n.input]
+                 for add in graph.node if add.op_type == "Add" for name in add.output}
+    assert all(kinds == ["Relu"] for kinds in consumers.values()), consumers
+
+
+def test_returns_the_documented_numbers(example, results):
+    assert set(results["curves"]) == {"spikingjelly", "best"}
+    for curve in results["curves"].values():
+        assert sorted(curve) == list(example.TIMESTEPS)
+        assert all(0.0 <= a <= 1.0 for a in curve.values())
+    assert results["train_seconds"] > 0
+    table = example.markdown_table(results["ann_accuracy"], results["curves"])
+    assert table.count("\n") == 3 and "| best |" in table and "T=64" in table
+
+
+def test_ann_learned(results):
+    # Measured (seed 0): 0.991 after 8 epochs, 0.994 after the example's 30.
+    assert results["ann_accuracy"] >= 0.95
+
+
+def test_curves_rise_with_time(results):
+    for preset, curve in results["curves"].items():
+        assert curve[64] >= curve[1], preset
+        assert curve[64] >= curve[4], preset
+
+
+def test_best_beats_spikingjelly_at_small_t(results):
+    # The end-to-end claim: at T = 8 "best" is the more accurate. Measured at
+    # seed 0: 98.7 % vs 95.0 % (+3.7 points, 20 digits); +1.3 to +12.1 points over
+    # seeds 0-3. A strict inequality, with no margin demanded, keeps the claim
+    # without depending on the exact size of the gap.
+    curves = results["curves"]
+    assert curves["best"][8] > curves["spikingjelly"][8]
+    # At T <= 4 the gap is large (seed 0, T = 4: 98.3 % vs 30.6 %; >= 68 points
+    # over seeds 0-3): half-threshold start and per-channel thresholds let
+    # neurons fire from the first steps, where the classic conversion is at chance.
+    assert curves["best"][4] >= curves["spikingjelly"][4] + 0.3
+    assert curves["best"][2] >= 0.8 and curves["spikingjelly"][2] <= 0.2
+
+
+def test_t64_close_to_ann(results):
+    ann, curves = results["ann_accuracy"], results["curves"]
+    # "best" converges to the ANN: measured +/- 0.7 points over seeds 0-3 at T = 64.
+    assert abs(curves["best"][64] - ann) <= 0.02
+    # The classic conversion keeps the MaxPool over spike trains, which over-counts
+    # (the max of spike counts is at least the max of the rates), so it stays
+    # below the ANN and even falls after T = 16: measured 4.3 points below at
+    # seed 0 (1.3 to 7.4 over seeds 0-3). Allow 10 points.
+    assert curves["spikingjelly"][64] >= ann - 0.10
