@@ -1,4 +1,4 @@
-"""The ``onnx-snn`` command line: inspect, convert, eval, demo.
+"""The ``onnx-snn`` command line: inspect, convert, eval, report, demo.
 
 Errors are one line on stderr with exit status 1 (2 for bad usage); add
 ``--verbose`` for the traceback.
@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "before with --preset best")
     convert.add_argument("--drop-softmax", action="store_true",
                          help="remove a Softmax at the output (outputs carry the logits)")
+    convert.add_argument("--spike-counts", action="store_true",
+                         help="add an output <layer>__spike_count [N] per neuron layer")
     convert.add_argument("--save-calibration", metavar="FILE",
                          help="write the calibrated scales as JSON")
     convert.add_argument("--load-calibration", metavar="FILE",
@@ -168,6 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--calib", metavar="DATA.npz",
                           help="calibration data for --readout-delay auto (array 'x')")
     evaluate.set_defaults(run=_run_eval)
+
+    report = commands.add_parser(
+        "report", parents=[common], help="accuracy over time, firing rates, SOPs, energy, plots",
+        description="Run SNN.onnx on labelled data and write report.json, PNG plots and "
+                    "report.md to OUTDIR.")
+    report.add_argument("model", metavar="SNN.onnx", help="a converted model")
+    report.add_argument("--data", metavar="TEST.npz", required=True,
+                        help="arrays 'x' and integer labels 'y'")
+    report.add_argument("--ann", metavar="ANN.onnx",
+                        help="the original ANN: its accuracy and the rate comparison")
+    report.add_argument("--timesteps", type=_timesteps, default=[64], metavar="T",
+                        help="time steps (default 64)")
+    report.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                        help="energy per operation (default fp32)")
+    report.add_argument("--batch-size", type=int, default=128,
+                        help="samples per run (default 128)")
+    report.add_argument("-o", "--output", metavar="OUTDIR", required=True,
+                        help="folder for report.json, the plots and report.md")
+    report.set_defaults(run=_run_report)
 
     demo = commands.add_parser(
         "demo", parents=[common], help="train, convert and evaluate a digits CNN",
@@ -248,7 +269,8 @@ def _run_convert(args: argparse.Namespace) -> dict:
                      batch_size=args.batch_size, exclude=args.exclude,
                      keep_analog=args.keep_analog, maxpool=args.maxpool,
                      drop_output_softmax=args.drop_softmax,
-                     bias_calibration=args.bias_calibration, calibration=calibration,
+                     bias_calibration=args.bias_calibration,
+                     spike_counts=args.spike_counts, calibration=calibration,
                      progress=not args.no_progress)
     result.save(args.output)
     if args.save_calibration:
@@ -302,6 +324,26 @@ def _readout_delays(args: argparse.Namespace, session) -> dict[int, int]:
     x_calib = load_npz_arrays(args.calib, ["x"])["x"]
     return {t: estimate_readout_delay(session, x_calib, t, ann=args.ann,
                                       batch_size=args.batch_size) for t in args.timesteps}
+
+
+def _run_report(args: argparse.Namespace) -> dict:
+    from onnx_snn.data import load_npz_arrays
+    from onnx_snn.report import make_report
+
+    if len(args.timesteps) != 1:
+        raise OnnxSnnError("report takes one T, e.g. --timesteps 64")
+    arrays = load_npz_arrays(args.data, ["x", "y"])
+    result = make_report(args.model, arrays["x"], arrays["y"], ann=args.ann,
+                         timesteps=args.timesteps[0], precision=args.precision,
+                         batch_size=args.batch_size)
+    written = result.write(args.output)
+    print(f"wrote {', '.join(path.name for path in written)} to {args.output}")
+    curve = result.accuracy_curve
+    if result.ann_accuracy is not None:
+        print(f"ANN accuracy: {result.ann_accuracy:.4f}")
+    print(f"SNN accuracy at T = {result.timesteps}: {curve[-1]:.4f}; SOP/MAC ratio "
+          f"{result.totals['sop_mac_ratio']:.3f}; energy ratio {result.totals['energy_ratio']:.3f}")
+    return result.to_dict()
 
 
 def _run_demo(args: argparse.Namespace) -> dict:

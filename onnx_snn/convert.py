@@ -22,6 +22,7 @@ from onnx_snn.calibration import (
 )
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.inspection import spiking_caveats
+from onnx_snn.instrument import add_spike_counts
 from onnx_snn.modelio import ModelLike, load_model, save_json, save_model
 from onnx_snn.neurons import NeuronFactory
 from onnx_snn.patterns import PatternPass, compose
@@ -88,7 +89,8 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
             exclude: Collection[str] = (), factories: FactoryChooser | None = None,
             keep_analog: bool = False, maxpool: str | None = None,
             drop_output_softmax: bool = False, bias_calibration: int | None = None,
-            calibration: Calibration | None = None, progress: bool = True) -> SpikingModel:
+            spike_counts: bool = False, calibration: Calibration | None = None,
+            progress: bool = True) -> SpikingModel:
     """Convert an ONNX ReLU network into a spiking network.
 
     ``model``: a path or ModelProto. ``data``: calibration data in any form
@@ -103,7 +105,9 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
     (``onnx_snn.pooling``). ``bias_calibration=T`` shifts each layer's bias so
     its mean output at T steps matches the ANN (``onnx_snn.bias_calibration``).
     ``preset`` ("spikingjelly" or "best", see ``PRESETS``) supplies defaults for
-    the factories, ``maxpool`` and ``bias_calibration``.
+    the factories, ``maxpool`` and ``bias_calibration``. ``spike_counts`` adds
+    an output ``<layer>__spike_count`` [N] per neuron layer, counted in the graph
+    (``onnx_snn.instrument``).
     """
     if preset is not None and preset not in PRESETS:
         raise OnnxSnnError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
@@ -147,7 +151,8 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
             raise OnnxSnnError("bias calibration needs calibration data")
         layers = calibrate_biases(ann, layers, data, bias_calibration, build_spiking_model,
                                   batch_size=batch_size, progress=progress)
-    return SpikingModel(build_spiking_model(ann, layers), calibration, layers)
+    snn = build_spiking_model(ann, layers)
+    return SpikingModel(add_spike_counts(snn) if spike_counts else snn, calibration, layers)
 
 
 def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer]) -> onnx.ModelProto:

@@ -291,3 +291,18 @@ def test_float64_network_is_refused_clearly() -> None:
         value.type.tensor_type.elem_type = TensorProto.DOUBLE
     with pytest.raises(OnnxSnnError, match="relu0.*float64"):
         convert(ann, np.zeros((3, 4)), progress=False)
+
+
+def test_optional_spike_count_outputs_count_the_spikes() -> None:
+    """spike_counts=True adds <layer>__spike_count [N]; it equals the spikes of that
+    layer, recovered from its scaled output (s·spikes) on a one-layer model."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    ann = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    x = np.array([[0.25, 0.5, 1.0], [1.0, 0.0, 0.75]], np.float32)
+    result = convert(ann, x, spike_counts=True, progress=False)
+    outputs = SpikingSession(result.model).run(x, 8).outputs
+    assert list(outputs) == ["y", "relu__spike_count"]
+    spikes = outputs["y"] / result.layers[0].scale  # scale 1: y is the spike train
+    np.testing.assert_array_equal(outputs["relu__spike_count"], spikes.sum(axis=(0, 2)))
+    np.testing.assert_array_equal(outputs["relu__spike_count"], [2 + 4 + 8, 8 + 0 + 6])

@@ -1,0 +1,137 @@
+"""PNG plots and the markdown summary of an ``SnnReport`` (matplotlib, no display)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from onnx_snn.modelio import atomic_write
+
+
+def _figure(width: float = 7.0, height: float = 4.2, **subplots):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), **subplots)
+
+
+def _save(figure, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)
+    return path
+
+
+def _short(name: str, width: int = 18) -> str:
+    return name if len(name) <= width else f"…{name[-(width - 1):]}"
+
+
+def accuracy_plot(report, out: Path) -> Path:
+    figure, axis = _figure()
+    steps = np.arange(1, report.timesteps + 1)
+    axis.plot(steps, 100 * np.asarray(report.accuracy_curve), marker=".", label="SNN")
+    if report.ann_accuracy is not None:
+        axis.axhline(100 * report.ann_accuracy, color="black", linestyle="--",
+                     label=f"ANN ({100 * report.ann_accuracy:.2f} %)")
+    axis.set_xlabel("time steps t (prediction from outputs 1..t)")
+    axis.set_ylabel("accuracy (%)")
+    axis.set_title(f"Accuracy over time ({report.samples} samples)")
+    axis.set_xscale("log", base=2)
+    ticks = [t for t in 2 ** np.arange(0, 12) if t <= report.timesteps]
+    axis.set_xticks(ticks, [str(t) for t in ticks])
+    axis.set_ylim(0, 101)
+    axis.grid(True, alpha=0.3)
+    axis.legend(loc="lower right")
+    return _save(figure, out / "accuracy.png")
+
+
+def firing_rate_plot(report, out: Path) -> Path:
+    figure, axis = _figure()
+    names = [_short(layer.node) for layer in report.layers]
+    rates = [layer.firing_rate for layer in report.layers]
+    axis.bar(names, rates, color="tab:orange")
+    for index, rate in enumerate(rates):
+        axis.annotate(f"{rate:.3f}", (index, rate), ha="center", va="bottom", fontsize=8)
+    axis.set_ylabel("firing rate (spikes per neuron per step)")
+    axis.set_xlabel("neuron layer (graph order)")
+    axis.set_title(f"Firing rate per layer, T = {report.timesteps}")
+    axis.set_ylim(0, max(1e-3, max(rates, default=0)) * 1.2)
+    axis.tick_params(axis="x", rotation=30)
+    return _save(figure, out / "firing_rates.png")
+
+
+def sops_plot(report, out: Path) -> Path:
+    figure, axis = _figure()
+    names = [_short(layer.node) for layer in report.layers]
+    positions = np.arange(len(names))
+    axis.bar(positions - 0.2, [max(layer.sops, 1e-9) for layer in report.layers], 0.4,
+             label=f"SNN synaptic operations (T = {report.timesteps})")
+    axis.bar(positions + 0.2, [max(layer.ann_macs, 1e-9) for layer in report.layers], 0.4,
+             label="ANN MACs")
+    axis.set_xticks(positions, names, rotation=30)
+    axis.set_yscale("log")
+    axis.set_ylabel("operations per sample (log scale)")
+    axis.set_xlabel("neuron layer, and the weighted layers it feeds")
+    axis.set_title("Synaptic operations against ANN MACs")
+    axis.legend()
+    return _save(figure, out / "sops_vs_macs.png")
+
+
+def scatter_plot(report, out: Path) -> Path:
+    layers = [layer for layer in report.layers if layer.node in report.scatter]
+    columns = min(3, len(layers))
+    rows = math.ceil(len(layers) / columns)
+    figure, axes = _figure(4.0 * columns, 3.6 * rows, nrows=rows, ncols=columns, squeeze=False)
+    for axis, layer in zip(axes.ravel(), layers):
+        points = report.scatter[layer.node]
+        axis.scatter(points[:, 0], points[:, 1], s=4, alpha=0.35)
+        top = float(max(points.max(), 1e-6))
+        axis.plot([0, top], [0, top], color="black", linewidth=0.8, label="y = x")
+        axis.set_title(f"{_short(layer.node, 28)}  r = {layer.rate_vs_ann_r:.3f}"
+                       if layer.rate_vs_ann_r is not None else _short(layer.node, 28),
+                       fontsize=9)
+        axis.set_xlabel("ANN activation")
+        axis.set_ylabel("SNN rate × scale")
+        axis.legend(loc="upper left", fontsize=8)
+    for axis in axes.ravel()[len(layers):]:
+        axis.set_visible(False)
+    figure.suptitle(f"SNN output against ANN activation, T = {report.timesteps} (sampled)")
+    return _save(figure, out / "rate_vs_ann.png")
+
+
+def write_plots(report, out: Path) -> list[Path]:
+    plots = [accuracy_plot(report, out), firing_rate_plot(report, out), sops_plot(report, out)]
+    if report.scatter:
+        plots.append(scatter_plot(report, out))
+    return plots
+
+
+def write_summary(report, plots: list[Path]) -> str:
+    """report.md: the headline numbers, a table per layer, and the plots."""
+    curve = report.accuracy_curve
+    marks = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256) if t <= report.timesteps]
+    lines = [f"# Spiking network report (T = {report.timesteps}, {report.samples} samples)", ""]
+    if report.ann_accuracy is not None:
+        lines.append(f"- ANN accuracy: {100 * report.ann_accuracy:.2f} %")
+    lines += [
+        "- SNN accuracy: " + ", ".join(f"T={t}: {100 * curve[t - 1]:.2f} %" for t in marks),
+        f"- Synaptic operations per sample: {report.totals['sops']:.4g} against "
+        f"{report.totals['ann_macs']:.4g} ANN MACs (ratio {report.totals['sop_mac_ratio']:.3f})",
+        f"- Energy per sample ({report.energy['precision']}, 45 nm): ANN "
+        f"{report.energy['ann_pj'] / 1e6:.4g} µJ, SNN {report.energy['snn_pj'] / 1e6:.4g} µJ "
+        f"(ratio {report.totals['energy_ratio']:.3f})",
+        "", "| layer | neurons | firing rate | SOPs | ANN MACs fed | r (rate × scale vs ANN) |",
+        "|---|---:|---:|---:|---:|---:|"]
+    for layer in report.layers:
+        r = "n/a" if layer.rate_vs_ann_r is None else f"{layer.rate_vs_ann_r:.3f}"
+        lines.append(f"| {layer.node} | {layer.neurons} | {layer.firing_rate:.4f} | "
+                     f"{layer.sops:.4g} | {layer.ann_macs} | {r} |")
+    lines.append("")
+    lines += [f"![{plot.stem}]({plot.name})" for plot in plots]
+    return "\n".join(lines) + "\n"
