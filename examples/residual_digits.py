@@ -81,30 +81,13 @@ def residual_cnn(width: int = WIDTH, blocks: int = BLOCKS) -> Any:
 
 def train_residual_cnn(x: np.ndarray, y: np.ndarray, epochs: int = EPOCHS, seed: int = 0,
                        width: int = WIDTH, blocks: int = BLOCKS) -> Any:
-    """Train ``residual_cnn`` with Adam (cosine schedule) on one torch thread, seeded."""
+    """Train ``residual_cnn`` with the digits CNN's recipe (``train_classifier``), seeded."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        model = residual_cnn(width, blocks)
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1))
-        inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
-        generator = torch.Generator().manual_seed(seed)
-        model.train()
-        for _ in range(epochs):
-            for index in torch.randperm(len(inputs), generator=generator).split(64):
-                optimizer.zero_grad()
-                loss = torch.nn.functional.cross_entropy(model(inputs[index]), targets[index])
-                loss.backward()
-                optimizer.step()
-            scheduler.step()
-        return model.eval()
-    finally:
-        torch.set_num_threads(threads)
+    from onnx_snn.digits import train_classifier
+
+    torch.manual_seed(seed)
+    return train_classifier(residual_cnn(width, blocks), x, y, epochs, seed)
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:

@@ -87,23 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
 
+    graph_options = _Parser(add_help=False)
+    graph_options.add_argument("--exclude", action="append", default=[], metavar="NODE",
+                               help="keep this Relu analog (repeatable)")
+    graph_options.add_argument("--keep-analog", action="store_true",
+                               help="keep unconvertible activations (Sigmoid, Tanh, ...) analog")
+    graph_options.add_argument("--maxpool", choices=MAXPOOL_POLICIES, default=None,
+                               help="MaxPool policy: keep (warns after neurons), before (max "
+                                    "of potentials, exact), avg (AveragePool); default keep, "
+                                    "or before with --preset best")
+    graph_options.add_argument("--drop-softmax", action="store_true",
+                               help="remove a Softmax at the output (outputs carry the logits)")
+
     inspect = commands.add_parser(
-        "inspect", parents=[common], help="show what a conversion would do, without running it",
+        "inspect", parents=[common, graph_options], help="show what a conversion would do, without running it",
         description="List every activation that will be converted, kept or refused, the "
                     "layers with a caveat, and the input and output shapes.")
     inspect.add_argument("model", metavar="MODEL.onnx", help="the ANN to inspect")
-    inspect.add_argument("--exclude", action="append", default=[], metavar="NODE",
-                         help="keep this Relu analog (repeatable)")
-    inspect.add_argument("--keep-analog", action="store_true",
-                         help="keep unconvertible activations analog")
-    inspect.add_argument("--maxpool", choices=MAXPOOL_POLICIES, default="keep",
-                         help="MaxPool policy (see convert)")
-    inspect.add_argument("--drop-softmax", action="store_true",
-                         help="remove a Softmax at the output")
     inspect.set_defaults(run=_run_inspect)
 
     convert = commands.add_parser(
-        "convert", parents=[common], help="calibrate an ANN and convert it into an SNN",
+        "convert", parents=[common, graph_options], help="calibrate an ANN and convert it into an SNN",
         description="Calibrate ANN.onnx on DATA and write the spiking model.")
     convert.add_argument("model", metavar="ANN.onnx", help="the ANN to convert")
     convert.add_argument("--calib", metavar="DATA.npz",
@@ -134,16 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
                               "at small T (default 0, or 0.5 with --preset best)")
     convert.add_argument("--bias-calibration", type=int, default=None, metavar="T",
                          help="light bias calibration at T steps (Li et al., ICML 2021)")
-    convert.add_argument("--exclude", action="append", default=[], metavar="NODE",
-                         help="keep this Relu analog (repeatable)")
-    convert.add_argument("--keep-analog", action="store_true",
-                         help="keep unconvertible activations (Sigmoid, Tanh, ...) analog")
-    convert.add_argument("--maxpool", choices=MAXPOOL_POLICIES, default=None,
-                         help="MaxPool policy: keep (warns after neurons), before (max of "
-                              "potentials, exact), avg (AveragePool); default keep, or "
-                              "before with --preset best")
-    convert.add_argument("--drop-softmax", action="store_true",
-                         help="remove a Softmax at the output (outputs carry the logits)")
     convert.add_argument("--spike-counts", action="store_true",
                          help="add an output <layer>__spike_count [N] per neuron layer")
     convert.add_argument("--save-calibration", metavar="FILE",
@@ -202,7 +196,8 @@ def _run_inspect(args: argparse.Namespace) -> dict:
     from onnx_snn.inspection import inspect_model
 
     report = inspect_model(args.model, exclude=args.exclude, keep_analog=args.keep_analog,
-                           maxpool=args.maxpool, drop_output_softmax=args.drop_softmax)
+                           maxpool=args.maxpool or "keep",
+                           drop_output_softmax=args.drop_softmax)
     data = report.to_dict()
 
     def shapes(values: list[dict]) -> str:

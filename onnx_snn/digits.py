@@ -32,9 +32,18 @@ def digits_cnn() -> Any:
 
 
 def train_digits_cnn(x: np.ndarray, y: np.ndarray, epochs: int = 30, seed: int = 0) -> Any:
-    """Train ``digits_cnn`` with Adam; about 3 s on one CPU core.
+    """Train ``digits_cnn`` (about 3 s on one CPU core)."""
+    import torch
 
-    Training uses one torch thread: the net is tiny, so a second thread gains
+    torch.manual_seed(seed)
+    return train_classifier(digits_cnn(), x, y, epochs, seed)
+
+
+def train_classifier(model: Any, x: np.ndarray, y: np.ndarray, epochs: int = 30,
+                     seed: int = 0) -> Any:
+    """Train ``model`` with Adam, a cosine schedule and cross-entropy, batches of 64.
+
+    Training uses one torch thread: these nets are tiny, so a second thread gains
     nothing, and one thread does not slow down tenfold when the cores are busy.
     """
     import torch
@@ -42,26 +51,18 @@ def train_digits_cnn(x: np.ndarray, y: np.ndarray, epochs: int = 30, seed: int =
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(x, y, epochs, seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1))
+        inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
+        generator = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(epochs):
+            for index in torch.randperm(len(inputs), generator=generator).split(64):
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(inputs[index]), targets[index])
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+        return model.eval()
     finally:
         torch.set_num_threads(threads)
-
-
-def _train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Any:
-    import torch
-
-    torch.manual_seed(seed)
-    model = digits_cnn()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for index in torch.randperm(len(inputs), generator=generator).split(64):
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(inputs[index]), targets[index])
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-    return model.eval()
