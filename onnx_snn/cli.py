@@ -100,14 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
                                help="remove a Softmax at the output (outputs carry the logits)")
 
     inspect = commands.add_parser(
-        "inspect", parents=[common, graph_options], help="show what a conversion would do, without running it",
+        "inspect", parents=[common, graph_options],
+        help="show what a conversion would do, without running it",
         description="List every activation that will be converted, kept or refused, the "
                     "layers with a caveat, and the input and output shapes.")
     inspect.add_argument("model", metavar="MODEL.onnx", help="the ANN to inspect")
     inspect.set_defaults(run=_run_inspect)
 
     convert = commands.add_parser(
-        "convert", parents=[common, graph_options], help="calibrate an ANN and convert it into an SNN",
+        "convert", parents=[common, graph_options],
+        help="calibrate an ANN and convert it into an SNN",
         description="Calibrate ANN.onnx on DATA and write the spiking model.")
     convert.add_argument("model", metavar="ANN.onnx", help="the ANN to convert")
     convert.add_argument("--calib", metavar="DATA.npz",
@@ -258,8 +260,7 @@ def _run_convert(args: argparse.Namespace) -> dict:
     if args.calib is None and args.load_calibration is None:
         raise OnnxSnnError("give calibration data with --calib or scales with --load-calibration")
     calibration = Calibration.load(args.load_calibration) if args.load_calibration else None
-    result = convert(args.model, None if calibration and not args.bias_calibration
-                     else args.calib, preset=args.preset,
+    result = convert(args.model, args.calib, preset=args.preset,
                      hook_factory=_hook_factory(args), neuron_factory=_neuron_factory(args),
                      batch_size=args.batch_size, exclude=args.exclude,
                      keep_analog=args.keep_analog, maxpool=args.maxpool,

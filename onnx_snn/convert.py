@@ -68,7 +68,6 @@ class Preset:
     hook_factory: Callable[[], HookFactory]
     neuron_factory: Callable[[], NeuronFactory]
     maxpool: str
-    bias_calibration: int | None
 
 
 #: ``spikingjelly``: the classic conversion, as SpikingJelly's ann2snn does it: one
@@ -78,8 +77,8 @@ class Preset:
 #: per channel, half-threshold start, MaxPool before the neuron. (Bias
 #: calibration on top gave no consistent gain on our nets; it stays an option.)
 PRESETS = {
-    "spikingjelly": Preset(HookFactory, NeuronFactory, "keep", None),
-    "best": Preset(BalancingHookFactory, lambda: NeuronFactory(v_init=0.5), "before", None),
+    "spikingjelly": Preset(HookFactory, NeuronFactory, "keep"),
+    "best": Preset(BalancingHookFactory, lambda: NeuronFactory(v_init=0.5), "before"),
 }
 
 
@@ -105,7 +104,7 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
     (``onnx_snn.pooling``). ``bias_calibration=T`` shifts each layer's bias so
     its mean output at T steps matches the ANN (``onnx_snn.bias_calibration``).
     ``preset`` ("spikingjelly" or "best", see ``PRESETS``) supplies defaults for
-    the factories, ``maxpool`` and ``bias_calibration``. ``spike_counts`` adds
+    the factories and ``maxpool``. ``spike_counts`` adds
     an output ``<layer>__spike_count`` [N] per neuron layer, counted in the graph
     (``onnx_snn.instrument``).
     """
@@ -115,7 +114,6 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
     hook_factory = hook_factory or defaults.hook_factory()
     neuron_factory = neuron_factory or defaults.neuron_factory()
     maxpool = maxpool or defaults.maxpool
-    bias_calibration = bias_calibration or defaults.bias_calibration
     graph = gs.import_onnx(prepare(load_model(model)))
     apply_maxpool_policy(graph, maxpool)
     if drop_output_softmax:

@@ -143,7 +143,6 @@ def make_report(snn: ModelLike, x: np.ndarray, y: np.ndarray, *, ann: ModelLike 
         instrumented = add_rate_outputs(instrumented)
         ann_session, ann_outputs, ann_specs = _ann_session(ann, names)
     session = SpikingSession(instrumented)
-    first_output = session.output_names[0]
 
     rng = np.random.default_rng(seed)
     correct = np.zeros(timesteps, dtype=np.int64)
@@ -155,9 +154,9 @@ def make_report(snn: ModelLike, x: np.ndarray, y: np.ndarray, *, ann: ModelLike 
     for start in tqdm(range(0, len(y), batch_size), desc="report", unit="batch",
                       disable=not progress, leave=False):
         batch, labels = x[start:start + batch_size], y[start:start + batch_size]
-        outputs = session.run(batch, timesteps).outputs
-        predictions = np.cumsum(outputs[first_output], axis=0).argmax(axis=-1)
-        correct += (predictions == labels).sum(axis=1)
+        result = session.run(batch, timesteps)
+        outputs = result.outputs
+        correct += (result.predictions() == labels).sum(axis=1)
         for name in names:
             spikes[name] += float(outputs[f"{name}{SPIKE_COUNT_SUFFIX}"].sum())
         if ann is None:

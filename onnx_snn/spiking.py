@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnx_snn.calibration import Scale
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.neurons import Neuron
 from onnx_snn.patterns import Pattern
-
-Scale = float | np.ndarray
 
 
 @dataclass
