@@ -64,11 +64,8 @@ class BatchStream:
     """Validated batches; iterable more than once when the source allows it."""
 
     def __init__(self, source: Any, specs: list[InputSpec], batch_size: int) -> None:
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-                or batch_size <= 0:
-            raise OnnxSnnError(f"batch size must be a positive integer, got {batch_size!r}")
         self.specs = specs
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         self._source = source
         self.num_batches = _batch_count(source, specs, self.batch_size)
 
@@ -80,6 +77,14 @@ class BatchStream:
         if count == 0:
             source = f"{self._source}: " if isinstance(self._source, (str, Path)) else ""
             raise OnnxSnnError(f"{source}the data is empty: no batch to read")
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """The batch size as a positive int; ``OnnxSnnError`` otherwise."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size <= 0:
+        raise OnnxSnnError(f"batch size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
 
 
 def batches(data: Any, specs: list[InputSpec], batch_size: int = 100) -> BatchStream:

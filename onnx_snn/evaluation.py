@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
-from onnx_snn.data import input_specs, validate_batch
+from onnx_snn.data import check_batch_size, input_specs, validate_batch
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import ModelLike, load_model
 from onnx_snn.readout import check_delay
@@ -16,9 +16,7 @@ from onnx_snn.runtime import SpikingSession, check_timesteps
 
 
 def _check_labels(x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size <= 0:
-        raise OnnxSnnError(f"batch size must be a positive integer, got {batch_size!r}")
+    check_batch_size(batch_size)
     y = np.asarray(y)
     if y.size == 0:
         raise OnnxSnnError("no samples to evaluate")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from onnx_snn.data import input_specs, validate_batch
+from onnx_snn.data import check_batch_size, input_specs, validate_batch
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import ModelLike, load_model
 from onnx_snn.runtime import SpikingSession, check_timesteps
@@ -90,9 +90,7 @@ def estimate_readout_delay(model: ModelLike | SpikingSession, x: np.ndarray, tim
     """
     session = model if isinstance(model, SpikingSession) else SpikingSession(model)
     timesteps = check_timesteps(timesteps)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size <= 0:
-        raise OnnxSnnError(f"batch size must be a positive integer, got {batch_size!r}")
+    batch_size = check_batch_size(batch_size)
     max_delay = timesteps // 2 if max_delay is None else check_delay(max_delay, "max_delay")
     if max_delay >= timesteps:
         raise OnnxSnnError(f"max_delay must be below the number of time steps "

@@ -20,7 +20,7 @@ import onnxruntime as ort
 from tqdm.auto import tqdm
 
 from onnx_snn.costs import model_costs
-from onnx_snn.data import input_specs, validate_batch
+from onnx_snn.data import check_batch_size, input_specs, validate_batch
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.instrument import RATE_SUFFIX, SPIKE_COUNT_SUFFIX, add_rate_outputs, add_spike_counts
 from onnx_snn.modelio import ModelLike, atomic_write, load_model, save_json
@@ -129,8 +129,7 @@ def make_report(snn: ModelLike, x: np.ndarray, y: np.ndarray, *, ann: ModelLike 
     if precision not in ENERGY_PJ:
         raise OnnxSnnError(f"precision {precision!r} is not valid: use one of "
                            f"{', '.join(ENERGY_PJ)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise OnnxSnnError(f"batch size must be a positive integer, got {batch_size!r}")
+    batch_size = check_batch_size(batch_size)
     y = np.asarray(y)
     if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x) or not len(y):
         raise OnnxSnnError(f"labels must be integers, one per sample: got {list(y.shape)} "
