@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import onnx
 import pytest
@@ -37,6 +42,19 @@ def mlp_model(sizes: list[int], seed: int = 0, bias_shift: float = 0.1,
                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", sizes[-1]])],
                       inits, opset)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` by path (examples/ is not a package)."""
+    module_name = f"onnx_snn_example_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

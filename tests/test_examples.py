@@ -7,9 +7,6 @@ numpy LIF simulation, torch's average pooling, and the default neuron factory.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -21,21 +18,11 @@ from onnx import TensorProto, helper
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
+from conftest import load_example
 from onnx_snn.runtime import SpikingSession
 from onnx_snn import NeuronFactory, OnnxSnnError, convert, run_passes, simulate_if  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 OPSET = 17
-
-
-def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` by path (examples/ is not a package)."""
-    module_name = f"onnx_snn_example_{name}"
-    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -22,33 +22,21 @@ wins, by 0.6 to 3.9 points.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from conftest import load_example
+
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "residual_digits.py"
 EPOCHS = 8
-
-
-def load_example() -> ModuleType:
-    """Import ``examples/residual_digits.py`` by path (examples/ is not a package)."""
-    name = "onnx_snn_example_residual_digits"
-    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    return load_example()
+    return load_example("residual_digits")
 
 
 @pytest.fixture(scope="module")
