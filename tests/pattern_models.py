@@ -436,6 +436,7 @@ def maxpool_model(pool: str = "MaxPool") -> onnx.ModelProto:
 
 #: What the MaxPool warnings must say.
 OVERCOUNT_WARNING = r"(?i)over-?count"
+SOFTMAX_WARNING = r"averaging per-step probabilities is biased"
 AVERAGE_WARNING = r"(?i)average"
 
 
@@ -517,7 +518,8 @@ def softmax_model(softmax: bool) -> onnx.ModelProto:
 def softmax_kept() -> PatternCase:
     """Softmax producing the graph output, applied per step (its time average is
     not the softmax of the averaged logits, so no convergence is expected)."""
-    return PatternCase("softmax_kept", softmax_model(True), images(80), converges=False)
+    return PatternCase("softmax_kept", softmax_model(True), images(80), converges=False,
+                       warns=SOFTMAX_WARNING)
 
 
 @pattern

@@ -253,7 +253,7 @@ def test_exclude_and_per_node_factories() -> None:
 
 def test_model_without_relu_is_refused() -> None:
     ann = activation_model(["Sigmoid"])
-    with pytest.raises(OnnxSnnError, match="no Relu"):
+    with pytest.raises(OnnxSnnError, match="no Relu"), pytest.warns(UserWarning, match="analog"):
         convert(ann, np.zeros((2, 4), np.float32), keep_analog=True, progress=False)
 
 

@@ -73,7 +73,8 @@ def test_sklearn_mlp_classifier(zipmap) -> None:
     assert [o.name for o in ann.graph.output] == [label_name, probability_name]
     assert ("ZipMap" in [n.op_type for n in ann.graph.node]) == zipmap
 
-    snn = convert(ann, x_train, batch_size=len(x_train), progress=False).model
+    with pytest.warns(UserWarning, match="drop_output_softmax=True"):
+        snn = convert(ann, x_train, batch_size=len(x_train), progress=False).model
     assert "ZipMap" not in [n.op_type for n in snn.graph.node]
     assert [o.name for o in snn.graph.output][:2] == [label_name, probability_name]
     assert snn.graph.output[1].type.HasField("tensor_type")
@@ -104,8 +105,9 @@ def test_sklearn_zipmap_and_tensor_outputs_agree() -> None:
     x_train, x_test = digits_classifier()[1], digits_classifier()[3][:50]
     runs = {}
     for zipmap in (True, False):
-        snn = convert(sklearn_onnx(zipmap), x_train, batch_size=len(x_train),
-                      progress=False).model
+        with pytest.warns(UserWarning, match="drop_output_softmax=True"):
+            snn = convert(sklearn_onnx(zipmap), x_train, batch_size=len(x_train),
+                          progress=False).model
         runs[zipmap] = SpikingSession(snn).run({"X": x_test}, 16).outputs
     np.testing.assert_array_equal(runs[True]["output_probability"], runs[False]["probabilities"])
     np.testing.assert_array_equal(runs[True]["output_label"], runs[False]["label"])
