@@ -184,3 +184,18 @@ def test_best_beats_spikingjelly_at_few_steps_on_digits() -> None:
     assert curves["best"][8] >= 0.97 and curves["best"][16] >= 0.99
     assert curves["best"][8] > curves["spikingjelly"][8]
     assert curves["best"][4] > curves["spikingjelly"][4] + 0.1
+
+
+@pytest.mark.parametrize("factory", [HookFactory("90%", per_channel=True),
+                                     BalancingHookFactory()], ids=["per-channel", "balancing"])
+def test_per_channel_calibration_round_trips_through_json(tmp_path, factory) -> None:
+    from onnx_snn import Calibration
+
+    x = np.random.default_rng(5).random((9, 3, 2, 2)).astype(np.float32)
+    model = channel_model([1.0, 0.5, 2.0])
+    first = convert(model, x, hook_factory=factory, batch_size=4, progress=False)
+    first.calibration.save(tmp_path / "scales.json")
+    loaded = Calibration.load(tmp_path / "scales.json")
+    np.testing.assert_array_equal(loaded.scales["relu"], first.calibration.scales["relu"])
+    again = convert(model, calibration=loaded, hook_factory=factory, progress=False)
+    assert again.model == first.model
