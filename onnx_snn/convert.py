@@ -15,19 +15,18 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnx_snn import __version__
-from onnx_snn.activations import check_activations, drop_output_heads, rectifier_cap
+from onnx_snn.activations import check_activations, rectifier_cap
 from onnx_snn.bias_calibration import calibrate_biases
 from onnx_snn.calibration import (
     BalancingHookFactory, Calibration, HookFactory, calibrate, check_scales,
 )
 from onnx_snn.errors import OnnxSnnError
-from onnx_snn.inspection import spiking_caveats
+from onnx_snn.inspection import policy_graph, spiking_caveats
 from onnx_snn.instrument import add_spike_counts
-from onnx_snn.modelio import ModelLike, load_model, save_json, save_model
+from onnx_snn.modelio import ModelLike, save_json, save_model
 from onnx_snn.neurons import NeuronFactory
 from onnx_snn.patterns import PatternPass, compose
-from onnx_snn.pooling import apply_maxpool_policy
-from onnx_snn.prepare import ai_onnx_opset, infer_shapes, prepare
+from onnx_snn.prepare import ai_onnx_opset, infer_shapes
 from onnx_snn.spiking import ReluToNeuron, SpikingLayer
 from onnx_snn.temporal import TIMESTEPS, TimeFolding
 
@@ -114,10 +113,7 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
     hook_factory = hook_factory or defaults.hook_factory()
     neuron_factory = neuron_factory or defaults.neuron_factory()
     maxpool = maxpool or defaults.maxpool
-    graph = gs.import_onnx(prepare(load_model(model)))
-    apply_maxpool_policy(graph, maxpool)
-    if drop_output_softmax:
-        drop_output_heads(graph)
+    graph, _ = policy_graph(model, maxpool, drop_output_softmax)
     check_activations(graph, keep_analog)
     plan = _plan(graph, hook_factory, neuron_factory, exclude, factories,
                  name=str(model) if isinstance(model, (str, os.PathLike)) else "the model")

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import onnxruntime as ort
 from tqdm.auto import tqdm
 
-from onnx_snn.data import check_batch_size, input_specs, validate_batch
+from onnx_snn.data import check_batch_size
 from onnx_snn.errors import OnnxSnnError
-from onnx_snn.modelio import ModelLike, load_model
+from onnx_snn.modelio import ModelLike
 from onnx_snn.readout import check_delay
-from onnx_snn.runtime import SpikingSession, check_timesteps
+from onnx_snn.runtime import AnnSession, SpikingSession, check_timesteps
 
 
 def _check_labels(x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
@@ -53,12 +52,9 @@ def snn_accuracy(model: ModelLike | SpikingSession, x: np.ndarray, y: np.ndarray
 def ann_accuracy(model: ModelLike, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
     """Accuracy of the original ANN (argmax of its first output)."""
     y = _check_labels(x, y, batch_size)
-    ann = load_model(model)
-    specs = input_specs(ann)
-    session = ort.InferenceSession(ann.SerializeToString(), providers=["CPUExecutionProvider"])
+    ann = AnnSession(model)
     correct = 0
     for start in range(0, len(y), batch_size):
-        feed = validate_batch(x[start:start + batch_size], specs, where=f"samples {start}-")
-        logits = session.run(None, feed)[0]
-        correct += int((logits.argmax(axis=-1) == y[start:start + batch_size]).sum())
+        classes = ann.classes(x[start:start + batch_size], where=f"samples {start}-")
+        correct += int((classes == y[start:start + batch_size]).sum())
     return correct / len(y)

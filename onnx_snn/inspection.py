@@ -110,13 +110,22 @@ def _values(values: list[onnx.ValueInfoProto], skip: set[str]) -> list[dict[str,
     return described
 
 
+def policy_graph(model: ModelLike, maxpool: str, drop_output_softmax: bool
+                 ) -> tuple[gs.Graph, list[gs.Node]]:
+    """The prepared ANN as a graph with the MaxPool policy applied and, on request, the
+    output Softmax removed; also returns the removed Softmax nodes. Shared by
+    ``convert`` and ``inspect_model``, so both see the same graph."""
+    graph = gs.import_onnx(prepare(load_model(model)))
+    apply_maxpool_policy(graph, maxpool)
+    dropped = drop_output_heads(graph) if drop_output_softmax else []
+    return graph, dropped
+
+
 def inspect_model(model: ModelLike, *, exclude: Collection[str] = (), keep_analog: bool = False,
                   maxpool: str = "keep", drop_output_softmax: bool = False) -> ModelInspection:
     """What ``convert`` with these options would do, without calibrating anything."""
-    prepared = prepare(load_model(model))
-    graph = gs.import_onnx(prepared)
-    apply_maxpool_policy(graph, maxpool)
-    dropped = drop_output_heads(graph) if drop_output_softmax else []
+    graph, dropped = policy_graph(model, maxpool, drop_output_softmax)
+    prepared = gs.export_onnx(graph)
     entries, converted = inspect_graph(graph, exclude, keep_analog)
     entries += [Entry(node.name, node.op, "drop", "at the output: removed on request")
                 for node in dropped]

@@ -23,12 +23,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from onnx_snn.data import check_batch_size, input_specs, validate_batch
+from onnx_snn.data import check_batch_size
 from onnx_snn.errors import OnnxSnnError
-from onnx_snn.modelio import ModelLike, load_model
-from onnx_snn.runtime import SpikingSession, check_timesteps
+from onnx_snn.modelio import ModelLike
+from onnx_snn.runtime import AnnSession, SpikingSession, check_timesteps
 
 
 def check_delay(delay: Any, what: str = "readout delay") -> int:
@@ -125,17 +124,5 @@ def _reference(reference: np.ndarray | None, ann: ModelLike | None, count: int,
                                f"shape {list(labels.shape)} ({labels.dtype}) "
                                f"for {count} samples")
         return lambda batch, start: labels[start:start + batch_size]
-    network = load_model(ann)
-    specs = input_specs(network)
-    try:
-        session = ort.InferenceSession(network.SerializeToString(),
-                                       providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own exception types
-        raise OnnxSnnError(f"onnxruntime cannot load the ANN: "
-                           f"{str(error).strip().splitlines()[0]}") from None
-
-    def ann_classes(batch: np.ndarray, start: int) -> np.ndarray:
-        feed = validate_batch(batch, specs, where=f"samples {start}-")
-        return session.run(None, feed)[0].argmax(axis=-1)
-
-    return ann_classes
+    network = AnnSession(ann)
+    return lambda batch, start: network.classes(batch, where=f"samples {start}-")

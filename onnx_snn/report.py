@@ -16,16 +16,15 @@ from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 from tqdm.auto import tqdm
 
 from onnx_snn.costs import model_costs
-from onnx_snn.data import check_batch_size, input_specs, validate_batch
+from onnx_snn.data import check_batch_size
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.instrument import RATE_SUFFIX, SPIKE_COUNT_SUFFIX, add_rate_outputs, add_spike_counts
 from onnx_snn.modelio import ModelLike, atomic_write, load_model, save_json
 from onnx_snn.prepare import prepare
-from onnx_snn.runtime import SpikingSession, check_timesteps
+from onnx_snn.runtime import AnnSession, SpikingSession, check_timesteps
 
 #: Energy per operation at 45 nm, pJ (Horowitz 2014): (MAC, accumulate).
 ENERGY_PJ = {"fp32": (4.6, 0.9), "fp16": (1.5, 0.4), "int8": (0.23, 0.03)}
@@ -97,8 +96,8 @@ class _Correlation:
         return float((n * sab - sa * sb) / np.sqrt(var_a * var_b))
 
 
-def _ann_session(ann: ModelLike, layers: list[str]) -> tuple[ort.InferenceSession, list, list]:
-    """The prepared ANN with its output and each converted Relu's output fetched."""
+def _ann_session(ann: ModelLike, layers: list[str]) -> AnnSession:
+    """The prepared ANN, fetching its first output and each converted Relu's output."""
     prepared = prepare(load_model(ann))
     graph = gs.import_onnx(prepared)
     nodes = {node.name: node for node in graph.nodes}
@@ -110,10 +109,8 @@ def _ann_session(ann: ModelLike, layers: list[str]) -> tuple[ort.InferenceSessio
     for tensor in activations:
         if tensor not in graph.outputs:
             graph.outputs.append(tensor)
-    session = ort.InferenceSession(gs.export_onnx(graph).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    return session, [graph.outputs[0].name] + [t.name for t in activations], \
-        input_specs(prepared)
+    return AnnSession(gs.export_onnx(graph),
+                      [graph.outputs[0].name] + [t.name for t in activations])
 
 
 def make_report(snn: ModelLike, x: np.ndarray, y: np.ndarray, *, ann: ModelLike | None = None,
@@ -140,7 +137,7 @@ def make_report(snn: ModelLike, x: np.ndarray, y: np.ndarray, *, ann: ModelLike 
     instrumented = add_spike_counts(model)
     if ann is not None:
         instrumented = add_rate_outputs(instrumented)
-        ann_session, ann_outputs, ann_specs = _ann_session(ann, names)
+        ann_session = _ann_session(ann, names)
     session = SpikingSession(instrumented)
 
     rng = np.random.default_rng(seed)
@@ -160,8 +157,7 @@ def make_report(snn: ModelLike, x: np.ndarray, y: np.ndarray, *, ann: ModelLike 
             spikes[name] += float(outputs[f"{name}{SPIKE_COUNT_SUFFIX}"].sum())
         if ann is None:
             continue
-        feed = validate_batch(batch, ann_specs, where=f"samples {start}-")
-        ann_results = ann_session.run(ann_outputs, feed)
+        ann_results = ann_session.run(batch, where=f"samples {start}-")
         ann_correct += int((ann_results[0].argmax(axis=-1) == labels).sum())
         for name, activation in zip(names, ann_results[1:]):
             rate = outputs[f"{name}{RATE_SUFFIX}"].reshape(-1)

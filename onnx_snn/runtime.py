@@ -8,6 +8,7 @@ per-step outputs; ``run_snn`` is the one-call version.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from onnx_snn.data import InputSpec, validate_batch
+from onnx_snn.data import InputSpec, input_specs, validate_batch
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import ModelLike, load_model
 from onnx_snn.temporal import TIMESTEPS
@@ -49,14 +50,39 @@ def session_options(native: bool = True) -> ort.SessionOptions:
 
 
 def create_session(model: ModelLike, native: bool = True) -> ort.InferenceSession:
-    """An onnxruntime CPU session for a converted model (path or ModelProto)."""
-    source = load_model(model).SerializeToString()  # checks the file, loads external data
+    """An onnxruntime CPU session for a model (path or ModelProto).
+
+    A path goes to onnxruntime as it is (external data included); only when
+    loading fails is the file read in Python, to name what is wrong with it.
+    """
+    is_path = isinstance(model, (str, os.PathLike))
+    source = str(model) if is_path else load_model(model).SerializeToString()
     try:
         return ort.InferenceSession(source, session_options(native),
                                     providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
+        if is_path:
+            load_model(model)  # a missing, corrupt or non-ONNX file: its own clear error
         raise OnnxSnnError(f"onnxruntime cannot load the model: "
                            f"{str(error).strip().splitlines()[0]}") from None
+
+
+class AnnSession:
+    """The original ANN in onnxruntime, fed batches checked against its inputs."""
+
+    def __init__(self, model: ModelLike, outputs: list[str] | None = None) -> None:
+        ann = load_model(model)
+        self.specs = input_specs(ann)
+        self.outputs = outputs
+        self.session = create_session(ann, native=False)
+
+    def run(self, batch: Any, where: str = "batch") -> list[np.ndarray]:
+        """The requested outputs (all by default) for one batch."""
+        return self.session.run(self.outputs, validate_batch(batch, self.specs, where))
+
+    def classes(self, batch: Any, where: str = "batch") -> np.ndarray:
+        """Argmax of the first output: the ANN's class predictions."""
+        return self.run(batch, where)[0].argmax(axis=-1)
 
 
 @dataclass
