@@ -12,9 +12,10 @@ from onnx_snn.convert import SpikingModel, convert  # noqa: E402
 from onnx_snn.errors import OnnxSnnError  # noqa: E402
 from onnx_snn.neurons import IFNeuron, Neuron, NeuronFactory  # noqa: E402
 from onnx_snn.ops.dynamics import simulate_if  # noqa: E402
+from onnx_snn.ops.native import native_library_path  # noqa: E402
 from onnx_snn.patterns import Pattern, PatternPass, compose, run_passes  # noqa: E402
 from onnx_snn.runtime import (  # noqa: E402
-    SpikingSession, native_library_path, run_snn, session_options,
+    SpikingSession, run_snn, session_options,
 )
 
 __all__ = [

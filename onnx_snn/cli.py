@@ -1,4 +1,4 @@
-"""The ``onnx-snn`` command line: inspect, convert, eval, report, demo.
+"""The ``onnx-snn`` command line: inspect, convert, eval, report, demo, doctor.
 
 Errors are one line on stderr with exit status 1 (2 for bad usage); add
 ``--verbose`` for the traceback.
@@ -17,6 +17,7 @@ import numpy as np
 from onnx_snn import __version__
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.convert import PRESETS
+from onnx_snn.formats import FORMATS
 from onnx_snn.pooling import MAXPOOL_POLICIES
 
 PROG = "onnx-snn"
@@ -146,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write the calibrated scales as JSON")
     convert.add_argument("--load-calibration", metavar="FILE",
                          help="use scales from a saved calibration instead of --calib")
+    convert.add_argument("--format", choices=FORMATS, default="onnx-snn",
+                         help="onnx-snn: IFNode ops with their function; standard: ai.onnx ops "
+                              "only; streaming: one time step per run, membrane state as "
+                              "inputs/outputs (default onnx-snn)")
     convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     convert.set_defaults(run=_run_convert)
 
@@ -191,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="The built-in demo on scikit-learn's digits data.")
     demo.add_argument("--out", metavar="DIR", help="write the ANN, SNN and data here")
     demo.set_defaults(run=_run_demo)
+
+    doctor = commands.add_parser(
+        "doctor", parents=[common], help="say which IFNode backend runs, and why",
+        description="Report whether the native IFNode kernels load (else the ONNX "
+                    "function body runs), with the library path for other bindings.")
+    doctor.set_defaults(run=_run_doctor)
     return parser
 
 
@@ -267,12 +278,13 @@ def _run_convert(args: argparse.Namespace) -> dict:
                      drop_output_softmax=args.drop_softmax,
                      bias_calibration=args.bias_calibration,
                      spike_counts=args.spike_counts, calibration=calibration,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, format=args.format)
     result.save(args.output)
     if args.save_calibration:
         result.calibration.save(args.save_calibration)
     report = result.report()
-    print(f"converted {len(result.layers)} Relu into spiking neurons -> {args.output}")
+    print(f"converted {len(result.layers)} Relu into spiking neurons -> {args.output} "
+          f"({args.format} format)")
     for layer in report["layers"]:
         scale = np.asarray(layer["scale"])
         described = f"{float(scale):.6g}" if scale.ndim == 0 else \
@@ -284,9 +296,9 @@ def _run_convert(args: argparse.Namespace) -> dict:
 def _run_eval(args: argparse.Namespace) -> dict:
     from onnx_snn.data import load_npz_arrays
     from onnx_snn.evaluation import ann_accuracy, snn_accuracy
-    from onnx_snn.runtime import SpikingSession
+    from onnx_snn.streaming import open_session
 
-    session = SpikingSession(args.model)
+    session = open_session(args.model)
     if len(session.input_names) != 1:
         raise OnnxSnnError("eval supports single-input models; use the Python API otherwise")
     arrays = load_npz_arrays(args.data, ["x", "y"])
@@ -346,6 +358,17 @@ def _run_demo(args: argparse.Namespace) -> dict:
     from onnx_snn.demo import run_demo
 
     return run_demo(args.out)
+
+
+def _run_doctor(args: argparse.Namespace) -> dict:
+    from onnx_snn.ops.native import native_report
+
+    report = native_report()
+    print(f"IFNode backend: {report['backend']}")
+    print(f"  library:     {report['library'] or 'not built'}")
+    print(f"  why:         {report['reason']}")
+    print(f"  onnxruntime {report['onnxruntime']}, onnx-snn {report['onnx_snn']}")
+    return report
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -1,9 +1,9 @@
 """Running converted models in onnxruntime.
 
-``session_options()`` registers the project's native kernel library when it
-is present; otherwise onnxruntime runs the IFNode function body, which gives
-the same spikes. ``SpikingSession`` feeds inputs and time steps and returns
-per-step outputs; ``run_snn`` is the one-call version.
+``session_options()`` registers the project's native kernel library
+(``onnx_snn.ops.native``) when it loads; otherwise onnxruntime runs the IFNode
+function body, which gives the same spikes. ``SpikingSession`` feeds inputs and
+time steps and returns per-step outputs; ``run_snn`` is the one-call version.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,32 +19,20 @@ import onnxruntime as ort
 from onnx_snn.data import InputSpec, input_specs, validate_batch
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import ModelLike, load_model
+from onnx_snn.ops.native import register_native
 from onnx_snn.temporal import TIMESTEPS
 
 #: numpy dtypes of onnxruntime's input type strings.
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
                "tensor(float16)": np.float16, "tensor(int64)": np.int64,
                "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-#: File name of the native kernel library inside the package (built by custom_ops/).
-NATIVE_LIBRARY_NAMES = ("libonnx_snn_ops.so", "libonnx_snn_ops.dylib", "onnx_snn_ops.dll")
-
-
-def native_library_path() -> Path | None:
-    """Path of the native IFNode kernel library, or None when it is not built."""
-    here = Path(__file__).resolve().parent
-    for name in NATIVE_LIBRARY_NAMES:
-        candidate = here / name
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def session_options(native: bool = True) -> ort.SessionOptions:
-    """Session options with the native kernels registered when available."""
+    """Session options with the native kernels registered (``native``) when they load."""
     options = ort.SessionOptions()
-    library = native_library_path() if native else None
-    if library is not None:
-        options.register_custom_ops_library(str(library))
+    if native:
+        register_native(options)
     return options
 
 

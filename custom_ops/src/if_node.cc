@@ -1,0 +1,98 @@
+#include "if_node.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace onnx_snn {
+namespace {
+
+// Features per block: the block's potentials stay in L1 while the block runs
+// through all time steps.
+constexpr int64_t kBlock = 2048;
+// Outputs at least this large are written with non-temporal stores: they do
+// not fit in cache anyway, and skipping the read-for-ownership of every output
+// line saves a third of the memory traffic.
+constexpr int64_t kStreamBytes = int64_t{32} << 20;
+
+// One element of the dynamics; returns the spike and updates v.
+template <bool kHardReset>
+inline float Step(float& v, float x, float threshold, float v_reset) {
+  const float h = v + x;
+  const float spike = h >= threshold ? 1.0f : 0.0f;
+  v = kHardReset ? h * (1.0f - spike) + spike * v_reset : h - spike * threshold;
+  return spike;
+}
+
+template <bool kHardReset>
+void StepRow(float* v, const float* x, float* s, int64_t count, float threshold, float v_reset) {
+  for (int64_t i = 0; i < count; ++i) s[i] = Step<kHardReset>(v[i], x[i], threshold, v_reset);
+}
+
+#if defined(__SSE2__)
+// StepRow with the same arithmetic in SSE, storing spikes around the cache.
+template <bool kHardReset>
+void StepRowStreaming(float* v, const float* x, float* s, int64_t count, float threshold,
+                      float v_reset) {
+  int64_t head = static_cast<int64_t>((16 - reinterpret_cast<uintptr_t>(s) % 16) % 16) / 4;
+  if (reinterpret_cast<uintptr_t>(s) % 4 != 0 || head > count) head = count;
+  StepRow<kHardReset>(v, x, s, head, threshold, v_reset);
+  const __m128 theta = _mm_set1_ps(threshold);
+  const __m128 reset = _mm_set1_ps(v_reset);
+  const __m128 one = _mm_set1_ps(1.0f);
+  int64_t i = head;
+  for (; i + 4 <= count; i += 4) {
+    const __m128 h = _mm_add_ps(_mm_loadu_ps(v + i), _mm_loadu_ps(x + i));
+    const __m128 spike = _mm_and_ps(_mm_cmpge_ps(h, theta), one);
+    _mm_stream_ps(s + i, spike);
+    const __m128 next = kHardReset
+        ? _mm_add_ps(_mm_mul_ps(h, _mm_sub_ps(one, spike)), _mm_mul_ps(spike, reset))
+        : _mm_sub_ps(h, _mm_mul_ps(spike, theta));
+    _mm_storeu_ps(v + i, next);
+  }
+  StepRow<kHardReset>(v + i, x + i, s + i, count - i, threshold, v_reset);
+}
+#endif
+
+template <bool kHardReset, bool kStream>
+void RunBlocks(const IFParams& p, const float* x, float* s, int64_t steps, int64_t features,
+               int64_t begin, int64_t end) {
+  float v[kBlock];
+  for (int64_t first = begin; first < end; first += kBlock) {
+    const int64_t count = std::min(kBlock, end - first);
+    std::fill(v, v + count, p.v_start);
+    for (int64_t t = 0; t < steps; ++t) {
+      const float* xt = x + t * features + first;
+      float* st = s + t * features + first;
+#if defined(__SSE2__)
+      if (kStream) {
+        StepRowStreaming<kHardReset>(v, xt, st, count, p.threshold, p.v_reset);
+        continue;
+      }
+#endif
+      StepRow<kHardReset>(v, xt, st, count, p.threshold, p.v_reset);
+    }
+  }
+#if defined(__SSE2__)
+  if (kStream) _mm_sfence();  // make the streamed spikes visible to other threads
+#endif
+}
+
+}  // namespace
+
+void RunIF(const IFParams& params, const float* x, float* s, int64_t steps, int64_t features,
+           int64_t begin, int64_t end) {
+  const bool stream = steps * features * static_cast<int64_t>(sizeof(float)) >= kStreamBytes;
+  if (params.hard_reset) {
+    stream ? RunBlocks<true, true>(params, x, s, steps, features, begin, end)
+           : RunBlocks<true, false>(params, x, s, steps, features, begin, end);
+  } else {
+    stream ? RunBlocks<false, true>(params, x, s, steps, features, begin, end)
+           : RunBlocks<false, false>(params, x, s, steps, features, begin, end);
+  }
+}
+
+}  // namespace onnx_snn
