@@ -21,6 +21,7 @@ from onnx_snn.calibration import (
     BalancingHookFactory, Calibration, HookFactory, calibrate, check_scales,
 )
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.formats import check_format, export_format
 from onnx_snn.inspection import policy_graph, spiking_caveats
 from onnx_snn.instrument import add_spike_counts
 from onnx_snn.modelio import ModelLike, save_json, save_model
@@ -88,7 +89,7 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
             keep_analog: bool = False, maxpool: str | None = None,
             drop_output_softmax: bool = False, bias_calibration: int | None = None,
             spike_counts: bool = False, calibration: Calibration | None = None,
-            progress: bool = True) -> SpikingModel:
+            progress: bool = True, format: str = "onnx-snn") -> SpikingModel:
     """Convert an ONNX ReLU network into a spiking network.
 
     ``model``: a path or ModelProto. ``data``: calibration data in any form
@@ -105,8 +106,11 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
     ``preset`` ("spikingjelly" or "best", see ``PRESETS``) supplies defaults for
     the factories and ``maxpool``. ``spike_counts`` adds
     an output ``<layer>__spike_count`` [N] per neuron layer, counted in the graph
-    (``onnx_snn.instrument``).
+    (``onnx_snn.instrument``). ``format`` is the model's form (``onnx_snn.formats``):
+    "onnx-snn" (IFNode ops with their function), "standard" (ai.onnx ops only) or
+    "streaming" (one time step per run, with the membrane state as inputs/outputs).
     """
+    check_format(format)
     if preset is not None and preset not in PRESETS:
         raise OnnxSnnError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     defaults = PRESETS[preset or "spikingjelly"]
@@ -146,7 +150,8 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
         layers = calibrate_biases(ann, layers, data, bias_calibration, build_spiking_model,
                                   batch_size=batch_size, progress=progress)
     snn = build_spiking_model(ann, layers)
-    return SpikingModel(add_spike_counts(snn) if spike_counts else snn, calibration, layers)
+    snn = add_spike_counts(snn) if spike_counts else snn
+    return SpikingModel(export_format(snn, format), calibration, layers)
 
 
 def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer]) -> onnx.ModelProto:

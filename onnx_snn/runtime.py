@@ -31,6 +31,7 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
 def session_options(native: bool = True) -> ort.SessionOptions:
     """Session options with the native kernels registered (``native``) when they load."""
     options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: onnx_snn names problems itself
     if native:
         register_native(options)
     return options
