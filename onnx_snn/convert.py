@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,12 @@ from onnx_snn.calibration import (
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.formats import check_format, export_format
 from onnx_snn.inspection import policy_graph, spiking_caveats
-from onnx_snn.instrument import add_spike_counts
+from onnx_snn.instrument import OUTPUT_SCALES, add_spike_counts
 from onnx_snn.modelio import ModelLike, save_json, save_model
 from onnx_snn.neurons import NeuronFactory
 from onnx_snn.patterns import PatternPass, compose
 from onnx_snn.prepare import ai_onnx_opset, infer_shapes
+from onnx_snn.scale_folding import FoldOutputScales
 from onnx_snn.spiking import ReluToNeuron, SpikingLayer
 from onnx_snn.temporal import TIMESTEPS, TimeFolding
 
@@ -147,19 +150,27 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
     if bias_calibration:
         if data is None:
             raise OnnxSnnError("bias calibration needs calibration data")
-        layers = calibrate_biases(ann, layers, data, bias_calibration, build_spiking_model,
+        layers = calibrate_biases(ann, layers, data, bias_calibration,
+                                  partial(build_spiking_model, fold_scales=False),
                                   batch_size=batch_size, progress=progress)
     snn = build_spiking_model(ann, layers)
     snn = add_spike_counts(snn) if spike_counts else snn
     return SpikingModel(export_format(snn, format), calibration, layers)
 
 
-def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer]) -> onnx.ModelProto:
-    """Rewrite a prepared ANN: neurons in place of ``layers``' Relus, plus the time axis."""
+def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer],
+                        fold_scales: bool = True) -> onnx.ModelProto:
+    """Rewrite a prepared ANN: neurons in place of ``layers``' Relus, plus the time axis.
+
+    ``fold_scales`` moves output scales into the next layers' weights
+    (``onnx_snn.scale_folding``); without it every ``<layer>__output_scaler`` stays.
+    """
     graph = gs.import_onnx(ann)
     timesteps = gs.Variable(TIMESTEPS, np.int64, [])
     graph.inputs.append(timesteps)
-    graph = compose(PatternPass(ReluToNeuron(layers, timesteps)), TimeFolding(timesteps))(graph)
+    folded = {layer.node for layer in layers} if fold_scales else set()
+    graph = compose(PatternPass(ReluToNeuron(layers, timesteps)), FoldOutputScales(folded),
+                    TimeFolding(timesteps))(graph)
     opset = ai_onnx_opset(ann)
     snn = gs.export_onnx(graph)
     snn.ir_version = max(ann.ir_version, MIN_IR_VERSION)
@@ -174,7 +185,9 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer]) -> onn
             snn.functions.append(neuron.function(opset))
             defined.add((neuron.domain, neuron.op_type))
     helper.set_model_props(snn, {"onnx_snn.version": __version__,
-                                 "onnx_snn.timesteps_input": TIMESTEPS})
+                                 "onnx_snn.timesteps_input": TIMESTEPS,
+                                 OUTPUT_SCALES: json.dumps({layer.node: np.asarray(
+                                     layer.scale, np.float32).tolist() for layer in layers})})
     return onnx.shape_inference.infer_shapes(snn)
 
 

@@ -66,6 +66,7 @@ class _IFNeuron:
     v_reset: np.float32
     v_start: np.float32
     hard_reset: bool
+    broadcast_input: bool
 
     @classmethod
     def of(cls, node: onnx.NodeProto, prefix: str) -> _IFNeuron:
@@ -76,7 +77,8 @@ class _IFNeuron:
                                f"expected {', '.join(IF_ATTRIBUTES)}")
         theta = np.float32(values["v_threshold"])
         return cls(prefix, theta, np.float32(values["v_reset"]),
-                   np.float32(values["v_init"]) * theta, bool(values["hard_reset"]))
+                   np.float32(values["v_init"]) * theta, bool(values["hard_reset"]),
+                   bool(values["broadcast_input"]))
 
     def constants(self) -> list[TensorProto]:
         """Initializers for the names ``step`` uses (θ; v_reset and 1 for hard reset)."""
@@ -112,7 +114,7 @@ def to_standard(model: ModelLike) -> onnx.ModelProto:
         graph.initializer.extend([*neuron.constants(),
                                   numpy_helper.from_array(np.asarray(neuron.v_start), v_start)])
         nodes += scan_nodes(neuron.step, neuron.hard_reset, node.input[0], node.input[1],
-                            v_start, node.output[0], neuron.prefix)
+                            v_start, node.output[0], neuron.prefix, neuron.broadcast_input)
     _replace(graph.node, nodes)
     custom = _custom_nodes(graph.node)
     if custom:
@@ -163,9 +165,19 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
         p = neuron.prefix
         ops = GraphArithmetic(p)
         v_new, fired = neuron.step(ops, state_in, f"{p}x", neuron.hard_reset)
-        nodes += [helper.make_node("Reshape", [node.input[0], f"{p}rows"], [f"{p}x"]),
+        frame = node.input[0]
+        if neuron.broadcast_input:  # [1, N, ...]: drop the step axis
+            frame = f"{p}frame"
+            graph.initializer.extend([
+                numpy_helper.from_array(np.array([1], np.int64), f"{p}from_axis1"),
+                numpy_helper.from_array(np.array([np.iinfo(np.int64).max]), f"{p}to_end")])
+            nodes += [helper.make_node("Shape", [node.input[0]], [f"{p}in_shape"]),
+                      helper.make_node("Slice", [f"{p}in_shape", f"{p}from_axis1", f"{p}to_end"],
+                                       [f"{p}frame_shape"]),
+                      helper.make_node("Reshape", [node.input[0], f"{p}frame_shape"], [frame])]
+        nodes += [helper.make_node("Reshape", [frame, f"{p}rows"], [f"{p}x"]),
                   *ops.nodes,
-                  helper.make_node("Shape", [node.input[0]], [f"{p}x_shape"]),
+                  helper.make_node("Shape", [frame], [f"{p}x_shape"]),
                   helper.make_node("Reshape", [fired, f"{p}x_shape"], [node.output[0]]),
                   helper.make_node("Identity", [v_new], [state_out])]
         graph.initializer.extend([

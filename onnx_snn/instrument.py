@@ -10,6 +10,8 @@ spike trains.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -19,6 +21,9 @@ from onnx_snn.temporal import TIMESTEPS
 
 SPIKE_COUNT_SUFFIX = "__spike_count"
 RATE_SUFFIX = "__rate_scaled"
+#: Model metadata written by the conversion: JSON {neuron node: its output scale s,
+#: a number or one per channel}. The scales themselves are folded into later weights.
+OUTPUT_SCALES = "onnx_snn.output_scales"
 
 
 def neuron_nodes(graph: gs.Graph) -> list[gs.Node]:
@@ -53,15 +58,23 @@ def add_spike_counts(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def add_rate_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with a ``<layer>__rate_scaled`` output per neuron layer: the
-    time average of the layer's scaled output (what replaced the Relu's output)."""
+    time average of the layer's spikes times its output scale (``OUTPUT_SCALES``), what
+    replaced the Relu's output, as [N, F]."""
     graph = gs.import_onnx(model)
     timesteps = next(t for t in graph.inputs if t.name == TIMESTEPS)
+    scales = json.loads({p.key: p.value for p in model.metadata_props}[OUTPUT_SCALES])
     for node in neuron_nodes(graph):
-        scaler = node.outputs[0].outputs[0]  # the output scaler Mul(s)
+        scale = np.asarray(scales[node.name], np.float32)
         make = GraphBuilder(graph, f"{node.name}__rate_")
-        per_step = _per_step(make, scaler.outputs[0], timesteps)
-        mean = make.reduce("ReduceMean", per_step, [0], np.float32)
-        graph.outputs.append(make("Identity", [mean], np.float32, output=gs.Variable(
+        rate = make.reduce("ReduceMean", _per_step(make, node.outputs[0], timesteps), [0],
+                           np.float32)  # [N, F]
+        if scale.ndim:  # per channel: F is C·(the rest)
+            channels = make("Reshape", [rate, make.const([0, scale.size, -1])], np.float32)
+            scaled = make("Mul", [channels, make.const(scale[:, None], np.float32)], np.float32)
+            rate = make("Reshape", [scaled, make.const([0, -1])], np.float32)
+        else:
+            rate = make("Mul", [rate, make.const(scale, np.float32)], np.float32)
+        graph.outputs.append(make("Identity", [rate], np.float32, output=gs.Variable(
             f"{node.name}{RATE_SUFFIX}", np.float32, ["N", None])))
     return _export_like(graph, model)
 

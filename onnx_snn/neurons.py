@@ -69,6 +69,7 @@ class IFNeuron(Neuron):
             "v_reset": 0.0 if self.v_reset is None else self.v_reset,
             "v_init": self.v_init,
             "hard_reset": int(self.v_reset is not None),
+            "broadcast_input": 0,  # the time folding sets 1 where it feeds [1, N, ...]
         }
 
     def function(self, opset: int) -> onnx.FunctionProto:

@@ -92,8 +92,8 @@ class ReluToNeuron(Pattern):
             source_for_gain = shifted
         else:
             source_for_gain = source
-        scaled = gs.Variable(f"{name}__scaled", np.float32)
-        spikes = gs.Variable(f"{name}__spikes", np.float32)
+        scaled = gs.Variable(f"{name}__scaled", np.float32, source.shape)
+        spikes = gs.Variable(f"{name}__spikes", np.float32, source.shape)
         return nodes + [
             gs.Node("Mul", f"{name}__input_scaler",
                     inputs=[source_for_gain, constant("input_gain", layer.input_gain)],

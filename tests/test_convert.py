@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -10,6 +12,8 @@ from onnx import TensorProto, helper
 
 from conftest import make_model, mlp_model
 from onnx_snn import HookFactory, NeuronFactory, OnnxSnnError, convert
+from onnx_snn.instrument import OUTPUT_SCALES
+from onnx_snn.ops.function import IF_ATTRIBUTES
 from onnx_snn.runtime import SpikingSession, run_snn
 
 
@@ -83,9 +87,25 @@ def test_converted_model_is_portable(tmp_path) -> None:
     assert out.shape == (5, 8, 5)
     neurons = [n for n in result.model.graph.node if n.op_type == "IFNode"]
     assert [n.name for n in neurons] == ["relu1", "relu2"]
-    assert all({a.name for a in n.attribute} == {"v_threshold", "v_reset", "v_init", "hard_reset"}
-               for n in neurons)
+    assert all({a.name for a in n.attribute} == set(IF_ATTRIBUTES) for n in neurons)
     assert not [n for n in result.model.graph.node if n.op_type == "Relu"]
+
+
+def test_the_first_neuron_reads_the_static_input_once() -> None:
+    """Direct encoding: the first neuron takes [S, N, ...] (no T-fold copy); later ones
+    [T·N, ...]. A sequence input (S = T) runs through the same model, step by step."""
+    ann = cnn_model(0)
+    x = np.random.default_rng(0).random((6, 2, 8, 8)).astype(np.float32)
+    model = convert(ann, x, progress=False).model
+    first, second = [n for n in model.graph.node if n.op_type == "IFNode"]
+    flag = {n.name: helper.get_attribute_value(next(a for a in n.attribute
+                                                    if a.name == "broadcast_input"))
+            for n in (first, second)}
+    assert flag == {"relu1": 1, "relu2": 0}
+    session = SpikingSession(model)
+    direct = session.run(x, timesteps=5).per_step
+    repeated = session.run(np.broadcast_to(x, (5, *x.shape)), sequence=True).per_step
+    np.testing.assert_array_equal(direct, repeated)
 
 
 def test_scalers_use_threshold_over_scale() -> None:
@@ -95,7 +115,11 @@ def test_scalers_use_threshold_over_scale() -> None:
     (layer,) = result.layers
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in result.model.graph.initializer}
     assert inits["relu0__input_gain"] == np.float32(0.5 / layer.scale)
-    assert inits["relu0__output_scale"] == np.float32(layer.scale)
+    # The output scale s is folded into the next layer's weight, and kept in the metadata.
+    w1 = onnx.numpy_helper.to_array(ann.graph.initializer[2])
+    np.testing.assert_array_equal(inits["w1"], w1 * np.float32(layer.scale))
+    metadata = {p.key: p.value for p in result.model.metadata_props}
+    assert json.loads(metadata[OUTPUT_SCALES]) == {"relu0": np.float32(layer.scale).item()}
     hidden = np.maximum(x @ onnx.numpy_helper.to_array(ann.graph.initializer[0])
                         + onnx.numpy_helper.to_array(ann.graph.initializer[1]), 0)
     assert layer.scale == pytest.approx(float(hidden[:100].max()))
@@ -126,16 +150,18 @@ def test_sequence_input_equals_direct_encoding_when_repeated() -> None:
 
 
 def test_layers_before_first_neuron_run_once() -> None:
-    """Direct encoding: conv1 reads the input (N samples); its output is broadcast over
-    time once, right before the first neuron's input scaler output reaches it."""
+    """Direct encoding: conv1 reads the input (N samples), and the first neuron reads its
+    scaled output as [S, N, ...], with no copy over time."""
     snn = convert(cnn_model(0), np.ones((2, 2, 8, 8), np.float32), progress=False).model
     producers = {out: node for node in snn.graph.node for out in node.output}
     conv1 = next(n for n in snn.graph.node if n.name == "conv1")
     input_fold = producers[conv1.input[0]]
     assert input_fold.op_type == "Reshape" and input_fold.input[0] == "x"
-    (expand,) = [n for n in snn.graph.node if n.op_type == "Expand"]
-    source = producers[expand.input[0]]  # Reshape [S*N, ...] -> [S, -1]
-    assert producers[source.input[0]].name == "relu1__input_scaler"
+    assert not [n for n in snn.graph.node if n.op_type in ("Expand", "Tile")]
+    relu1 = next(n for n in snn.graph.node if n.name == "relu1")
+    split = producers[relu1.input[0]]  # Reshape [S*N, ...] -> [S, N, ...]
+    assert split.op_type == "Reshape"
+    assert producers[split.input[0]].name == "relu1__input_scaler"
 
 
 def test_shape_computed_from_static_tensor_is_retimed() -> None:

@@ -13,9 +13,11 @@ import sys
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 from test_ifnode import if_model, reference
 
 from onnx_snn.neurons import IFNeuron
+from onnx_snn.ops.function import DOMAIN, if_node_function
 from onnx_snn.ops.native import kernel_runs, native_library_path, native_status
 
 REQUIRE = os.environ.get("ONNX_SNN_REQUIRE_NATIVE") == "1"
@@ -138,3 +140,43 @@ def test_doctor_reports_the_native_backend(library, capsys) -> None:
     out = capsys.readouterr().out
     assert "IFNode backend: native" in out
     assert str(native_library_path()) in out
+
+
+def broadcast_run(x_steps: np.ndarray, steps: int, neuron: IFNeuron,
+                  library: str | None) -> np.ndarray:
+    """Spikes [T, N, ...] of an IFNode with broadcast_input = 1 fed X = x_steps [S, N, ...]."""
+    attributes = {**neuron.attributes(), "broadcast_input": 1}
+    node = helper.make_node("IFNode", ["X", "T"], ["S"], domain=DOMAIN, **attributes)
+    graph = helper.make_graph(
+        [node], "broadcast",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["S", *x_steps.shape[1:]]),
+         helper.make_tensor_value_info("T", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("S", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, functions=[if_node_function(17)], opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    options = ort.SessionOptions()
+    if library is not None:
+        options.register_custom_ops_library(library)
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    spikes = session.run(None, {"X": x_steps, "T": np.array(steps, np.int64)})[0]
+    assert spikes.shape == (steps * x_steps.shape[1], *x_steps.shape[2:])
+    return spikes.reshape(steps, *x_steps.shape[1:])
+
+
+@pytest.mark.parametrize("neuron", [NEURONS[1], NEURONS[4]], ids=repr)
+@pytest.mark.parametrize("shape", [(1, 4, 3, 5, 5), (6, 4, 3, 5, 5), (1, 1, 7), (6, 2, 9)],
+                         ids=str)
+def test_broadcast_input_repeats_one_step_or_reads_each(library, neuron, shape, rng) -> None:
+    """broadcast_input = 1: X [1, N, ...] is shown at every step, X [T, N, ...] step by step."""
+    steps = 6
+    x = rng.normal(0.3, 1.0, shape).astype(np.float32)
+    expected = reference(np.broadcast_to(x, (steps, *shape[1:])), neuron)
+    np.testing.assert_array_equal(broadcast_run(x, steps, neuron, library), expected)
+    np.testing.assert_array_equal(broadcast_run(x, steps, neuron, None), expected)
+
+
+def test_broadcast_input_with_a_wrong_step_count_is_an_error(library) -> None:
+    x = np.zeros((3, 2, 4), np.float32)
+    with pytest.raises(Exception, match="IFNode: X holds 3 steps, expected 1 or T = 5"):
+        broadcast_run(x, 5, IFNeuron(), library)

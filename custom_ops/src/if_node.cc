@@ -58,14 +58,14 @@ void StepRowStreaming(float* v, const float* x, float* s, int64_t count, float t
 #endif
 
 template <bool kHardReset, bool kStream>
-void RunBlocks(const IFParams& p, const float* x, float* s, int64_t steps, int64_t features,
-               int64_t begin, int64_t end) {
+void RunBlocks(const IFParams& p, const float* x, int64_t x_stride, float* s, int64_t steps,
+               int64_t features, int64_t begin, int64_t end) {
   float v[kBlock];
   for (int64_t first = begin; first < end; first += kBlock) {
     const int64_t count = std::min(kBlock, end - first);
     std::fill(v, v + count, p.v_start);
     for (int64_t t = 0; t < steps; ++t) {
-      const float* xt = x + t * features + first;
+      const float* xt = x + t * x_stride + first;
       float* st = s + t * features + first;
 #if defined(__SSE2__)
       if (kStream) {
@@ -83,16 +83,12 @@ void RunBlocks(const IFParams& p, const float* x, float* s, int64_t steps, int64
 
 }  // namespace
 
-void RunIF(const IFParams& params, const float* x, float* s, int64_t steps, int64_t features,
-           int64_t begin, int64_t end) {
+void RunIF(const IFParams& params, const float* x, int64_t x_stride, float* s, int64_t steps,
+           int64_t features, int64_t begin, int64_t end) {
   const bool stream = steps * features * static_cast<int64_t>(sizeof(float)) >= kStreamBytes;
-  if (params.hard_reset) {
-    stream ? RunBlocks<true, true>(params, x, s, steps, features, begin, end)
-           : RunBlocks<true, false>(params, x, s, steps, features, begin, end);
-  } else {
-    stream ? RunBlocks<false, true>(params, x, s, steps, features, begin, end)
-           : RunBlocks<false, false>(params, x, s, steps, features, begin, end);
-  }
+  const auto run = params.hard_reset ? (stream ? RunBlocks<true, true> : RunBlocks<true, false>)
+                                     : (stream ? RunBlocks<false, true> : RunBlocks<false, false>);
+  run(params, x, x_stride, s, steps, features, begin, end);
 }
 
 }  // namespace onnx_snn

@@ -24,9 +24,11 @@ struct IFParams {
   bool hard_reset;
 };
 
-// Runs features [begin, end) of x ([steps, features], row-major) through the
-// neuron for all steps, writing 0/1 spikes of the same layout to s.
-void RunIF(const IFParams& params, const float* x, float* s, int64_t steps,
+// Runs features [begin, end) through the neuron for all steps, writing 0/1
+// spikes [steps, features] (row-major) to s. Step t reads x + t * x_stride:
+// x_stride = features for an input [steps, features], 0 for one row shown at
+// every step.
+void RunIF(const IFParams& params, const float* x, int64_t x_stride, float* s, int64_t steps,
            int64_t features, int64_t begin, int64_t end);
 
 }  // namespace onnx_snn

@@ -4,8 +4,10 @@
 // (C#), registerCustomOpLibrary (Java) or SessionOptions.register_custom_ops_library
 // (Python); onnxruntime then runs this kernel instead of the op's ONNX function.
 //
-// IFNode(X: float32 [T*N, ...], T: int64 scalar) -> S: float32 0/1, X's shape.
-// Attributes: v_threshold, v_reset, v_init (a fraction of v_threshold), hard_reset.
+// IFNode(X: float32, T: int64 scalar) -> S: float32 0/1 spikes [T*N, ...].
+// Attributes: v_threshold, v_reset, v_init (a fraction of v_threshold), hard_reset,
+// broadcast_input (0: X is [T*N, ...], one slice per step; 1: X is [S, N, ...]
+// with S = 1, the same input at every step, or S = T).
 //
 // Only the C API is used, through a version negotiated with the running
 // onnxruntime: min(the headers' ORT_API_VERSION, the runtime's), so one build
@@ -49,6 +51,7 @@ OrtStatus* Fail(const std::string& message) {
 
 struct Kernel {
   onnx_snn::IFParams params;
+  bool broadcast_input;
 };
 
 OrtStatus* ReadFloat(const OrtKernelInfo* info, const char* name, float* out) {
@@ -58,27 +61,32 @@ OrtStatus* ReadFloat(const OrtKernelInfo* info, const char* name, float* out) {
   return Fail(std::string("missing float attribute '") + name + "'");
 }
 
+OrtStatus* ReadInt(const OrtKernelInfo* info, const char* name, int64_t* out) {
+  OrtStatus* status = g_api->KernelInfoGetAttribute_int64(info, name, out);
+  if (status == nullptr) return nullptr;
+  g_api->ReleaseStatus(status);
+  return Fail(std::string("missing int attribute '") + name + "'");
+}
+
 OrtStatus* ORT_API_CALL CreateKernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info,
                                      void** kernel) {
   float threshold = 0.0f, v_reset = 0.0f, v_init = 0.0f;
-  int64_t hard_reset = 0;
+  int64_t hard_reset = 0, broadcast_input = 0;
   RETURN_IF_ERROR(ReadFloat(info, "v_threshold", &threshold));
   RETURN_IF_ERROR(ReadFloat(info, "v_reset", &v_reset));
   RETURN_IF_ERROR(ReadFloat(info, "v_init", &v_init));
-  OrtStatus* status = g_api->KernelInfoGetAttribute_int64(info, "hard_reset", &hard_reset);
-  if (status != nullptr) {
-    g_api->ReleaseStatus(status);
-    return Fail("missing int attribute 'hard_reset'");
-  }
+  RETURN_IF_ERROR(ReadInt(info, "hard_reset", &hard_reset));
+  RETURN_IF_ERROR(ReadInt(info, "broadcast_input", &broadcast_input));
   // The same float32 product as the function body's Mul(v_init, v_threshold).
   const float v_start = v_init * threshold;
-  *kernel = new Kernel{{threshold, v_reset, v_start, hard_reset != 0}};
+  *kernel = new Kernel{{threshold, v_reset, v_start, hard_reset != 0}, broadcast_input != 0};
   return nullptr;
 }
 
 struct Task {
   const onnx_snn::IFParams* params;
   const float* x;
+  int64_t x_stride;
   float* s;
   int64_t steps;
   int64_t features;
@@ -88,7 +96,8 @@ void RunTask(void* data, size_t index) {
   const Task& task = *static_cast<const Task*>(data);
   const int64_t begin = static_cast<int64_t>(index) * kTaskFeatures;
   const int64_t end = std::min(task.features, begin + kTaskFeatures);
-  onnx_snn::RunIF(*task.params, task.x, task.s, task.steps, task.features, begin, end);
+  onnx_snn::RunIF(*task.params, task.x, task.x_stride, task.s, task.steps, task.features, begin,
+                  end);
 }
 
 OrtStatus* ReadSteps(const OrtValue* value, int64_t* steps) {
@@ -107,6 +116,7 @@ OrtStatus* ReadSteps(const OrtValue* value, int64_t* steps) {
 
 OrtStatus* ORT_API_CALL Compute(void* kernel, OrtKernelContext* context) {
   const auto& params = static_cast<const Kernel*>(kernel)->params;
+  const bool broadcast = static_cast<const Kernel*>(kernel)->broadcast_input;
   const OrtValue* x_value = nullptr;
   const OrtValue* t_value = nullptr;
   RETURN_IF_ERROR(g_api->KernelContext_GetInput(context, 0, &x_value));
@@ -126,21 +136,40 @@ OrtStatus* ORT_API_CALL Compute(void* kernel, OrtKernelContext* context) {
   RETURN_IF_ERROR(status);
   const int64_t elements = static_cast<int64_t>(count);
   if (steps < 1) return Fail("T must be at least 1, got " + std::to_string(steps));
-  if (elements % steps != 0) {
-    return Fail("X has " + std::to_string(elements) + " elements, not a multiple of T = " +
-                std::to_string(steps));
+  // Spikes are [steps, features]; step t reads X at t * x_stride.
+  int64_t features = 0;
+  int64_t x_stride = 0;
+  if (broadcast) {
+    if (rank < 2) return Fail("X must be [S, N, ...] with broadcast_input = 1");
+    const int64_t x_steps = shape[0];
+    if (x_steps != 1 && x_steps != steps) {
+      return Fail("X holds " + std::to_string(x_steps) + " steps, expected 1 or T = " +
+                  std::to_string(steps));
+    }
+    features = elements / x_steps;
+    x_stride = x_steps == 1 ? 0 : features;
+    shape.erase(shape.begin());
+    shape[0] *= steps;
+  } else {
+    if (elements % steps != 0) {
+      return Fail("X has " + std::to_string(elements) + " elements, not a multiple of T = " +
+                  std::to_string(steps));
+    }
+    features = elements / steps;
+    x_stride = features;
   }
 
   OrtValue* s_value = nullptr;
-  RETURN_IF_ERROR(g_api->KernelContext_GetOutput(context, 0, shape.data(), rank, &s_value));
+  RETURN_IF_ERROR(
+      g_api->KernelContext_GetOutput(context, 0, shape.data(), shape.size(), &s_value));
   if (elements == 0) return nullptr;
   void* x_data = nullptr;
   void* s_data = nullptr;
   RETURN_IF_ERROR(g_api->GetTensorMutableData(const_cast<OrtValue*>(x_value), &x_data));
   RETURN_IF_ERROR(g_api->GetTensorMutableData(s_value, &s_data));
 
-  Task task{&params, static_cast<const float*>(x_data), static_cast<float*>(s_data), steps,
-            elements / steps};
+  Task task{&params, static_cast<const float*>(x_data), x_stride, static_cast<float*>(s_data),
+            steps, features};
   const size_t tasks = static_cast<size_t>((task.features + kTaskFeatures - 1) / kTaskFeatures);
   if (tasks > 1 && g_api_version >= kParallelForApiVersion) {
     RETURN_IF_ERROR(g_api->KernelContext_ParallelFor(context, RunTask, tasks, 0, &task));

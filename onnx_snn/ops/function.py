@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -28,8 +29,11 @@ DOMAIN = "onnx_snn"
 DOMAIN_VERSION = 1
 IF_OP_TYPE = "IFNode"
 #: Attributes of IFNode and their kinds, in the order the function declares them.
+#: ``broadcast_input``: 0 when X is [T·N, ...], one slice per step; 1 when X is
+#: [S, N, ...] with S = 1 (direct encoding: the input is the same at every step,
+#: and is not copied T times) or S = T. The spikes are [T·N, ...] either way.
 IF_ATTRIBUTE_KINDS = {"v_threshold": "float", "v_reset": "float", "v_init": "float",
-                      "hard_reset": "int"}
+                      "hard_reset": "int", "broadcast_input": "int"}
 IF_ATTRIBUTES = tuple(IF_ATTRIBUTE_KINDS)
 #: The oldest ai.onnx opset the bodies are valid in (GreaterOrEqual, Slice inputs).
 MIN_OPSET = 13
@@ -78,22 +82,63 @@ def _attribute_constant(attribute: str, kind: str) -> onnx.NodeProto:
     return node
 
 
-def _time_major_nodes(x: str, timesteps: str, v_start: str, p: str) -> list[onnx.NodeProto]:
-    """``x`` [T·N, ...] as ``{p}seq`` [T, F], its shape as ``{p}x_shape``, and the
-    scalar ``v_start`` expanded to ``{p}v0`` [F]."""
-    def const(name: str, value: int) -> onnx.NodeProto:
-        return helper.make_node("Constant", [], [p + name], value=helper.make_tensor(
-            p + name, TensorProto.INT64, [1], [value]))
+def _int_constants(p: str) -> list[onnx.NodeProto]:
+    """1-D int64 constants ``{p}i_zero``, ``{p}i_one``, ``{p}i_two``, ``{p}i_minus_one``
+    and ``{p}i_end``."""
+    values = {"zero": 0, "one": 1, "two": 2, "minus_one": -1, "end": np.iinfo(np.int64).max}
+    return [helper.make_node("Constant", [], [f"{p}i_{name}"], value=helper.make_tensor(
+        f"{p}i_{name}", TensorProto.INT64, [1], [value])) for name, value in values.items()]
 
+
+def _sequence_nodes(x: str, c: str, p: str, broadcast: bool) -> list[onnx.NodeProto]:
+    """``x`` as ``{p}seq`` [T, F], and the spikes' shape as ``{p}out_shape``.
+
+    ``x`` is [T·N, ...], or with ``broadcast`` [S, N, ...] where S = 1 (shown
+    at every step) or S = T; the spikes are [T·N, ...] either way. Reads
+    ``_int_constants(c)``, ``{c}t1`` (T as [1]) and ``{c}x_shape`` (x's shape).
+    """
+    make = helper.make_node
+    if not broadcast:
+        return [make("Concat", [f"{c}t1", f"{c}i_minus_one"], [f"{p}seq_shape"], axis=0),
+                make("Reshape", [x, f"{p}seq_shape"], [f"{p}seq"]),
+                make("Identity", [f"{c}x_shape"], [f"{p}out_shape"])]
+    return [make("Slice", [f"{c}x_shape", f"{c}i_zero", f"{c}i_one"], [f"{p}s1"]),
+            make("Concat", [f"{p}s1", f"{c}i_minus_one"], [f"{p}rows_shape"], axis=0),
+            make("Reshape", [x, f"{p}rows_shape"], [f"{p}rows"]),
+            make("Concat", [f"{c}t1", f"{c}i_one"], [f"{p}tile_shape"], axis=0),
+            make("Expand", [f"{p}rows", f"{p}tile_shape"], [f"{p}seq"]),
+            make("Slice", [f"{c}x_shape", f"{c}i_two", f"{c}i_end"], [f"{p}sample_dims"]),
+            make("Concat", [f"{c}i_minus_one", f"{p}sample_dims"], [f"{p}out_shape"], axis=0)]
+
+
+def _time_major_nodes(x: str, timesteps: str, v_start: str, p: str,
+                      broadcast: bool | str) -> list[onnx.NodeProto]:
+    """``x`` as ``{p}seq`` [T, F], the spikes' shape ``{p}out_shape``, and the
+    scalar ``v_start`` expanded to ``{p}v0`` [F].
+
+    ``broadcast`` is fixed (a bool), or the name of a bool tensor that an If
+    reads at run time (the function's ``broadcast_input`` attribute).
+    """
+    make = helper.make_node
+    if isinstance(broadcast, bool):
+        sequence = _sequence_nodes(x, p, p, broadcast)
+    else:
+        def branch(flag: bool) -> onnx.GraphProto:
+            tag = f"{p}{'bcast' if flag else 'steps'}_"
+            return helper.make_graph(_sequence_nodes(x, p, tag, flag), tag + "sequence",
+                                     inputs=[], outputs=[
+                helper.make_tensor_value_info(f"{tag}seq", TensorProto.FLOAT, [None, None]),
+                helper.make_tensor_value_info(f"{tag}out_shape", TensorProto.INT64, [None])])
+        sequence = [make("If", [broadcast], [f"{p}seq", f"{p}out_shape"],
+                         then_branch=branch(True), else_branch=branch(False))]
     return [
-        const("minus_one", -1), const("shape1", 1), const("end2", 2),
-        helper.make_node("Shape", [x], [f"{p}x_shape"]),
-        helper.make_node("Reshape", [timesteps, f"{p}shape1"], [f"{p}t1"]),
-        helper.make_node("Concat", [f"{p}t1", f"{p}minus_one"], [f"{p}seq_shape"], axis=0),
-        helper.make_node("Reshape", [x, f"{p}seq_shape"], [f"{p}seq"]),
-        helper.make_node("Shape", [f"{p}seq"], [f"{p}seq_dims"]),
-        helper.make_node("Slice", [f"{p}seq_dims", f"{p}shape1", f"{p}end2"], [f"{p}features"]),
-        helper.make_node("Expand", [v_start, f"{p}features"], [f"{p}v0"]),
+        *_int_constants(p),
+        make("Shape", [x], [f"{p}x_shape"]),
+        make("Reshape", [timesteps, f"{p}i_one"], [f"{p}t1"]),
+        *sequence,
+        make("Shape", [f"{p}seq"], [f"{p}seq_dims"]),
+        make("Slice", [f"{p}seq_dims", f"{p}i_one", f"{p}i_two"], [f"{p}features"]),
+        make("Expand", [v_start, f"{p}features"], [f"{p}v0"]),
     ]
 
 
@@ -119,16 +164,17 @@ def scan_node(step: Step, hard_reset: bool, v0: str, seq: str, spikes: str,
 
 
 def scan_nodes(step: Step, hard_reset: bool, x: str, timesteps: str, v_start: str,
-               spikes: str, prefix: str) -> list[onnx.NodeProto]:
-    """A neuron of one reset mode as plain nodes: ``x`` [T·N, ...] in, ``spikes`` out.
+               spikes: str, prefix: str, broadcast: bool = False) -> list[onnx.NodeProto]:
+    """A neuron of one reset mode as plain nodes: ``x`` in, ``spikes`` [T·N, ...] out.
 
+    ``x`` is [T·N, ...], or with ``broadcast`` [S, N, ...] (S = 1 or T);
     ``timesteps`` is the int64 scalar T and ``v_start`` the scalar initial
     potential; every new tensor name starts with ``prefix``.
     """
-    return [*_time_major_nodes(x, timesteps, v_start, prefix),
+    return [*_time_major_nodes(x, timesteps, v_start, prefix, broadcast),
             scan_node(step, hard_reset, f"{prefix}v0", f"{prefix}seq",
                       f"{prefix}spikes_seq", prefix=f"{prefix}step_"),
-            helper.make_node("Reshape", [f"{prefix}spikes_seq", f"{prefix}x_shape"], [spikes])]
+            helper.make_node("Reshape", [f"{prefix}spikes_seq", f"{prefix}out_shape"], [spikes])]
 
 
 def _reset_branch(step: Step, hard_reset: bool) -> onnx.GraphProto:
@@ -148,8 +194,10 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
     ``attributes`` maps attribute names to ``"float"`` or ``"int"``; it must
     contain ``v_threshold`` (float) and ``hard_reset`` (int, picks the reset
     branch), and may contain ``v_init`` (float: the initial potential as a
-    fraction of ``v_threshold``; 0 otherwise). Float attributes are tensors of
-    the same name inside ``step``.
+    fraction of ``v_threshold``; 0 otherwise) and ``broadcast_input`` (int: 1
+    when ``X`` is [S, N, ...] with S = 1, the same input at every step, or
+    S = T; see ``IF_ATTRIBUTE_KINDS``). Float attributes are tensors of the same
+    name inside ``step``.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"neuron functions need ai.onnx opset >= {MIN_OPSET}, got {opset}")
@@ -157,6 +205,8 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
         raise ValueError("a neuron function needs attributes 'v_threshold' (float) and "
                          "'hard_reset' (int)")
     const = helper.make_tensor
+    broadcast = ([helper.make_node("Cast", ["broadcast_input"], ["broadcast"], to=TensorProto.BOOL)]
+                 if attributes.get("broadcast_input") == "int" else [])
     initial = (helper.make_node("Mul", ["v_init", "v_threshold"], ["v_start"])
                if attributes.get("v_init") == "float" else
                helper.make_node("Constant", [], ["v_start"],
@@ -165,12 +215,14 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
         helper.make_node("Constant", [], ["one"],
                          value=const("one", TensorProto.FLOAT, [], [1.0])),
         initial,
-        *_time_major_nodes("X", "T", "v_start", p=""),
+        *broadcast,
+        *_time_major_nodes("X", "T", "v_start", p="",
+                           broadcast="broadcast" if broadcast else False),
         helper.make_node("Cast", ["hard_reset"], ["hard"], to=TensorProto.BOOL),
         helper.make_node("If", ["hard"], ["spikes_seq"],
                          then_branch=_reset_branch(step, hard_reset=True),
                          else_branch=_reset_branch(step, hard_reset=False)),
-        helper.make_node("Reshape", ["spikes_seq", "x_shape"], ["S"]),
+        helper.make_node("Reshape", ["spikes_seq", "out_shape"], ["S"]),
     ]
     return helper.make_function(
         domain, op_type, inputs=["X", "T"], outputs=["S"], nodes=nodes,

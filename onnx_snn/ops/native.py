@@ -94,8 +94,10 @@ def _warn_function_body(reason: str) -> None:
 def _probe_model() -> bytes:
     """A one-node IFNode model (the function body included) for ``native_report``."""
     opset = 17
+    from onnx_snn.neurons import IFNeuron  # neurons imports the ops package
+
     node = helper.make_node(IF_OP_TYPE, ["X", "T"], ["S"], name="probe", domain=DOMAIN,
-                            v_threshold=1.0, v_reset=0.0, v_init=0.0, hard_reset=0)
+                            **IFNeuron().attributes())
     graph = helper.make_graph(
         [node], "probe",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [4, 8]),
