@@ -365,7 +365,7 @@ def _run_doctor(args: argparse.Namespace) -> dict:
 
     report = native_report()
     print(f"IFNode backend: {report['backend']}")
-    print(f"  library:     {report['library'] or 'not built'}")
+    print(f"  library:     {report['library'] or 'none found'}")
     print(f"  why:         {report['reason']}")
     print(f"  onnxruntime {report['onnxruntime']}, onnx-snn {report['onnx_snn']}")
     return report
