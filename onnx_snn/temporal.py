@@ -97,8 +97,8 @@ class TimeFolding:
         for tensor in graph.tensors().values():
             if isinstance(tensor, gs.Variable) and tensor not in graph.inputs \
                     and tensor not in graph.outputs:
-                tensor.shape = ranks.get(id(tensor))  # ANN shapes are stale now;
-                # inference redoes them
+                # ANN shapes are stale now; inference redoes them, spikes excepted
+                tensor.shape = ranks.get(id(tensor))
         graph.cleanup().toposort()
         return graph
 

@@ -1,14 +1,15 @@
 """ONNX function bodies for neuron ops, and the one for ``IFNode``.
 
 Every neuron op has the signature ``Op(X, T) -> S``: ``X`` is the time-folded
-input [T·N, ...], ``T`` the number of steps (int64 scalar), ``S`` the 0/1
-spikes of ``X``'s shape. ``scan_neuron_function`` builds such a body from a
-*step* written against ``Arithmetic`` (``onnx_snn.ops.dynamics``): it
-reshapes ``X`` to [T, F] and runs the step in a Scan over T (``scan_node``). An
-``If`` on the ``hard_reset`` attribute picks the Scan for the reset mode once per
-call, so each step does only the arithmetic of its own reset. ``scan_nodes``
-builds the same for one fixed reset mode, without the function: the plain-ONNX
-neurons of the standard format (``onnx_snn.formats``).
+input [T·N, ...] (or [S, N, ...] with a ``broadcast_input`` attribute set), ``T``
+the number of steps (int64 scalar), ``S`` the 0/1 spikes [T·N, ...].
+``scan_neuron_function`` builds such a body from a *step* written against
+``Arithmetic`` (``onnx_snn.ops.dynamics``): it reshapes ``X`` to [T, F] and runs
+the step in a Scan over T (``scan_node``). An ``If`` on the ``hard_reset``
+attribute picks the Scan for the reset mode once per call, so each step does only
+the arithmetic of its own reset. ``scan_nodes`` builds the same for one fixed
+reset mode, without the function: the plain-ONNX neurons of the standard format
+(``onnx_snn.formats``).
 
 The body is a model-local function, so a converted model runs on plain
 onnxruntime, in any binding, with nothing registered (SPEC §8).
