@@ -43,9 +43,9 @@ OrtStatus* Fail(const std::string& message) {
 }
 
 // Evaluates an OrtStatus* expression and returns it from the caller on error.
-#define RETURN_IF_ERROR(expr)          \
-  do {                                 \
-    OrtStatus* status_ = (expr);       \
+#define RETURN_IF_ERROR(expr)               \
+  do {                                      \
+    OrtStatus* status_ = (expr);            \
     if (status_ != nullptr) return status_; \
   } while (0)
 
@@ -280,6 +280,7 @@ ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
     const OrtApi* api = g_api ? g_api : api_base->GetApi(1);
     return api->CreateStatus(api->GetErrorCode(g_init_error), api->GetErrorMessage(g_init_error));
   }
+  if (g_domain == nullptr) return nullptr;  // no API to report with: the function body runs
   return g_api->AddCustomOpDomain(options, g_domain);
 }
 
