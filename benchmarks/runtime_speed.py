@@ -142,28 +142,16 @@ def spikingjelly_ms(entry: dict, steps: int, batch: int, budget_s: float) -> flo
 
 def if_op_ms(budget_s: float) -> dict[str, float]:
     """The IF op alone on [2048, 4096], native kernel and function body."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
     from onnx_snn.neurons import IFNeuron
-    from onnx_snn.ops.function import DOMAIN, DOMAIN_VERSION, IF_OP_TYPE, if_node_function
-    from onnx_snn.runtime import session_options
+    from onnx_snn.ops.function import if_node_model
+    from onnx_snn.runtime import create_session
 
-    node = helper.make_node(IF_OP_TYPE, ["X", "T"], ["S"], domain=DOMAIN,
-                            **IFNeuron().attributes())
-    graph = helper.make_graph([node], "if_op", [
-        helper.make_tensor_value_info("X", TensorProto.FLOAT, ["TN", 4096]),
-        helper.make_tensor_value_info("T", TensorProto.INT64, [])],
-        [helper.make_tensor_value_info("S", TensorProto.FLOAT, ["TN", 4096])])
-    model = helper.make_model(graph, functions=[if_node_function(17)], opset_imports=[
-        helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)])
-    model.ir_version = 8
+    model = if_node_model(IFNeuron().attributes(), ["TN", 4096])
     feed = {"X": np.random.default_rng(0).normal(0.3, 1.0, (2048, 4096)).astype(np.float32),
             "T": np.array(32, np.int64)}
     times = {}
     for name, native in (("native", True), ("function", False)):
-        session = ort.InferenceSession(model.SerializeToString(), session_options(native),
-                                       providers=["CPUExecutionProvider"])
+        session = create_session(model, native)
         times[name] = median_ms(lambda: session.run(None, feed), budget_s, min_runs=10)
     return times
 

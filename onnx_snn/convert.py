@@ -32,7 +32,7 @@ from onnx_snn.patterns import PatternPass, compose
 from onnx_snn.prepare import ai_onnx_opset, infer_shapes
 from onnx_snn.scale_folding import FoldOutputScales
 from onnx_snn.spiking import ReluToNeuron, SpikingLayer
-from onnx_snn.temporal import TIMESTEPS, TimeFolding
+from onnx_snn.temporal import TIMESTEPS, TIMESTEPS_KEY, TimeFolding
 
 #: Picks the factories for one Relu node, or None to keep it an analog Relu.
 FactoryChooser = Callable[[gs.Node], "tuple[HookFactory, NeuronFactory] | None"]
@@ -185,7 +185,7 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer],
             snn.functions.append(neuron.function(opset))
             defined.add((neuron.domain, neuron.op_type))
     helper.set_model_props(snn, {"onnx_snn.version": __version__,
-                                 "onnx_snn.timesteps_input": TIMESTEPS,
+                                 TIMESTEPS_KEY: TIMESTEPS,
                                  OUTPUT_SCALES: json.dumps({layer.node: np.asarray(
                                      layer.scale, np.float32).tolist() for layer in layers})})
     return onnx.shape_inference.infer_shapes(snn)

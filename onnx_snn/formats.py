@@ -34,13 +34,11 @@ from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import ModelLike, load_model
 from onnx_snn.ops.dynamics import if_step
 from onnx_snn.ops.function import DOMAIN, IF_ATTRIBUTES, IF_OP_TYPE, GraphArithmetic, scan_nodes
-from onnx_snn.temporal import TIMESTEPS
+from onnx_snn.temporal import TIMESTEPS, TIMESTEPS_KEY
 
 FORMATS = ("onnx-snn", "standard", "streaming")
 #: Metadata key of a streaming model: JSON list of {"node", "input", "output"} states.
 STREAMING_STATES = "onnx_snn.streaming_states"
-#: Metadata key naming the T input, which a streaming model no longer has.
-_TIMESTEPS_KEY = "onnx_snn.timesteps_input"
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 
@@ -194,7 +192,7 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     del graph.value_info[:]  # T·N rows are N rows now; inference redoes the shapes
     del model.functions[:]
     _drop_unused_domains(model)
-    props = {e.key: e.value for e in model.metadata_props if e.key != _TIMESTEPS_KEY}
+    props = {e.key: e.value for e in model.metadata_props if e.key != TIMESTEPS_KEY}
     helper.set_model_props(model, {**props, STREAMING_STATES: json.dumps(states)})
     return onnx.shape_inference.infer_shapes(model)
 

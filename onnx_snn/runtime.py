@@ -106,16 +106,22 @@ class SpikingSession:
     def __init__(self, model: ModelLike | ort.InferenceSession, native: bool = True) -> None:
         self.session = model if isinstance(model, ort.InferenceSession) \
             else create_session(model, native)
-        inputs = self.session.get_inputs()
-        if TIMESTEPS not in [i.name for i in inputs]:
+        if TIMESTEPS not in [i.name for i in self.session.get_inputs()]:
             raise OnnxSnnError(f"not a converted model: it has no '{TIMESTEPS}' input")
+        self._describe(hidden_inputs={TIMESTEPS}, hidden_outputs=set())
+
+    def _describe(self, hidden_inputs: set[str], hidden_outputs: set[str]) -> None:
+        """The inputs and outputs ``run`` deals in: all but those it handles itself."""
         #: Each input as given to ``run`` in a sequence: [T, N, ...].
         self.sequence_specs = [
             InputSpec(i.name, np.dtype(_ORT_DTYPES.get(i.type, np.float32)),
-                      tuple(d if isinstance(d, int) else None for d in i.shape))
-            for i in inputs if i.name != TIMESTEPS]
+                      (None, *(d if isinstance(d, int) else None for d in i.shape[1:])))
+            for i in self.session.get_inputs() if i.name not in hidden_inputs]
+        #: Each input as one batch, shown at every step: [N, ...].
+        self.batch_specs = [InputSpec(s.name, s.dtype, s.shape[1:]) for s in self.sequence_specs]
         self.input_names = [spec.name for spec in self.sequence_specs]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()
+                             if o.name not in hidden_outputs]
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], timesteps: int | None = None,
             sequence: bool = False) -> SpikingOutput:
@@ -126,6 +132,13 @@ class SpikingSession:
         at every step. ``sequence=True``: each array is [T, N, ...], one slice
         per step, and ``timesteps`` defaults to T.
         """
+        feed, timesteps = self._inputs(inputs, timesteps, sequence)
+        feed[TIMESTEPS] = np.array(timesteps, dtype=np.int64)
+        return SpikingOutput(dict(zip(self.output_names, self._run(self.output_names, feed))))
+
+    def _inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray], timesteps: int | None,
+                sequence: bool) -> tuple[dict[str, np.ndarray], int]:
+        """The checked inputs as arrays [S, N, ...] by name, and the number of steps."""
         feed = dict(inputs) if isinstance(inputs, Mapping) else self._single(inputs)
         missing = [n for n in self.input_names if n not in feed]
         if missing:
@@ -135,19 +148,19 @@ class SpikingSession:
             if timesteps is None:
                 timesteps = next(iter(feed.values())).shape[0]
         else:
-            direct = [InputSpec(s.name, s.dtype, s.shape[1:]) for s in self.sequence_specs]
-            feed = {name: array[None]
-                    for name, array in validate_batch(feed, direct, where="batch").items()}
+            feed = {name: array[None] for name, array
+                    in validate_batch(feed, self.batch_specs, where="batch").items()}
         if timesteps is None:
             raise OnnxSnnError("give the number of time steps")
-        check_timesteps(timesteps)
-        feed[TIMESTEPS] = np.array(timesteps, dtype=np.int64)
+        return feed, check_timesteps(timesteps)
+
+    def _run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """``session.run``, with onnxruntime's errors as one-line OnnxSnnErrors."""
         try:
-            results = self.session.run(self.output_names, feed)
+            return self.session.run(names, feed)
         except Exception as error:  # onnxruntime raises its own exception types
             raise OnnxSnnError(f"onnxruntime failed: {str(error).strip().splitlines()[0]}") \
                 from None
-        return SpikingOutput(dict(zip(self.output_names, results)))
 
     def _single(self, inputs: Any) -> dict[str, Any]:
         if len(self.input_names) != 1:

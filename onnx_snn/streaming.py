@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from onnx_snn.data import InputSpec, validate_batch
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.formats import STREAMING_STATES
 from onnx_snn.instrument import SPIKE_COUNT_SUFFIX
 from onnx_snn.modelio import ModelLike
-from onnx_snn.runtime import (
-    _ORT_DTYPES, SpikingOutput, SpikingSession, check_timesteps, create_session,
-)
+from onnx_snn.runtime import SpikingOutput, SpikingSession, create_session
 
 Inputs = np.ndarray | Mapping[str, np.ndarray]
 
@@ -50,21 +46,11 @@ class StreamingSession(SpikingSession):
         if STREAMING_STATES not in metadata:
             raise OnnxSnnError(f"not a streaming model: no '{STREAMING_STATES}' metadata "
                                "(export it with format 'streaming')")
-        states = json.loads(metadata[STREAMING_STATES])
         #: (state input, state output) name pairs, one per neuron layer.
-        self.states = [(state["input"], state["output"]) for state in states]
-        state_inputs, state_outputs = {i for i, _ in self.states}, {o for _, o in self.states}
-        #: Each input as one frame: [1, N, ...].
-        self.frame_specs = [
-            InputSpec(i.name, np.dtype(_ORT_DTYPES.get(i.type, np.float32)),
-                      tuple(d if isinstance(d, int) else None for d in i.shape))
-            for i in self.session.get_inputs() if i.name not in state_inputs]
-        self.sequence_specs = [InputSpec(s.name, s.dtype, (None, *s.shape[1:]))
-                               for s in self.frame_specs]
-        self._batch_specs = [InputSpec(s.name, s.dtype, s.shape[1:]) for s in self.frame_specs]
-        self.input_names = [spec.name for spec in self.frame_specs]
-        self.output_names = [o.name for o in self.session.get_outputs()
-                             if o.name not in state_outputs]
+        self.states = [(state["input"], state["output"])
+                       for state in json.loads(metadata[STREAMING_STATES])]
+        self._describe(hidden_inputs={i for i, _ in self.states},
+                       hidden_outputs={o for _, o in self.states})
         self._state: dict[str, np.ndarray] = {}
 
     def reset(self) -> None:
@@ -78,18 +64,10 @@ class StreamingSession(SpikingSession):
         each frame is [N, ...] or [1, N, ...]. Returns every output by name, as
         the model gives it: [1, N, ...] (spike counts: [N], this step's).
         """
-        feed = self._feed(inputs)
-        frames = {}
-        for spec in self.frame_specs:
-            array = np.asarray(feed[spec.name])
-            if array.ndim == len(spec.shape):
-                if array.shape[0] != 1:
-                    raise OnnxSnnError(f"input '{spec.name}' has shape {list(array.shape)}: a "
-                                       "step takes one frame, [N, ...] or [1, N, ...]")
-                array = array[0]
-            frames[spec.name] = array
-        frames = validate_batch(frames, self._batch_specs, where="frame")
-        return self._advance({name: array[None] for name, array in frames.items()})
+        feed = inputs if isinstance(inputs, Mapping) else self._single(inputs)
+        framed = all(np.ndim(feed.get(s.name)) == len(s.shape) for s in self.sequence_specs)
+        frames, _ = self._frames(feed, 1, sequence=framed)
+        return self._advance(frames)
 
     def run(self, inputs: Inputs, timesteps: int | None = None,
             sequence: bool = False) -> SpikingOutput:
@@ -100,20 +78,7 @@ class StreamingSession(SpikingSession):
         [T, N, ...] (or [1, N, ...]), one frame per step. Spike counts are
         summed over the steps, as the onnx-snn format counts them.
         """
-        feed = self._feed(inputs)
-        if sequence:
-            feed = validate_batch(feed, self.sequence_specs, where="sequence")
-            frames = next(iter(feed.values())).shape[0]
-            timesteps = frames if timesteps is None else timesteps
-            if frames not in (1, timesteps):
-                raise OnnxSnnError(f"a sequence of {frames} frames cannot run for {timesteps} "
-                                   "steps: give one frame or one per step")
-        else:
-            feed = {name: array[None] for name, array
-                    in validate_batch(feed, self._batch_specs, where="batch").items()}
-        if timesteps is None:
-            raise OnnxSnnError("give the number of time steps")
-        check_timesteps(timesteps)
+        feed, timesteps = self._frames(inputs, timesteps, sequence)
         self.reset()
         steps = [self._advance({name: array[min(t, len(array) - 1)][None]
                                 for name, array in feed.items()})
@@ -123,21 +88,20 @@ class StreamingSession(SpikingSession):
                 [outputs[name] for outputs in steps], axis=0)
             for name in self.output_names})
 
-    def _feed(self, inputs: Inputs) -> dict[str, Any]:
-        feed = dict(inputs) if isinstance(inputs, Mapping) else self._single(inputs)
-        missing = [name for name in self.input_names if name not in feed]
-        if missing:
-            raise OnnxSnnError(f"missing input {', '.join(map(repr, missing))}")
-        return feed
+    def _frames(self, inputs: Inputs, timesteps: int | None,
+                sequence: bool) -> tuple[dict[str, np.ndarray], int]:
+        """``SpikingSession._inputs``, with one frame or one per step."""
+        feed, timesteps = self._inputs(inputs, timesteps, sequence)
+        frames = next(iter(feed.values())).shape[0]
+        if frames not in (1, timesteps):
+            raise OnnxSnnError(f"a sequence of {frames} frames cannot run for {timesteps} "
+                               "steps: give one frame or one per step")
+        return feed, timesteps
 
     def _advance(self, frames: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one step from the current state; returns the outputs, keeps the new state."""
-        names = self.output_names + [output for _, output in self.states]
-        try:
-            results = self.session.run(names, {**frames, **self._state})
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise OnnxSnnError(f"onnxruntime failed: {str(error).strip().splitlines()[0]}") \
-                from None
+        results = self._run(self.output_names + [output for _, output in self.states],
+                            {**frames, **self._state})
         count = len(self.output_names)
         self._state = {state_in: value
                        for (state_in, _), value in zip(self.states, results[count:])}

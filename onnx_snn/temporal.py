@@ -23,6 +23,8 @@ import onnx_graphsurgeon as gs
 from onnx_snn.graph_builder import GraphBuilder
 
 TIMESTEPS = "timesteps"
+#: Model metadata key naming the T input (a streaming model has none).
+TIMESTEPS_KEY = "onnx_snn.timesteps_input"
 #: Neuron attribute: 1 when the neuron reads a static input [S, N, ...] itself.
 BROADCAST = "broadcast_input"
 _SHAPE_OPS = ("Shape", "Size")

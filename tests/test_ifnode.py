@@ -6,25 +6,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from onnx_snn.neurons import IFNeuron
 from onnx_snn.ops.dynamics import simulate_if
-from onnx_snn.ops.function import DOMAIN, IF_ATTRIBUTES, if_node_function
+from onnx_snn.ops.function import IF_ATTRIBUTES, if_node_model
 
 
 def if_model(shape: list, neuron: IFNeuron, opset: int = 17) -> onnx.ModelProto:
     """A model holding one IFNode on input X [T*N, ...] with T as input."""
-    node = helper.make_node("IFNode", ["X", "T"], ["S"], domain=DOMAIN, **neuron.attributes())
-    dims = ["TN", *shape[1:]]
-    graph = helper.make_graph(
-        [node], "ifnode",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, dims),
-         helper.make_tensor_value_info("T", TensorProto.INT64, [])],
-        [helper.make_tensor_value_info("S", TensorProto.FLOAT, dims)])
-    return helper.make_model(graph, functions=[if_node_function(opset)], opset_imports=[
-        helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)])
+    return if_node_model(neuron.attributes(), ["TN", *shape[1:]], opset)
 
 
 def run_if(x_seq: np.ndarray, neuron: IFNeuron, opset: int = 17) -> np.ndarray:

@@ -12,12 +12,12 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+import onnx
 import pytest
-from onnx import TensorProto, helper
 from test_ifnode import if_model, reference
 
 from onnx_snn.neurons import IFNeuron
-from onnx_snn.ops.function import DOMAIN, if_node_function
+from onnx_snn.ops.function import if_node_model
 from onnx_snn.ops.native import kernel_runs, native_library_path, native_status
 
 REQUIRE = os.environ.get("ONNX_SNN_REQUIRE_NATIVE") == "1"
@@ -33,15 +33,20 @@ def library() -> str:
     return str(status.library)
 
 
-def run(x_seq: np.ndarray, neuron: IFNeuron, library: str | None) -> np.ndarray:
-    """Spikes for a [T, N, ...] sequence, with the kernel (``library``) or the function body."""
-    folded = x_seq.reshape(-1, *x_seq.shape[2:])
+def session(model: onnx.ModelProto, library: str | None) -> ort.InferenceSession:
+    """A session with the kernel ``library`` registered, or None for the function body."""
     options = ort.SessionOptions()
     if library is not None:
         options.register_custom_ops_library(library)
-    session = ort.InferenceSession(if_model(list(folded.shape), neuron).SerializeToString(),
-                                   options, providers=["CPUExecutionProvider"])
-    spikes = session.run(None, {"X": folded, "T": np.array(x_seq.shape[0], np.int64)})[0]
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def run(x_seq: np.ndarray, neuron: IFNeuron, library: str | None) -> np.ndarray:
+    """Spikes for a [T, N, ...] sequence, with the kernel (``library``) or the function body."""
+    folded = x_seq.reshape(-1, *x_seq.shape[2:])
+    spikes = session(if_model(list(folded.shape), neuron), library).run(
+        None, {"X": folded, "T": np.array(x_seq.shape[0], np.int64)})[0]
     return spikes.reshape(x_seq.shape)
 
 
@@ -99,12 +104,9 @@ def test_sessions_run_the_kernel_not_the_function(library) -> None:
 
 
 def test_timesteps_that_do_not_divide_the_input_are_an_error(library) -> None:
-    options = ort.SessionOptions()
-    options.register_custom_ops_library(library)
-    session = ort.InferenceSession(if_model([6, 5], IFNeuron()).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    ifnode = session(if_model([6, 5], IFNeuron()), library)
     with pytest.raises(Exception, match="IFNode: X has 30 elements, not a multiple of T = 4"):
-        session.run(None, {"X": np.zeros((6, 5), np.float32), "T": np.array(4, np.int64)})
+        ifnode.run(None, {"X": np.zeros((6, 5), np.float32), "T": np.array(4, np.int64)})
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -145,21 +147,10 @@ def test_doctor_reports_the_native_backend(library, capsys) -> None:
 def broadcast_run(x_steps: np.ndarray, steps: int, neuron: IFNeuron,
                   library: str | None) -> np.ndarray:
     """Spikes [T, N, ...] of an IFNode with broadcast_input = 1 fed X = x_steps [S, N, ...]."""
-    attributes = {**neuron.attributes(), "broadcast_input": 1}
-    node = helper.make_node("IFNode", ["X", "T"], ["S"], domain=DOMAIN, **attributes)
-    graph = helper.make_graph(
-        [node], "broadcast",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["S", *x_steps.shape[1:]]),
-         helper.make_tensor_value_info("T", TensorProto.INT64, [])],
-        [helper.make_tensor_value_info("S", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, functions=[if_node_function(17)], opset_imports=[
-        helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
-    options = ort.SessionOptions()
-    if library is not None:
-        options.register_custom_ops_library(library)
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    spikes = session.run(None, {"X": x_steps, "T": np.array(steps, np.int64)})[0]
+    model = if_node_model({**neuron.attributes(), "broadcast_input": 1},
+                          ["S", *x_steps.shape[1:]])
+    spikes = session(model, library).run(None, {"X": x_steps,
+                                                "T": np.array(steps, np.int64)})[0]
     assert spikes.shape == (steps * x_steps.shape[1], *x_steps.shape[2:])
     return spikes.reshape(steps, *x_steps.shape[1:])
 

@@ -18,7 +18,8 @@ onnxruntime, in any binding, with nothing registered (SPEC §8).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -240,3 +241,22 @@ def if_node_function(opset: int) -> onnx.FunctionProto:
     return scan_neuron_function(
         DOMAIN, IF_OP_TYPE, IF_ATTRIBUTE_KINDS, _if_function_step, opset,
         doc="Integrate-and-fire neuron over a time-folded input [T*N, ...].")
+
+
+def if_node_model(attributes: Mapping[str, Any], x_dims: Sequence[int | str | None],
+                  opset: int = 17) -> onnx.ModelProto:
+    """A model of one IFNode with its function: inputs ``X`` (float32, ``x_dims``)
+    and ``T``, output ``S`` [T·N, ...]. For probing a backend, benchmarks and tests."""
+    node = helper.make_node(IF_OP_TYPE, ["X", "T"], ["S"], name="ifnode", domain=DOMAIN,
+                            **attributes)
+    sample_dims = x_dims[2:] if attributes.get("broadcast_input") else x_dims[1:]
+    graph = helper.make_graph(
+        [node], "ifnode",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_dims)),
+         helper.make_tensor_value_info("T", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("S", TensorProto.FLOAT, [None, *sample_dims])])
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
+    model = helper.make_model(graph, functions=[if_node_function(opset)], opset_imports=opsets)
+    # the oldest IR the opset allows (older runtimes load it), and 8 for model functions
+    model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
+    return model

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper
 
 import onnx_snn
-from onnx_snn.ops.function import DOMAIN, DOMAIN_VERSION, IF_OP_TYPE, if_node_function
+from onnx_snn.ops.function import IF_OP_TYPE, if_node_model
 
 #: File names of the library on Linux, macOS and Windows.
 NATIVE_LIBRARY_NAMES = ("libonnx_snn_ops.so", "libonnx_snn_ops.dylib", "onnx_snn_ops.dll")
@@ -91,35 +90,20 @@ def _warn_function_body(reason: str) -> None:
                   f"instead (same spikes, slower): {reason}", RuntimeWarning, stacklevel=4)
 
 
-def _probe_model() -> bytes:
-    """A one-node IFNode model (the function body included) for ``native_report``."""
-    opset = 17
-    from onnx_snn.neurons import IFNeuron  # neurons imports the ops package
-
-    node = helper.make_node(IF_OP_TYPE, ["X", "T"], ["S"], name="probe", domain=DOMAIN,
-                            **IFNeuron().attributes())
-    graph = helper.make_graph(
-        [node], "probe",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [4, 8]),
-         helper.make_tensor_value_info("T", TensorProto.INT64, [])],
-        [helper.make_tensor_value_info("S", TensorProto.FLOAT, [4, 8])])
-    model = helper.make_model(graph, functions=[if_node_function(opset)], opset_imports=[
-        helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 def kernel_runs(options: ort.SessionOptions) -> bool:
     """True when a session with ``options`` runs IFNode as one native kernel.
 
-    Profiles a one-node model: with the kernel, the profile holds an IFNode
-    node; with the function body, only the body's Scan and friends.
+    Profiles a one-node model (``options`` keep profiling turned on): with the
+    kernel, the profile holds an IFNode node; with the function body, only the
+    body's Scan and friends.
     """
     with tempfile.TemporaryDirectory() as folder:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(folder, "probe")
-        session = ort.InferenceSession(_probe_model(), options,
-                                       providers=["CPUExecutionProvider"])
+        from onnx_snn.neurons import IFNeuron  # neurons imports the ops package
+
+        probe = if_node_model(IFNeuron().attributes(), [4, 8]).SerializeToString()
+        session = ort.InferenceSession(probe, options, providers=["CPUExecutionProvider"])
         session.run(None, {"X": np.ones((4, 8), np.float32), "T": np.array(2, np.int64)})
         events = json.loads(Path(session.end_profiling()).read_text())
     return any(event.get("args", {}).get("op_name") == IF_OP_TYPE for event in events)
@@ -129,9 +113,7 @@ def native_report() -> dict[str, object]:
     """Which IFNode backend onnx_snn sessions use, and why."""
     status = native_status()
     options = ort.SessionOptions()
-    if status.loadable:
-        options.register_custom_ops_library(str(status.library))
-    native = status.loadable and kernel_runs(options)
+    native = status.loadable and register_native(options) and kernel_runs(options)
     return {"backend": "native" if native else "function",
             "library": str(status.library) if status.library else None,
             "reason": status.reason if not status.loadable or native else
