@@ -46,10 +46,10 @@ DECAYS = (1.0, 0.99, 0.95)
 def lif_step(ops: GraphArithmetic, v: str, x: str, hard_reset: bool) -> tuple[str, str]:
     """One LIF step: leak the potential, then the built-in IF step (charge, fire, reset).
 
-    ``ops`` emits ONNX nodes; ``decay``, ``v_threshold``, ``v_reset`` and ``one``
-    are tensors in the function's scope.
+    ``ops`` emits ONNX nodes; ``decay``, ``v_threshold`` and ``v_reset`` are
+    tensors in the function's scope.
     """
-    return if_step(ops, ops.mul(v, "decay"), x, "v_threshold", "v_reset", "one", hard_reset)
+    return if_step(ops, ops.mul(v, "decay"), x, "v_threshold", "v_reset", hard_reset)
 
 
 def lif_node_function(opset: int) -> onnx.FunctionProto:

@@ -11,13 +11,11 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnx_snn.errors import OnnxSnnError
 
 #: Activations with no rate-coded IF equivalent (a Clip is one unless its min is 0).
 UNCONVERTIBLE = frozenset({
@@ -58,10 +56,12 @@ def rectifier_cap(node: gs.Node) -> float | None:
     return cap if cap > 0 else None
 
 
-def downstream(graph: gs.Graph, sources: Iterable[gs.Node]) -> set[int]:
-    """Ids of every node fed, directly or not, by ``sources`` (excluded)."""
+def downstream(graph: gs.Graph, sources: Iterable[gs.Node],
+               tensors: Iterable[gs.Tensor] = ()) -> set[int]:
+    """Ids of every node fed, directly or not, by the nodes ``sources`` (excluded) or
+    by ``tensors``."""
     seen: set[int] = set()
-    frontier = [out for node in sources for out in node.outputs]
+    frontier = [out for node in sources for out in node.outputs] + list(tensors)
     while frontier:
         tensor = frontier.pop()
         for consumer in tensor.outputs:
@@ -85,18 +85,6 @@ def unconvertible_activations(graph: gs.Graph) -> list[gs.Node]:
     return [node for node in graph.nodes
             if node.op in UNCONVERTIBLE and rectifier_cap(node) is None
             and not is_output_head(node, graph)]
-
-
-def check_activations(graph: gs.Graph, keep_analog: bool) -> None:
-    """Refuse unconvertible activations, naming them all, unless ``keep_analog``."""
-    nodes = unconvertible_activations(graph)
-    if not nodes:
-        return
-    listing = ", ".join(f"{node.op} '{node.name}'" for node in nodes)
-    if not keep_analog:
-        raise OnnxSnnError(f"cannot convert {listing}: only Relu and Clip(0, a) become spiking "
-                           "neurons; keep them analog with keep_analog=True (--keep-analog)")
-    warnings.warn(f"keeping {listing} analog: their outputs are not spikes", stacklevel=3)
 
 
 def drop_output_heads(graph: gs.Graph) -> list[gs.Node]:

@@ -81,7 +81,8 @@ def snn_channel_means(snn: onnx.ModelProto, data: Any, specs, layer: SpikingLaye
                       timesteps: int, batch_size: int) -> np.ndarray:
     """Per-channel mean of one SNN layer's output (rate × scale) over data and T steps."""
     graph = gs.import_onnx(snn)
-    output = next(n for n in graph.nodes if n.name == f"{layer.node}__output_scaler").outputs[0]
+    neuron = next(n for n in graph.nodes if n.name == layer.node)
+    output = next(c for c in neuron.outputs[0].outputs if c.op == "Mul").outputs[0]  # × scale
     hook = ChannelMeanHook()
     graph.outputs = hook.graph_outputs(graph, output)
     graph.cleanup()
@@ -101,7 +102,8 @@ def calibrate_biases(ann: onnx.ModelProto, layers: list[SpikingLayer], data: Any
                      progress: bool = True) -> list[SpikingLayer]:
     """``layers`` with per-channel bias shifts, corrected one layer at a time.
 
-    ``build(ann, layers)`` makes the spiking model (``convert.build_spiking_model``).
+    ``build(ann, layers)`` makes the spiking model, with its output scalers kept
+    (``convert.build_spiking_model`` with ``fold_scales=False``).
     """
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps <= 0:
         raise OnnxSnnError(f"bias calibration needs a positive number of time steps, got "

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from onnx_snn.data import batches, input_specs
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph_builder import GraphBuilder
-from onnx_snn.modelio import save_json
+from onnx_snn.outputs import write_json
 from onnx_snn.prepare import infer_shapes
 
 Mode = Union[str, float]
@@ -151,11 +151,11 @@ class VoltageHook:
         wanted = (make("Add", [make("Sub", [count, below], np.int64), make.const(1)], np.int64)
                   if largest else make("Add", [below, make.const(3)], np.int64))
         k = make("Reshape", [make("Min", [wanted, count], np.int64), make.const([1])], np.int64)
-        values = gs.Variable(f"{make.prefix}topk", activation.dtype)
+        values = gs.Variable(make.name("topk"), activation.dtype)
         make.graph.nodes.append(gs.Node(
-            "TopK", f"{make.prefix}topk", attrs={"axis": -1, "largest": int(largest),
-                                                  "sorted": 1},
-            inputs=[rows, k], outputs=[values, gs.Variable(f"{make.prefix}topk_index", np.int64)]))
+            "TopK", make.name("topk_node"), attrs={"axis": -1, "largest": int(largest),
+                                                   "sorted": 1},
+            inputs=[rows, k], outputs=[values, gs.Variable(make.name("topk_index"), np.int64)]))
         return [values, shape]
 
     def statistic(self, fetched: list[np.ndarray]) -> Scale:
@@ -218,7 +218,7 @@ class ThresholdBalancingHook:
                                "channel count")
         consumers = list(activation.outputs)
         make = GraphBuilder(graph, f"{activation.name}__ltb_")
-        theta_in = gs.Variable(f"{activation.name}__ltb_theta", np.float32, [channels])
+        theta_in = gs.Variable(make.name("theta"), np.float32, [channels])
         graph.inputs.append(theta_in)
         self._input, self.scale = theta_in.name, np.zeros(channels)
         view = make.const([channels] + [1] * (len(axes) - 1))
@@ -311,7 +311,7 @@ class Calibration:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the calibration as JSON (atomically)."""
-        return save_json(self.to_dict(), path)
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Calibration":

@@ -7,6 +7,9 @@ Errors are one line on stderr with exit status 1 (2 for bad usage); add
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -15,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from onnx_snn import __version__
-from onnx_snn.errors import OnnxSnnError
 from onnx_snn.convert import PRESETS
+from onnx_snn.errors import OnnxSnnError
 from onnx_snn.formats import FORMATS
+from onnx_snn.outputs import OutputSet
 from onnx_snn.pooling import MAXPOOL_POLICIES
 
 PROG = "onnx-snn"
@@ -40,10 +44,10 @@ def _v_reset(text: str) -> float | None:
     if text.strip().lower() == "none":
         return None
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid reset {text!r}: use none or a number") \
-            from None
+        return _float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"invalid reset {text!r}: use none or a finite "
+                                         "number") from None
 
 
 def _delay(text: str) -> int | str:
@@ -59,6 +63,10 @@ def _delay(text: str) -> int | str:
     return value
 
 
+#: The largest T the int64 input of a converted model can hold.
+MAX_TIMESTEPS = 2**63 - 1
+
+
 def _timesteps(text: str) -> list[int]:
     try:
         steps = [int(part) for part in text.split(",") if part.strip()]
@@ -67,7 +75,35 @@ def _timesteps(text: str) -> list[int]:
             from None
     if not steps or min(steps) <= 0:
         raise argparse.ArgumentTypeError(f"time steps must be positive integers, got {text!r}")
+    if max(steps) > MAX_TIMESTEPS:
+        raise argparse.ArgumentTypeError(f"time steps {max(steps)} exceed the int64 range "
+                                         f"(at most {MAX_TIMESTEPS})")
     return steps
+
+
+def _positive_int(what: str):
+    """An argument type: an int >= 1, with errors that say ``what`` it is."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: use a positive "
+                                             "integer") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {value}")
+        return value
+    return parse
+
+
+def _float(text: str) -> float:
+    """A finite number (NaN and infinities are refused here, not later)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="calibration data: array 'x' or one array per input name")
     convert.add_argument("-o", "--output", metavar="SNN.onnx", required=True,
                          help="where to write the spiking model")
-    convert.add_argument("--batch-size", type=int, default=100,
+    convert.add_argument("--batch-size", type=_positive_int("batch size"), default=100,
                          help="calibration batch size (default 100)")
     convert.add_argument("--preset", choices=sorted(PRESETS),
                          help="spikingjelly: the classic per-layer conversion; best: threshold "
@@ -126,20 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--mode", type=_mode, default=None,
                          help="scale statistic: max, P%% (e.g. 99.9%%) or a fraction of the "
                               "max in (0, 1] (default max)")
-    convert.add_argument("--momentum", type=float, default=None,
+    convert.add_argument("--momentum", type=_float, default=None,
                          help="moving-average momentum across batches, in [0, 1] (default 0.1)")
     convert.add_argument("--per-channel", action="store_true", default=None,
                          help="one scale per channel instead of per layer")
     convert.add_argument("--threshold-balancing", action="store_true", default=None,
                          help="local threshold balancing per channel (Bu et al., CVPR 2025)")
-    convert.add_argument("--v-threshold", type=float, default=None,
+    convert.add_argument("--v-threshold", type=_float, default=None,
                          help="neuron threshold (default 1.0)")
     convert.add_argument("--v-reset", type=_v_reset, default=None, metavar="none|FLOAT",
                          help="reset potential; none means soft reset (default none)")
-    convert.add_argument("--v-init", type=float, default=None, metavar="FRACTION",
+    convert.add_argument("--v-init", type=_float, default=None, metavar="FRACTION",
                          help="initial potential as a fraction of the threshold; 0.5 helps "
                               "at small T (default 0, or 0.5 with --preset best)")
-    convert.add_argument("--bias-calibration", type=int, default=None, metavar="T",
+    convert.add_argument("--bias-calibration", type=_positive_int("bias calibration steps"),
+                         default=None, metavar="T",
                          help="light bias calibration at T steps (Li et al., ICML 2021)")
     convert.add_argument("--spike-counts", action="store_true",
                          help="add an output <layer>__spike_count [N] per neuron layer")
@@ -159,17 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate SNN.onnx on labelled data at every T from one run.")
     evaluate.add_argument("model", metavar="SNN.onnx", help="a converted model")
     evaluate.add_argument("--data", metavar="TEST.npz", required=True,
-                          help="test data: arrays 'x' and integer labels 'y'")
+                          help="test data: array 'x' (or one array per input name) and "
+                               "integer labels 'y'")
+    evaluate.add_argument("--output", metavar="NAME", dest="scored_output",
+                          help="the output to score (default: the first with class scores "
+                               "[N, classes], else the first integer label output)")
     evaluate.add_argument("--timesteps", type=_timesteps, default=[4, 8, 16, 32, 64],
                           help="comma-separated T values (default 4,8,16,32,64)")
     evaluate.add_argument("--ann", metavar="ANN.onnx", help="also evaluate the original ANN")
-    evaluate.add_argument("--batch-size", type=int, default=256,
+    evaluate.add_argument("--batch-size", type=_positive_int("batch size"), default=256,
                           help="samples per run (default 256)")
     evaluate.add_argument("--readout-delay", type=_delay, default=0, metavar="N|auto",
                           help="ignore the outputs of the first N steps; auto estimates N "
                                "per T from --calib data against --ann (default 0)")
     evaluate.add_argument("--calib", metavar="DATA.npz",
-                          help="calibration data for --readout-delay auto (array 'x')")
+                          help="calibration data for --readout-delay auto (as --data, labels "
+                               "not needed)")
     evaluate.set_defaults(run=_run_eval)
 
     report = commands.add_parser(
@@ -178,17 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "report.md to OUTDIR.")
     report.add_argument("model", metavar="SNN.onnx", help="a converted model")
     report.add_argument("--data", metavar="TEST.npz", required=True,
-                        help="arrays 'x' and integer labels 'y'")
+                        help="array 'x' (or one array per input name) and integer labels 'y'")
+    report.add_argument("--output", metavar="NAME", dest="scored_output",
+                        help="the output to score (default as for eval)")
     report.add_argument("--ann", metavar="ANN.onnx",
                         help="the original ANN: its accuracy and the rate comparison")
     report.add_argument("--timesteps", type=_timesteps, default=[64], metavar="T",
                         help="time steps (default 64)")
     report.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                         help="energy per operation (default fp32)")
-    report.add_argument("--batch-size", type=int, default=128,
+    report.add_argument("--batch-size", type=_positive_int("batch size"), default=128,
                         help="samples per run (default 128)")
-    report.add_argument("-o", "--output", metavar="OUTDIR", required=True,
-                        help="folder for report.json, the plots and report.md")
+    report.add_argument("-o", "--out-dir", metavar="OUTDIR", required=True,
+                        help="folder for report.json, the plots and report.md (written "
+                             "all at once; an existing folder is replaced only if it holds "
+                             "nothing but such files)")
     report.set_defaults(run=_run_report)
 
     demo = commands.add_parser(
@@ -229,10 +275,14 @@ def _run_inspect(args: argparse.Namespace) -> dict:
         print("caveats:")
         for entry in report.caveats:
             print(f"  {entry.op:<12} {entry.node}  {entry.note}")
-    refused = [e for e in report.activations if e.action == "refuse"]
     converted = [e for e in report.activations if e.action == "convert"]
-    print(f"{len(converted)} to convert, {len(refused)} refused"
-          + (" (convert would stop; see --keep-analog)" if refused else ""))
+    print(f"{len(converted)} to convert, "
+          f"{sum(e.action == 'refuse' for e in report.activations)} refused")
+    if report.blocker:  # the listing is still the answer: write it, then fail
+        if args.json:
+            args.outputs.add_json(args.json, data)
+            args.outputs.commit()
+        raise OnnxSnnError(f"convert would stop: {report.blocker}")
     return data
 
 
@@ -279,9 +329,9 @@ def _run_convert(args: argparse.Namespace) -> dict:
                      bias_calibration=args.bias_calibration,
                      spike_counts=args.spike_counts, calibration=calibration,
                      progress=not args.no_progress, format=args.format)
-    result.save(args.output)
+    result.save(args.output, outputs=args.outputs)
     if args.save_calibration:
-        result.calibration.save(args.save_calibration)
+        args.outputs.add_json(args.save_calibration, result.calibration.to_dict())
     report = result.report()
     print(f"converted {len(result.layers)} Relu into spiking neurons -> {args.output} "
           f"({args.format} format)")
@@ -294,70 +344,72 @@ def _run_convert(args: argparse.Namespace) -> dict:
 
 
 def _run_eval(args: argparse.Namespace) -> dict:
-    from onnx_snn.data import load_npz_arrays
-    from onnx_snn.evaluation import ann_accuracy, snn_accuracy
+    from onnx_snn.evaluation import ann_accuracy, check_delay_below, snn_accuracy
+    from onnx_snn.readout import choose_output
     from onnx_snn.streaming import open_session
 
     session = open_session(args.model)
-    if len(session.input_names) != 1:
-        raise OnnxSnnError("eval supports single-input models; use the Python API otherwise")
-    arrays = load_npz_arrays(args.data, ["x", "y"])
-    x, y = arrays["x"], arrays["y"]
-    if not x.ndim or not x.shape[0]:
-        raise OnnxSnnError(f"{args.data}: array 'x' has no samples")
-    ann = ann_accuracy(args.ann, x, y, args.batch_size) if args.ann else None
-    delays = _readout_delays(args, session)
+    scored = choose_output(session.output_types, args.scored_output)
+    if args.readout_delay != "auto":
+        check_delay_below(args.readout_delay, args.timesteps)
+    ann = ann_accuracy(args.ann, args.data, batch_size=args.batch_size, output=scored.name) \
+        if args.ann else None
+    delays = _readout_delays(args, session, scored.name)
     snn = {}
-    for steps in args.timesteps:
-        snn.update(snn_accuracy(session, x, y, [steps], args.batch_size,
-                                readout_delay=delays[steps]))
+    for delay in sorted(set(delays.values())):  # one run per distinct delay
+        steps = [t for t in args.timesteps if delays[t] == delay]
+        snn.update(snn_accuracy(session, args.data, None, steps, args.batch_size,
+                                readout_delay=delay, output=scored.name))
     if ann is not None:
         print(f"ANN accuracy: {ann:.4f}")
+    print(f"scored output: {scored.name}")
     print(f"{'T':>5}  {'delay':>5}  SNN accuracy")
-    for t, acc in snn.items():
-        print(f"{t:>5}  {delays[t]:>5}  {acc:.4f}")
-    return {"ann_accuracy": ann, "snn_accuracy": {str(t): acc for t, acc in snn.items()},
-            "readout_delay": {str(t): delays[t] for t in args.timesteps}}
+    for t in sorted(snn):
+        print(f"{t:>5}  {delays[t]:>5}  {snn[t]:.4f}")
+    return {"ann_accuracy": ann, "output": scored.name,
+            "snn_accuracy": {str(t): snn[t] for t in sorted(snn)},
+            "readout_delay": {str(t): delays[t] for t in sorted(snn)}}
 
 
-def _readout_delays(args: argparse.Namespace, session) -> dict[int, int]:
+def _readout_delays(args: argparse.Namespace, session, output: str) -> dict[int, int]:
     """The readout delay for each T: fixed, or estimated on calibration data."""
     if args.readout_delay != "auto":
         return {t: args.readout_delay for t in args.timesteps}
     if not args.calib or not args.ann:
         raise OnnxSnnError("--readout-delay auto needs --calib DATA.npz and --ann ANN.onnx")
-    from onnx_snn.data import load_npz_arrays
     from onnx_snn.readout import estimate_readout_delay
 
-    x_calib = load_npz_arrays(args.calib, ["x"])["x"]
-    return {t: estimate_readout_delay(session, x_calib, t, ann=args.ann,
-                                      batch_size=args.batch_size) for t in args.timesteps}
+    return {t: estimate_readout_delay(session, args.calib, t, ann=args.ann,
+                                      batch_size=args.batch_size, output=output)
+            for t in args.timesteps}
 
 
 def _run_report(args: argparse.Namespace) -> dict:
-    from onnx_snn.data import load_npz_arrays
     from onnx_snn.report import make_report
 
     if len(args.timesteps) != 1:
         raise OnnxSnnError("report takes one T, e.g. --timesteps 64")
-    arrays = load_npz_arrays(args.data, ["x", "y"])
-    result = make_report(args.model, arrays["x"], arrays["y"], ann=args.ann,
-                         timesteps=args.timesteps[0], precision=args.precision,
-                         batch_size=args.batch_size)
-    written = result.write(args.output)
-    print(f"wrote {', '.join(path.name for path in written)} to {args.output}")
+    result = make_report(args.model, args.data, ann=args.ann, timesteps=args.timesteps[0],
+                         precision=args.precision, batch_size=args.batch_size,
+                         output=args.scored_output)
+    written = result.write(args.out_dir, outputs=args.outputs)
+    print(f"wrote {', '.join(written)} to {args.out_dir}")
     curve = result.accuracy_curve
     if result.ann_accuracy is not None:
         print(f"ANN accuracy: {result.ann_accuracy:.4f}")
-    print(f"SNN accuracy at T = {result.timesteps}: {curve[-1]:.4f}; SOP/MAC ratio "
-          f"{result.totals['sop_mac_ratio']:.3f}; energy ratio {result.totals['energy_ratio']:.3f}")
+    ratio = result.totals["sop_mac_ratio"]
+    energy = result.totals["energy_ratio"]
+    print(f"SNN accuracy at T = {result.timesteps}: {curve[-1]:.4f} (output "
+          f"'{result.output}'); SOP/MAC ratio "
+          f"{'n/a' if ratio is None else f'{ratio:.3f}'}; energy ratio "
+          f"{'n/a' if energy is None else f'{energy:.3f}'}")
     return result.to_dict()
 
 
 def _run_demo(args: argparse.Namespace) -> dict:
     from onnx_snn.demo import run_demo
 
-    return run_demo(args.out)
+    return run_demo(args.out, outputs=args.outputs)
 
 
 def _run_doctor(args: argparse.Namespace) -> dict:
@@ -375,21 +427,69 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``onnx-snn`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if not args.verbose:
-        warnings.showwarning = _show_warning
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that the same clean-up runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """While the command runs, SIGTERM and SIGHUP interrupt it as SIGINT does."""
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    catchable = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+                 if s is not None]
     try:
-        _check_outputs(args)
-        results = args.run(args)
-        if args.json:
-            from onnx_snn.modelio import save_json
-            save_json(results, args.json)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        previous = {s: signal.signal(s, interrupt) for s in catchable}
+    except ValueError:  # not the main thread: leave the signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _quiet_libraries() -> None:
+    """onnxruntime and onnx-graphsurgeon log to stderr and stdout; onnx_snn reports
+    their problems itself, in one line."""
+    import onnxruntime
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    onnxruntime.set_default_logger_severity(4)
+    G_LOGGER.severity = G_LOGGER.ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``onnx-snn`` console script; returns the exit status.
+
+    All of a command's outputs are committed together at the end, or none of
+    them (``onnx_snn.outputs``), also when it is interrupted.
+    """
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    args.outputs = OutputSet()
+    try:
+        with _signals_interrupt(), warnings.catch_warnings():
+            if not args.verbose:
+                warnings.showwarning = _show_warning
+            _check_outputs(args)
+            results = args.run(args)
+            if args.json:
+                args.outputs.add_json(args.json, results)
+            args.outputs.commit()
+    except KeyboardInterrupt as stop:
+        args.outputs.discard()
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"{PROG}: interrupted ({signal.Signals(signum).name}); nothing was written",
+              file=sys.stderr)
+        return 128 + signum
     except Exception as error:  # every failure is one line unless --verbose
+        args.outputs.discard()
         if args.verbose:
             raise
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
@@ -399,7 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Before any work: every output is writable and overwrites no input (nor another output)."""
-    from onnx_snn.modelio import check_output_path, model_files
+    from onnx_snn.modelio import model_files
+    from onnx_snn.outputs import check_output_path
 
     inputs: list[Path] = []
     for name in ("model", "ann"):
@@ -407,10 +508,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
             inputs += model_files(getattr(args, name))
     inputs += [Path(getattr(args, name)) for name in ("calib", "data", "load_calibration")
                if getattr(args, name, None)]
-    outputs = [getattr(args, name) for name in ("output", "save_calibration", "json")
+    outputs = [(getattr(args, name), name == "out_dir")
+               for name in ("output", "out_dir", "save_calibration", "json")
                if getattr(args, name, None)]
-    for index, output in enumerate(outputs):
-        check_output_path(output, *inputs, *outputs[:index])
+    for index, (output, folder) in enumerate(outputs):
+        check_output_path(output, *inputs, *(o for o, _ in outputs[:index]), folder=folder)
 
 
 def _one_line(error: Exception) -> str:

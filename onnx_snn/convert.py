@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -17,7 +18,8 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnx_snn import __version__
-from onnx_snn.activations import check_activations, rectifier_cap
+from onnx_snn.activations import rectifier_cap
+from onnx_snn.convertibility import check_activations, check_convertible, kept_analog_warning
 from onnx_snn.bias_calibration import calibrate_biases
 from onnx_snn.calibration import (
     BalancingHookFactory, Calibration, HookFactory, calibrate, check_scales,
@@ -25,14 +27,20 @@ from onnx_snn.calibration import (
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.formats import check_format, export_format
 from onnx_snn.inspection import policy_graph, spiking_caveats
-from onnx_snn.instrument import OUTPUT_SCALES, add_spike_counts
-from onnx_snn.modelio import ModelLike, save_json, save_model
+from onnx_snn.instrument import add_spike_counts
+from onnx_snn.model_info import (
+    ACCUMULATORS, NEURONS, OUTPUT_SCALES, TIMESTEPS, TIMESTEPS_KEY, VERSION_KEY, NeuronInfo,
+    neurons_json,
+)
+from onnx_snn.naming import NameScope
+from onnx_snn.modelio import ModelLike, stage_model
+from onnx_snn.outputs import OutputSet
 from onnx_snn.neurons import NeuronFactory
 from onnx_snn.patterns import PatternPass, compose
 from onnx_snn.prepare import ai_onnx_opset, infer_shapes
 from onnx_snn.scale_folding import FoldOutputScales
 from onnx_snn.spiking import ReluToNeuron, SpikingLayer
-from onnx_snn.temporal import TIMESTEPS, TIMESTEPS_KEY, TimeFolding
+from onnx_snn.temporal import TimeFolding
 
 #: Picks the factories for one Relu node, or None to keep it an analog Relu.
 FactoryChooser = Callable[[gs.Node], "tuple[HookFactory, NeuronFactory] | None"]
@@ -56,11 +64,18 @@ class SpikingModel:
                 "calibration": {"batches": self.calibration.batches,
                                 "samples": self.calibration.samples}}
 
-    def save(self, path: str | os.PathLike, report: str | os.PathLike | None = None) -> Path:
-        """Write the model (and optionally the JSON report) atomically."""
-        saved = save_model(self.model, path)
-        if report is not None:
-            save_json(self.report(), report)
+    def save(self, path: str | os.PathLike, report: str | os.PathLike | None = None,
+             outputs: OutputSet | None = None) -> Path:
+        """Write the model (and optionally the JSON report): both or neither, atomically.
+
+        With ``outputs`` they are only staged there, to be committed with the
+        other outputs of the same command.
+        """
+        with OutputSet() as own:
+            staging = outputs or own
+            saved = stage_model(staging, self.model, path)
+            if report is not None:
+                staging.add_json(report, self.report())
         return saved
 
 
@@ -121,9 +136,12 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
     neuron_factory = neuron_factory or defaults.neuron_factory()
     maxpool = maxpool or defaults.maxpool
     graph, _ = policy_graph(model, maxpool, drop_output_softmax)
-    check_activations(graph, keep_analog)
+    kept = check_activations(graph, keep_analog)
+    if kept:
+        warnings.warn(kept_analog_warning(kept), stacklevel=2)
     plan = _plan(graph, hook_factory, neuron_factory, exclude, factories,
                  name=str(model) if isinstance(model, (str, os.PathLike)) else "the model")
+    check_convertible(graph, plan)
     for caveat in spiking_caveats(graph, plan):
         warnings.warn(f"{caveat.op} '{caveat.node}' {caveat.note}", stacklevel=2)
     ann = infer_shapes(gs.export_onnx(graph.cleanup().toposort()))  # the policies add tensors
@@ -166,11 +184,19 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer],
     (``onnx_snn.scale_folding``); without it every ``<layer>__output_scaler`` stays.
     """
     graph = gs.import_onnx(ann)
-    timesteps = gs.Variable(TIMESTEPS, np.int64, [])
+    scope = NameScope.of(graph)
+    timesteps = gs.Variable(scope.name(TIMESTEPS), np.int64, [])
     graph.inputs.append(timesteps)
+    rectifiers = {node.name: node.outputs[0] for node in graph.nodes}
+    replaced = [NeuronInfo(layer.node, "", rectifiers[layer.node].name,
+                           _values_per_sample(rectifiers[layer.node])) for layer in layers]
     folded = {layer.node for layer in layers} if fold_scales else set()
-    graph = compose(PatternPass(ReluToNeuron(layers, timesteps)), FoldOutputScales(folded),
-                    TimeFolding(timesteps))(graph)
+    time_folding = TimeFolding(timesteps, scope)
+    graph = compose(PatternPass(ReluToNeuron(layers, timesteps, scope)),
+                    FoldOutputScales(folded), time_folding)(graph)
+    nodes = {node.name: node for node in graph.nodes}
+    replaced = [dataclasses.replace(info, spikes=nodes[info.node].outputs[0].name)
+                for info in replaced]
     opset = ai_onnx_opset(ann)
     snn = gs.export_onnx(graph)
     snn.ir_version = max(ann.ir_version, MIN_IR_VERSION)
@@ -184,11 +210,21 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer],
         if (neuron.domain, neuron.op_type) not in defined:
             snn.functions.append(neuron.function(opset))
             defined.add((neuron.domain, neuron.op_type))
-    helper.set_model_props(snn, {"onnx_snn.version": __version__,
-                                 TIMESTEPS_KEY: TIMESTEPS,
+    helper.set_model_props(snn, {VERSION_KEY: __version__,
+                                 TIMESTEPS_KEY: timesteps.name,
                                  OUTPUT_SCALES: json.dumps({layer.node: np.asarray(
-                                     layer.scale, np.float32).tolist() for layer in layers})})
+                                     layer.scale, np.float32).tolist() for layer in layers}),
+                                 NEURONS: neurons_json(replaced),
+                                 ACCUMULATORS: json.dumps(time_folding.accumulators)})
     return onnx.shape_inference.infer_shapes(snn)
+
+
+def _values_per_sample(tensor: gs.Tensor) -> int | None:
+    """Elements per sample of a tensor [N, ...] whose other dims are static, else None."""
+    dims = list(tensor.shape or [])[1:]
+    if not tensor.shape or not all(isinstance(d, int) for d in dims):
+        return None
+    return int(np.prod(dims, dtype=np.int64))
 
 
 def _plan(graph: gs.Graph, hook_factory: HookFactory, neuron_factory: NeuronFactory,

@@ -5,6 +5,11 @@ its spikes (the synaptic operations it triggers in the weighted layers it feeds:
 Conv ``C_out·kH·kW/groups``, Gemm/MatMul ``out_features``), and the MACs of
 those layers in the ANN. Weighted layers that no neuron feeds get analog input
 and cost MACs in the SNN too.
+
+The shapes are measured, not inferred: the model runs once on one sample for one
+step, returning every weighted layer's output and every spike tensor. That
+works whatever the format (the neurons are found through the model's metadata)
+and wherever shape inference cannot see through a custom op.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnx_snn.instrument import neuron_nodes
-from onnx_snn.prepare import infer_shapes
+from onnx_snn.activations import constant_value
+from onnx_snn.data import Batch
+from onnx_snn.model_info import metadata, neurons, timesteps_input
+from onnx_snn.op_types import SHAPE_OPS, WEIGHTED
+from onnx_snn.runtime import create_session, run_checked
 
-WEIGHTED = ("Conv", "Gemm", "MatMul")
+_SAMPLE = "one sample, one step"
 
 
 @dataclass
@@ -39,24 +47,14 @@ class ModelCosts:
     analog_macs: int  # weighted layers that read analog (non-spiking) input
 
 
-def _sample_shape(tensor: gs.Tensor) -> list[int]:
-    shape = list(tensor.shape or [])[1:]
-    if not shape or not all(isinstance(d, int) for d in shape):
-        raise ValueError(f"no static per-sample shape for '{tensor.name}': {tensor.shape}")
-    return shape
-
-
 def _weight(node: gs.Node) -> np.ndarray | None:
-    weight = node.inputs[1] if len(node.inputs) > 1 else None
-    return np.asarray(weight.values) if isinstance(weight, gs.Constant) else None
+    return constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
 
 
-def layer_macs_and_fan_out(node: gs.Node) -> tuple[int, int]:
-    """(MACs per sample, operations per input element) of a weighted layer."""
-    weight = _weight(node)
-    out_shape = _sample_shape(node.outputs[0])
-    if weight is None:
-        raise ValueError(f"'{node.name}' has no constant weight")
+def layer_macs_and_fan_out(node: gs.Node, weight: np.ndarray,
+                           out_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(MACs per sample, operations per input element) of a weighted layer whose
+    output is ``out_shape`` per sample."""
     if node.op == "Conv":
         groups = int(node.attrs.get("group", 1))
         c_out, c_in_per_group, *kernel = weight.shape
@@ -70,25 +68,29 @@ def layer_macs_and_fan_out(node: gs.Node) -> tuple[int, int]:
     return int(np.prod(out_shape[:-1], dtype=np.int64)) * int(k * m), int(m)
 
 
-def model_costs(snn: onnx.ModelProto) -> ModelCosts:
-    """Operation counts per sample, from the converted model with shapes inferred for N = 1."""
-    concrete = onnx.ModelProto()
-    concrete.CopyFrom(snn)
-    for value in concrete.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        for dim in dims[:2]:  # [S, N, ...]: one sample, direct encoding
-            dim.dim_value = 1
-    del concrete.graph.value_info[:]
-    graph = gs.import_onnx(infer_shapes(concrete))
-    costs = {node.name: layer_macs_and_fan_out(node) for node in graph.nodes
-             if node.op in WEIGHTED and _weight(node) is not None}
-    neurons = neuron_nodes(graph)
+def model_costs(snn: onnx.ModelProto, sample: Batch) -> ModelCosts:
+    """Operation counts per sample of a converted model (any format).
+
+    ``sample``: one batch of inputs by name ([N, ...] each); its first sample
+    is run for one step to measure the shapes.
+    """
+    props = metadata(snn)
+    layers_info = neurons(props)
+    graph = gs.import_onnx(snn)
+    weighted = {node.name: (node, weight) for node in graph.nodes
+                if node.op in WEIGHTED and (weight := _weight(node)) is not None}
+    spikes = {layer.spikes: layer for layer in layers_info}
+    measured = _measure(snn, props, sample, [node.outputs[0].name for node, _ in
+                                             weighted.values()] + list(spikes))
+    costs = {name: layer_macs_and_fan_out(node, weight, measured[node.outputs[0].name])
+             for name, (node, weight) in weighted.items()}
+    tensors = graph.tensors()
     reached_by_spikes: set[str] = set()
     layers = []
-    for neuron in neurons:
-        fed = _weighted_layers_fed(neuron, costs)
+    for layer in layers_info:
+        fed = _weighted_layers_fed(tensors[layer.spikes], set(costs), set(spikes))
         reached_by_spikes.update(fed)
-        layers.append(LayerCost(neuron.name, int(np.prod(_sample_shape(neuron.inputs[0]))),
+        layers.append(LayerCost(layer.node, int(np.prod(measured[layer.spikes])),
                                 sum(costs[name][1] for name in fed),
                                 sum(costs[name][0] for name in fed), fed))
     return ModelCosts(layers, sum(macs for macs, _ in costs.values()),
@@ -96,17 +98,35 @@ def model_costs(snn: onnx.ModelProto) -> ModelCosts:
                           if name not in reached_by_spikes))
 
 
-def _weighted_layers_fed(neuron: gs.Node, weighted: dict) -> list[str]:
-    """Weighted layers reached from ``neuron`` without passing another neuron or layer."""
+def _measure(snn: onnx.ModelProto, props: dict[str, str], sample: Batch,
+             names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Per-sample shapes of tensors ``names``, from a run on one sample for one step."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(snn)
+    existing = {output.name for output in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name)
+                              for name in dict.fromkeys(names) if name not in existing)
+    feed = {name: np.asarray(array)[:1][None] for name, array in sample.items()}
+    steps = timesteps_input(props)
+    if steps:
+        feed[steps] = np.array(1, np.int64)
+    values = run_checked(create_session(probe), list(dict.fromkeys(names)), feed, _SAMPLE)
+    return {name: tuple(value.shape[1:]) for name, value in zip(dict.fromkeys(names), values)}
+
+
+def _weighted_layers_fed(spikes: gs.Tensor, weighted: set[str], neuron_spikes: set[str]
+                         ) -> list[str]:
+    """Weighted layers reached from ``spikes`` without passing another neuron, a
+    weighted layer or a shape computation."""
     found, seen = [], set()
-    frontier = list(neuron.outputs)
+    frontier = [spikes]
     while frontier:
         for consumer in frontier.pop().outputs:
-            if id(consumer) in seen:
+            if id(consumer) in seen or consumer.op in SHAPE_OPS:
                 continue
             seen.add(id(consumer))
             if consumer.name in weighted:
                 found.append(consumer.name)
-            elif not consumer.domain:  # stop at the next neuron
-                frontier.extend(consumer.outputs)
+                continue
+            frontier.extend(t for t in consumer.outputs if t.name not in neuron_spikes)
     return found

@@ -1,18 +1,24 @@
-"""Data readers: turn what the user has into validated batches for a model.
+"""Data readers: one protocol for calibration, evaluation and reports.
 
-Accepted forms (``batches``):
+Accepted forms (``batches``, and ``labelled_batches`` when labels are needed):
 
 - a numpy array (or anything ``np.asarray`` takes, e.g. a torch tensor), cut
-  into batches of ``batch_size`` along axis 0;
-- a dict ``{input name: array}``, cut the same way;
+  into batches of ``batch_size`` along axis 0; labels come as a separate array;
+- a dict ``{input name: array}``, cut the same way; its ``"y"`` entry, if any,
+  holds the labels;
 - a path to an ``.npz`` file holding ``x`` (single-input models) or one array
-  per input name; rows are streamed from the file, never loaded whole;
+  per input name, and ``y`` for labels; rows are streamed from the file, never
+  loaded whole;
+- onnxruntime's ``CalibrationDataReader`` (anything with ``get_next()``), whose
+  feeds are used as the batches they are (``rewind()`` is called before a
+  second pass when the reader has it);
 - any other iterable whose items are arrays, ``{input name: array}`` dicts or
   ``(input, target, ...)`` tuples, e.g. a torch DataLoader; items are used as
-  the batches they already are.
+  the batches they already are, targets as labels.
 
 Every batch is checked against the model's inputs (names, shape, dtype kind,
-finite values) and cast to the input's dtype.
+finite values, integer values for integer inputs) and cast to the input's
+dtype. Memory stays at one batch.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ import onnx
 from onnx import helper
 
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.validation import check_positive_int
 
 Batch = dict[str, np.ndarray]
+#: The array or dict key that holds labels.
+LABELS = "y"
 
 
 @dataclass(frozen=True)
@@ -60,36 +69,105 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
-class BatchStream:
-    """Validated batches; iterable more than once when the source allows it."""
+@dataclass
+class LabelledBatch:
+    """One batch of inputs by name, with one integer label per sample."""
 
-    def __init__(self, source: Any, specs: list[InputSpec], batch_size: int) -> None:
+    feed: Batch
+    labels: np.ndarray
+    start: int  # index of the batch's first sample in the data
+
+
+class BatchStream:
+    """Validated batches; iterable more than once when the source allows it.
+
+    With ``labelled`` the items are ``LabelledBatch``es; ``labels`` gives them
+    when the data itself carries none (an array or dict with a separate label
+    array).
+    """
+
+    def __init__(self, source: Any, specs: list[InputSpec], batch_size: int,
+                 labelled: bool = False, labels: Any = None) -> None:
         self.specs = specs
         self.batch_size = check_batch_size(batch_size)
+        self.labelled = labelled
         self._source = source
+        self._labels = None if labels is None else np.asarray(labels)
+        self._passes = 0
         self.num_batches = _batch_count(source, specs, self.batch_size)
 
-    def __iter__(self) -> Iterator[Batch]:
-        count = 0
-        for index, raw in enumerate(_raw_batches(self._source, self.specs, self.batch_size)):
+    def __iter__(self) -> Iterator[Any]:
+        self._start_pass()
+        count = start = 0
+        raw_batches = _raw_batches(self._source, self.specs, self.batch_size,
+                                   self.labelled and self._labels is None)
+        for index, raw in enumerate(raw_batches):
+            where = f"batch {index}"
+            inputs, labels = _split_labels(raw) if self.labelled else (raw, None)
+            feed = validate_batch(inputs, self.specs, where)
+            rows = next(iter(feed.values())).shape[0]
             count += 1
-            yield validate_batch(raw, self.specs, where=f"batch {index}")
+            if self.labelled:
+                if self._labels is not None:
+                    labels = self._labels[start:start + rows]
+                yield LabelledBatch(feed, check_labels(labels, rows, where), start)
+            else:
+                yield feed
+            start += rows
         if count == 0:
             source = f"{self._source}: " if isinstance(self._source, (str, Path)) else ""
             raise OnnxSnnError(f"{source}the data is empty: no batch to read")
+        if self._labels is not None and start != len(self._labels):
+            raise OnnxSnnError(f"{len(self._labels)} labels for {start} samples: give one "
+                               "label per sample")
+
+    def _start_pass(self) -> None:
+        """Rewind a reader for a second pass, or refuse a one-shot iterator."""
+        self._passes += 1
+        if self._passes == 1:
+            return
+        if hasattr(self._source, "get_next"):
+            if not callable(getattr(self._source, "rewind", None)):
+                raise OnnxSnnError("the data reader has no rewind(), but this step reads the "
+                                   "data more than once: give an array, an .npz path or a "
+                                   "reader with rewind()")
+            self._source.rewind()
+        elif isinstance(self._source, Iterator):
+            raise OnnxSnnError("the data is a one-shot iterator (a generator?), but this step "
+                               "reads it more than once: give a list, an array, an .npz path "
+                               "or a re-iterable loader")
 
 
 def check_batch_size(batch_size: Any) -> int:
     """The batch size as a positive int; ``OnnxSnnError`` otherwise."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size <= 0:
-        raise OnnxSnnError(f"batch size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
+    return check_positive_int(batch_size, "batch size")
 
 
 def batches(data: Any, specs: list[InputSpec], batch_size: int = 100) -> BatchStream:
     """Validated batches of ``data`` for a model with inputs ``specs``."""
     return BatchStream(data, specs, batch_size)
+
+
+def labelled_batches(data: Any, specs: list[InputSpec], batch_size: int = 100,
+                     labels: Any = None) -> BatchStream:
+    """``LabelledBatch``es of ``data``; ``labels`` when the data holds none (see module doc)."""
+    if labels is not None and not (_is_array_like(data) or isinstance(data, Mapping)):
+        raise OnnxSnnError("separate labels go with an array or a dict of arrays; an .npz "
+                           f"file or an iterable carries its own labels ('{LABELS}', or "
+                           "(input, label) pairs)")
+    return BatchStream(data, specs, batch_size, labelled=True, labels=labels)
+
+
+def check_labels(labels: Any, rows: int, where: str) -> np.ndarray:
+    """One integer label per sample, as an int64 array [rows]."""
+    if labels is None:
+        raise OnnxSnnError(f"{where}: no labels: give '{LABELS}' with the data, or "
+                           "(input, label) pairs")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != rows or labels.dtype.kind not in "iu":
+        raise OnnxSnnError(f"{where}: labels must be integers, one per sample: got shape "
+                           f"{list(labels.shape)} ({labels.dtype}) for {rows} samples")
+    return labels.astype(np.int64, copy=False)
 
 
 def validate_batch(raw: Any, specs: list[InputSpec], where: str) -> Batch:
@@ -110,48 +188,72 @@ def validate_batch(raw: Any, specs: list[InputSpec], where: str) -> Batch:
                                    f"{list(array.shape)}; expected {_shape_text(spec.shape)}")
         if array.shape[0] == 0:
             raise OnnxSnnError(f"{where}: input '{spec.name}' has no samples")
-        with np.errstate(over="ignore"):  # overflow shows up as Inf, reported below
-            array = array.astype(spec.dtype, copy=False)
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise OnnxSnnError(f"{where}: input '{spec.name}' contains NaN or Inf")
-        feed[spec.name] = array
+        feed[spec.name] = _cast(array, spec, where)
         sizes.add(array.shape[0])
     if len(sizes) > 1:
         raise OnnxSnnError(f"{where}: inputs have different batch sizes {sorted(sizes)}")
     return feed
 
 
-def load_npz_arrays(path: str | Path, names: list[str]) -> dict[str, np.ndarray]:
-    """Load whole arrays ``names`` from an ``.npz`` file (for labels, small data)."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [n for n in names if n not in archive.files]
-            if missing:
-                raise OnnxSnnError(f"{path}: no array named {', '.join(map(repr, missing))} "
-                                   f"(has {', '.join(archive.files) or 'none'})")
-            return {n: archive[n] for n in names}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise OnnxSnnError(f"{path}: cannot read as .npz ({error})") from None
+def _cast(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
+    """``array`` in the input's dtype; refuses values the cast would change silently."""
+    if spec.dtype.kind in "iu" and array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise OnnxSnnError(f"{where}: input '{spec.name}' contains NaN or Inf; it is an "
+                               f"integer input ({spec.dtype})")
+        if not (array == np.round(array)).all():
+            raise OnnxSnnError(f"{where}: input '{spec.name}' holds fractions; it is an "
+                               f"integer input ({spec.dtype})")
+    if spec.dtype.kind in "iu" and array.size:
+        info = np.iinfo(spec.dtype)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise OnnxSnnError(f"{where}: input '{spec.name}' holds {low if low < info.min else high}, "
+                               f"outside the range of {spec.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below
+        cast = array.astype(spec.dtype, copy=False)
+    if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+        raise OnnxSnnError(f"{where}: input '{spec.name}' contains NaN or Inf")
+    return cast
 
 
-def npz_keys_for(path: Path, specs: list[InputSpec]) -> dict[str, str]:
-    """Map each model input to the .npz array that feeds it."""
+def npz_keys_for(path: Path, specs: list[InputSpec], labelled: bool = False) -> dict[str, str]:
+    """Map each model input (and ``LABELS`` when ``labelled``) to its .npz array."""
+    files = _npz_files(path)
+    if all(spec.name in files for spec in specs):
+        keys = {spec.name: spec.name for spec in specs}
+    elif len(specs) == 1 and "x" in files:
+        keys = {specs[0].name: "x"}
+    else:
+        names = [repr(s.name) for s in specs]
+        if len(specs) == 1 and specs[0].name != "x":
+            names.insert(0, "'x'")
+        wanted = " or ".join(names) if len(specs) == 1 else ", ".join(names)
+        raise OnnxSnnError(f"{path}: expected an array {wanted}; found "
+                           f"{', '.join(sorted(files)) or 'no arrays'}")
+    if labelled:
+        if LABELS not in files:
+            raise OnnxSnnError(f"{path}: no array named '{LABELS}' (integer labels, one per sample); "
+                               f"found {', '.join(sorted(files))}")
+        keys[LABELS] = LABELS
+    return keys
+
+
+def _npz_files(path: Path) -> set[str]:
+    """The array names of an .npz archive; a clear error for anything else."""
+    if not path.is_file():
+        raise OnnxSnnError(f"{path}: no such data file")
     try:
         with zipfile.ZipFile(path) as archive:
-            files = {n[:-4] for n in archive.namelist() if n.endswith(".npy")}
-    except (OSError, zipfile.BadZipFile) as error:
-        raise OnnxSnnError(f"{path}: cannot read as .npz ({error})") from None
-    if all(spec.name in files for spec in specs):
-        return {spec.name: spec.name for spec in specs}
-    if len(specs) == 1 and "x" in files:
-        return {specs[0].name: "x"}
-    names = [repr(s.name) for s in specs]
-    if len(specs) == 1 and specs[0].name != "x":
-        names.insert(0, "'x'")
-    wanted = " or ".join(names) if len(specs) == 1 else ", ".join(names)
-    raise OnnxSnnError(f"{path}: expected an array {wanted}; found "
-                       f"{', '.join(sorted(files)) or 'no arrays'}")
+            return {n[:-4] for n in archive.namelist() if n.endswith(".npy")}
+    except zipfile.BadZipFile:
+        with open(path, "rb") as handle:
+            is_npy = handle.read(6) == b"\x93NUMPY"
+        hint = (" (a .npy file holds one array; save the arrays with numpy.savez(path, x=..., "
+                "y=...))" if is_npy else "")
+        raise OnnxSnnError(f"{path}: not an .npz archive{hint}") from None
+    except OSError as error:
+        raise OnnxSnnError(f"{path}: cannot read as .npz ({error.strerror or error})") from None
 
 
 def _shape_text(shape: tuple[int | None, ...]) -> str:
@@ -174,6 +276,15 @@ def _as_feed(raw: Any, specs: list[InputSpec], where: str) -> Batch:
     return {specs[0].name: np.asarray(raw)}
 
 
+def _split_labels(raw: Any) -> tuple[Any, Any]:
+    """(inputs, labels) of one raw batch: a dict's ``LABELS`` entry, or a pair's target."""
+    if isinstance(raw, Mapping):
+        return raw, raw.get(LABELS)
+    if isinstance(raw, (tuple, list)) and len(raw) >= 2 and not _is_number_array(raw):
+        return raw[0], raw[1]
+    return raw, None
+
+
 def _is_number_array(raw: Any) -> bool:
     """A plain nested list of numbers rather than an (input, target) tuple."""
     return isinstance(raw, list) and all(isinstance(v, (int, float, list)) for v in raw)
@@ -187,25 +298,31 @@ def _batch_count(source: Any, specs: list[InputSpec], batch_size: int) -> int | 
     """How many batches ``source`` will give, or None when it does not say."""
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file():
-            raise OnnxSnnError(f"{path}: no such data file")
         keys = npz_keys_for(path, specs)
-        rows = _npz_rows(path, next(iter(keys.values())))
+        rows = _npz_header(path, next(iter(keys.values())))[0][0]
     elif _is_array_like(source):
         rows = int(np.shape(source)[0]) if np.ndim(source) else 0
     elif isinstance(source, Mapping):
         rows = max((int(np.shape(v)[0]) for v in source.values() if np.ndim(v)), default=0)
+    elif hasattr(source, "get_next"):
+        return None
     elif isinstance(source, Iterable):
-        return len(source) if hasattr(source, "__len__") else None
+        try:
+            return len(source)
+        except (TypeError, NotImplementedError):
+            return None
     else:
         raise OnnxSnnError(f"unsupported data of type {type(source).__name__}: give an array, "
-                           "a dict of arrays, an .npz path or an iterable of batches")
+                           "a dict of arrays, an .npz path, a CalibrationDataReader or an "
+                           "iterable of batches")
     return -(-rows // batch_size)
 
 
-def _raw_batches(source: Any, specs: list[InputSpec], batch_size: int) -> Iterator[Any]:
+def _raw_batches(source: Any, specs: list[InputSpec], batch_size: int,
+                 npz_labels: bool) -> Iterator[Any]:
     if isinstance(source, (str, Path)):
-        yield from _npz_batches(Path(source), npz_keys_for(Path(source), specs), batch_size)
+        path = Path(source)
+        yield from _npz_batches(path, npz_keys_for(path, specs, npz_labels), batch_size)
     elif _is_array_like(source):
         array = np.asarray(source)
         if array.ndim == 0:
@@ -217,63 +334,90 @@ def _raw_batches(source: Any, specs: list[InputSpec], batch_size: int) -> Iterat
         rows = max((a.shape[0] for a in arrays.values() if a.ndim), default=0)
         for start in range(0, rows, batch_size):
             yield {k: a[start:start + batch_size] for k, a in arrays.items()}
+    elif hasattr(source, "get_next"):
+        yield from iter(source.get_next, None)
     else:
         yield from source
 
 
-def _npz_rows(path: Path, key: str) -> int:
+def _npz_header(path: Path, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype of one array, checked against the archive's size."""
     with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as member:
-        shape, _, _ = _read_npy_header(member)
-    if not shape:
-        raise OnnxSnnError(f"{path}: array '{key}' is a scalar; expected samples along axis 0")
-    return shape[0]
+        try:
+            header = _read_npy_header(member)
+        except (ValueError, OSError, EOFError) as error:
+            raise OnnxSnnError(f"{path}: array '{key}' has a broken header ({error})") from None
+        offset = member.tell()
+        stored = archive.getinfo(f"{key}.npy").file_size
+    shape, _, dtype = header
+    if dtype.hasobject or not shape:
+        raise OnnxSnnError(f"{path}: array '{key}' must be a numeric array with samples "
+                           "along axis 0")
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if offset + claimed != stored:
+        raise OnnxSnnError(f"{path}: array '{key}' claims shape {list(shape)} ({claimed:,} "
+                           f"bytes), but the archive holds {max(stored - offset, 0):,} bytes "
+                           "for it")
+    return header
 
 
 def _read_npy_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(member)
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(member)
-    return np.lib.format.read_array_header_2_0(member)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(member)
+    raise ValueError(f".npy format version {version} is not supported")
 
 
 def _npz_batches(path: Path, keys: dict[str, str], batch_size: int) -> Iterator[Batch]:
     """Stream rows of the arrays ``keys`` from an .npz, one batch at a time.
 
     C-ordered arrays are read row block by row block; a Fortran-ordered array
-    cannot be, so it is loaded whole.
+    cannot be, so it is read in whole (its size is checked against the archive).
     """
+    headers = {name: _npz_header(path, key) for name, key in keys.items()}
+    rows = {shape[0] for shape, _, _ in headers.values()}
+    if len(rows) > 1:
+        raise OnnxSnnError(f"{path}: arrays {', '.join(keys.values())} have different "
+                           f"numbers of samples {sorted(rows)}")
+    total = rows.pop()
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.open(f"{key}.npy") for name, key in keys.items()}
         try:
-            headers = {name: _read_npy_header(m) for name, m in members.items()}
-            for name, (shape, _, dtype) in headers.items():
-                if dtype.hasobject or not shape:
-                    raise OnnxSnnError(f"{path}: array '{keys[name]}' must be a numeric array "
-                                       "with samples along axis 0")
-            rows = {shape[0] for shape, _, _ in headers.values()}
-            if len(rows) > 1:
-                raise OnnxSnnError(f"{path}: arrays {', '.join(keys.values())} have different "
-                                   f"numbers of samples {sorted(rows)}")
-            total = rows.pop()
             readers = {name: _npz_row_blocks(path, keys[name], members[name], headers[name],
-                                             total, batch_size) for name in members}
+                                             batch_size) for name in members}
             for _ in range(0, total, batch_size):
                 yield {name: next(reader) for name, reader in readers.items()}
+        except zipfile.BadZipFile as error:
+            raise OnnxSnnError(f"{path}: the archive is corrupt ({error})") from None
         finally:
             for member in members.values():
                 member.close()
 
 
-def _npz_row_blocks(path: Path, key: str, member: Any, header: tuple, total: int,
+def _npz_row_blocks(path: Path, key: str, member: Any, header: tuple,
                     batch_size: int) -> Iterator[np.ndarray]:
     shape, fortran, dtype = header
+    total = shape[0]
+    _read_npy_header(member)
     if fortran:
-        whole = load_npz_arrays(path, [key])[key]
+        whole = np.frombuffer(_read_exactly(path, key, member, int(np.prod(shape)) *
+                                            dtype.itemsize), dtype=dtype)
+        whole = whole.reshape(shape[::-1]).transpose()
         for start in range(0, total, batch_size):
             yield whole[start:start + batch_size]
         return
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     for start in range(0, total, batch_size):
         count = min(batch_size, total - start)
-        buffer = member.read(count * row_bytes)
+        buffer = _read_exactly(path, key, member, count * row_bytes)
         yield np.frombuffer(buffer, dtype=dtype).reshape((count, *shape[1:]))
+
+
+def _read_exactly(path: Path, key: str, member: Any, size: int) -> bytes:
+    buffer = member.read(size)
+    if len(buffer) != size:
+        raise OnnxSnnError(f"{path}: array '{key}' ends early: {len(buffer):,} of {size:,} "
+                           "bytes could be read")
+    return buffer

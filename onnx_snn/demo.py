@@ -12,17 +12,20 @@ import numpy as np
 from onnx_snn.calibration import HookFactory
 from onnx_snn.convert import convert
 from onnx_snn.evaluation import ann_accuracy, snn_accuracy
-from onnx_snn.modelio import save_model
+from onnx_snn.modelio import stage_model
+from onnx_snn.outputs import OutputSet
 
 DEMO_TIMESTEPS = (4, 8, 16, 32, 64)
 
 
 def run_demo(out_dir: str | Path | None = None, mode: str = "99.9%", momentum: float = 0.1,
-             batch_size: int = 100, seed: int = 0, echo=print) -> dict[str, Any]:
+             batch_size: int = 100, seed: int = 0, echo=print,
+             outputs: OutputSet | None = None) -> dict[str, Any]:
     """Train, export, convert and evaluate; print progress with ``echo``.
 
     Calibration uses the training split (70 %), evaluation the test split. With
-    ``out_dir`` the ANN, the SNN and the test data are written there.
+    ``out_dir`` the ANN, the SNN and the data are written there, all together
+    (staged in ``outputs`` when given, to be committed by the caller).
     """
     import torch
 
@@ -54,10 +57,13 @@ def run_demo(out_dir: str | Path | None = None, mode: str = "99.9%", momentum: f
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        save_model(ann, out / "digits_ann.onnx")
-        snn.save(out / "digits_snn.onnx", report=out / "digits_snn.json")
-        np.savez(out / "digits_test.npz", x=x_test, y=y_test)
-        np.savez(out / "digits_train.npz", x=x_train, y=y_train)
+        with OutputSet() as own:
+            staging = outputs or own
+            stage_model(staging, ann, out / "digits_ann.onnx")
+            snn.save(out / "digits_snn.onnx", report=out / "digits_snn.json", outputs=staging)
+            for name, (x, y) in {"digits_test.npz": (x_test, y_test),
+                                 "digits_train.npz": (x_train, y_train)}.items():
+                staging.add_file(out / name, lambda staged, x=x, y=y: _save_npz(staged, x, y))
         echo(f"  wrote ANN, SNN, report and data to {out}")
 
     echo(f"\nANN accuracy: {ann_acc:.4f}")
@@ -67,3 +73,8 @@ def run_demo(out_dir: str | Path | None = None, mode: str = "99.9%", momentum: f
         echo(f"  T = {t:>3}: {acc:.4f}  ({100 * (acc - ann_acc):+.2f} points)")
     return {"ann_accuracy": ann_acc, "snn_accuracy": {str(t): a for t, a in snn_acc.items()},
             "timings_s": timings, "layers": snn.report()["layers"]}
+
+
+def _save_npz(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.savez would add ".npz" to the name
+        np.savez(handle, x=x, y=y)

@@ -1,60 +1,79 @@
-"""Accuracy of a spiking model at several T from one run, and of the ANN."""
+"""Accuracy of a spiking model at several T from one run, and of the ANN.
+
+Both read the data batch by batch (``onnx_snn.data.labelled_batches``: arrays
+with labels, an .npz with ``y``, (input, label) pairs, a DataLoader), so memory
+stays at one batch. The scored output is chosen once (``readout.choose_output``):
+the first output with class scores [N, classes], or else an integer label
+output; ``output=`` picks another.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from onnx_snn.data import check_batch_size
+from onnx_snn.data import labelled_batches
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import ModelLike
-from onnx_snn.readout import check_delay
+from onnx_snn.readout import ScoredOutput, check_delay, choose_output
 from onnx_snn.runtime import AnnSession, SpikingSession, check_timesteps
 
 
-def _check_labels(x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
-    check_batch_size(batch_size)
-    y = np.asarray(y)
-    if y.size == 0:
-        raise OnnxSnnError("no samples to evaluate")
-    if y.ndim != 1 or y.shape[0] != np.shape(x)[0] or y.dtype.kind not in "iu":
-        raise OnnxSnnError(f"labels must be integers, one per sample: got shape "
-                           f"{list(y.shape)} ({y.dtype}) for {np.shape(x)[0]} samples")
-    return y
+def check_delay_below(delay: int, steps: Sequence[int]) -> None:
+    """A readout delay must leave steps to read at every T."""
+    short = [t for t in steps if t <= delay]
+    if short:
+        raise OnnxSnnError(f"readout delay {delay} leaves nothing to read at T = {short[0]}: "
+                           "the delay must be below every T")
 
 
-def snn_accuracy(model: ModelLike | SpikingSession, x: np.ndarray, y: np.ndarray,
-                 timesteps: Sequence[int], batch_size: int = 256,
-                 progress: bool = False, readout_delay: int = 0) -> dict[int, float]:
+def snn_accuracy(model: ModelLike | SpikingSession, data: Any, labels: Any = None,
+                 timesteps: Sequence[int] = (64,), batch_size: int = 256,
+                 progress: bool = False, readout_delay: int = 0,
+                 output: str | None = None) -> dict[int, float]:
     """Accuracy after each T in ``timesteps`` (direct encoding), from one run at max(T).
 
-    The prediction after t steps is the argmax of the sum of outputs 1..t;
-    outputs at step t do not depend on later steps, so one run serves every T.
-    ``readout_delay`` t0 > 0 uses the delayed readout (``onnx_snn.readout``):
-    the sum of outputs t0+1..T, or of outputs 1..T where T <= t0.
+    ``data``: inputs in any form ``labelled_batches`` takes, with ``labels``
+    when they are not part of it. The prediction after t steps is the argmax of
+    the sum of outputs 1..t; outputs at step t do not depend on later steps, so
+    one run serves every T. ``readout_delay`` t0 > 0 uses the delayed readout
+    (``onnx_snn.readout``): the sum of outputs t0+1..T; it must be below every T.
     """
     readout_delay = check_delay(readout_delay)
     session = model if isinstance(model, SpikingSession) else SpikingSession(model)
     steps = sorted({check_timesteps(t) for t in timesteps})
-    y = _check_labels(x, y, batch_size)
+    check_delay_below(readout_delay, steps)
+    scored = choose_output(session.output_types, output)
     correct = np.zeros(len(steps), dtype=np.int64)
-    starts = range(0, len(y), batch_size)
-    for start in tqdm(starts, desc="evaluating", unit="batch", disable=not progress, leave=False):
-        predictions = session.run(x[start:start + batch_size], steps[-1]).predictions(
-            readout_delay)
-        labels = y[start:start + batch_size]
-        correct += [(predictions[t - 1] == labels).sum() for t in steps]
-    return {t: float(c) / len(y) for t, c in zip(steps, correct)}
+    total = 0
+    stream = labelled_batches(data, session.batch_specs, batch_size, labels)
+    for batch in tqdm(stream, total=stream.num_batches, desc="evaluating", unit="batch",
+                      disable=None if progress else True, leave=False):
+        scored.check_labels(batch.labels, batch.start)
+        predictions = session.run(batch.feed, steps[-1]).predictions(readout_delay, scored.name)
+        correct += [(predictions[t - 1] == batch.labels).sum() for t in steps]
+        total += len(batch.labels)
+    return {t: float(c) / total for t, c in zip(steps, correct)}
 
 
-def ann_accuracy(model: ModelLike, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Accuracy of the original ANN (argmax of its first output)."""
-    y = _check_labels(x, y, batch_size)
+def ann_predictions(scored: ScoredOutput, values: np.ndarray) -> np.ndarray:
+    """The ANN's class predictions from the scored output's values."""
+    return values if scored.labels else values.argmax(axis=-1)
+
+
+def ann_accuracy(model: ModelLike, data: Any, labels: Any = None, batch_size: int = 256,
+                 output: str | None = None) -> float:
+    """Accuracy of the original ANN on ``data`` (as ``snn_accuracy`` takes it)."""
     ann = AnnSession(model)
-    correct = 0
-    for start in range(0, len(y), batch_size):
-        classes = ann.classes(x[start:start + batch_size], where=f"samples {start}-")
-        correct += int((classes == y[start:start + batch_size]).sum())
-    return correct / len(y)
+    scored = choose_output(ann.output_types, output)
+    ann.outputs = [scored.name]
+    correct = total = 0
+    for batch in labelled_batches(data, ann.specs, batch_size, labels):
+        scored.check_labels(batch.labels, batch.start)
+        values = ann.run(batch.feed, where=f"samples {batch.start}-")[0]
+        correct += int((ann_predictions(scored, values) == batch.labels).sum())
+        total += len(batch.labels)
+    return correct / total

@@ -31,10 +31,11 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.inliner import inline_local_functions
 
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.model_info import ACCUMULATORS, TIMESTEPS, TIMESTEPS_KEY, metadata
 from onnx_snn.modelio import ModelLike, load_model
+from onnx_snn.naming import NameScope
 from onnx_snn.ops.dynamics import if_step
 from onnx_snn.ops.function import DOMAIN, IF_ATTRIBUTES, IF_OP_TYPE, GraphArithmetic, scan_nodes
-from onnx_snn.temporal import TIMESTEPS, TIMESTEPS_KEY
 
 FORMATS = ("onnx-snn", "standard", "streaming")
 #: Metadata key of a streaming model: JSON list of {"node", "input", "output"} states.
@@ -79,17 +80,17 @@ class _IFNeuron:
                    bool(values["broadcast_input"]))
 
     def constants(self) -> list[TensorProto]:
-        """Initializers for the names ``step`` uses (θ; v_reset and 1 for hard reset)."""
+        """Initializers for the names ``step`` uses (θ; v_reset for hard reset)."""
         values = {"theta": self.theta}
         if self.hard_reset:
-            values.update(v_reset=self.v_reset, one=np.float32(1.0))
+            values["v_reset"] = self.v_reset
         return [numpy_helper.from_array(np.asarray(value, np.float32), self.prefix + name)
                 for name, value in values.items()]
 
     def step(self, ops: GraphArithmetic, v: str, x: str, hard_reset: bool) -> tuple[str, str]:
         """``if_step`` on this neuron's constants."""
         p = self.prefix
-        return if_step(ops, v, x, f"{p}theta", f"{p}v_reset", f"{p}one", hard_reset)
+        return if_step(ops, v, x, f"{p}theta", f"{p}v_reset", hard_reset)
 
 
 def to_standard(model: ModelLike) -> onnx.ModelProto:
@@ -99,15 +100,15 @@ def to_standard(model: ModelLike) -> onnx.ModelProto:
     neuron ops are replaced by their inlined local functions; any other
     custom-domain op is an error.
     """
-    model = _folded_copy(model)
+    model, _ = _folded_copy(model)
     graph = model.graph
-    taken = _names(graph)
+    scope = NameScope(_names(graph))
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         if not _is_if_node(node):
             nodes.append(node)
             continue
-        neuron = _IFNeuron.of(node, _fresh_prefix(f"{_identifier(node.name)}__if_", taken))
+        neuron = _IFNeuron.of(node, scope.prefix(f"{_identifier(node.name)}__if_"))
         v_start = f"{neuron.prefix}v_start"
         graph.initializer.extend([*neuron.constants(),
                                   numpy_helper.from_array(np.asarray(neuron.v_start), v_start)])
@@ -138,28 +139,31 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     flattened), both recorded in the metadata under ``STREAMING_STATES``.
     Other neuron ops are an error.
     """
-    model = _folded_copy(model)
+    model, steps = _folded_copy(model)
     graph = model.graph
     custom = _custom_nodes(node for node in graph.node if not _is_if_node(node))
     if custom:
         raise OnnxSnnError(f"node '{custom[0].name}' is {custom[0].domain}::{custom[0].op_type}; "
                            f"the streaming format supports {DOMAIN}::{IF_OP_TYPE} neurons only")
-    taken = _names(graph)
-    graph.initializer.append(numpy_helper.from_array(np.array(1, np.int64), TIMESTEPS))
-    inputs = [value for value in graph.input if value.name != TIMESTEPS]
+    scope = NameScope(_names(graph))
+    graph.initializer.append(numpy_helper.from_array(np.array(1, np.int64), steps))
+    inputs = [value for value in graph.input if value.name != steps]
     outputs = list(graph.output)
     for value, axis in [*((i, "S") for i in inputs), *((o, "T") for o in outputs)]:
         _one_step(value, axis)
     nodes: list[onnx.NodeProto] = []
     states = []
+    accumulators = set(json.loads(metadata(model).get(ACCUMULATORS, "[]")))
     for node in graph.node:
+        if node.name in accumulators:
+            nodes += _running_sum(node, scope, graph, inputs, outputs, states)
+            continue
         if not _is_if_node(node):
             nodes.append(node)
             continue
         base = _identifier(node.name)
-        state_in, state_out = _fresh_name(f"{base}__v", taken), _fresh_name(f"{base}__v_next",
-                                                                             taken)
-        neuron = _IFNeuron.of(node, _fresh_prefix(f"{base}__step_", taken))
+        state_in, state_out = scope.name(f"{base}__v"), scope.name(f"{base}__v_next")
+        neuron = _IFNeuron.of(node, scope.prefix(f"{base}__step_"))
         p = neuron.prefix
         ops = GraphArithmetic(p)
         v_new, fired = neuron.step(ops, state_in, f"{p}x", neuron.hard_reset)
@@ -197,14 +201,30 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model)
 
 
-def _folded_copy(model: ModelLike) -> onnx.ModelProto:
-    """A copy of an onnx-snn format model (one with the ``timesteps`` input)."""
+def _folded_copy(model: ModelLike) -> tuple[onnx.ModelProto, str]:
+    """A copy of an onnx-snn format model (one with a T input), and its T input's name."""
     source = load_model(model)
-    if TIMESTEPS not in [value.name for value in source.graph.input]:
-        raise OnnxSnnError(f"not an onnx-snn format model: it has no '{TIMESTEPS}' input")
+    steps = metadata(source).get(TIMESTEPS_KEY, TIMESTEPS)
+    if steps not in [value.name for value in source.graph.input]:
+        raise OnnxSnnError(f"not an onnx-snn format model: it has no '{steps}' input")
     copy = onnx.ModelProto()
     copy.CopyFrom(source)
-    return copy
+    return copy, steps
+
+
+def _running_sum(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
+                 inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
+    """One step of a CumSum over time: the sum so far (a state, 0 at the start) plus
+    this step's value."""
+    state_in = scope.name(f"{_identifier(node.name)}__sum")
+    state_out = scope.name(f"{_identifier(node.name)}__sum_next")
+    graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), state_in))
+    inputs.append(helper.make_tensor_value_info(state_in, TensorProto.FLOAT, None))
+    outputs.append(helper.make_tensor_value_info(state_out, TensorProto.FLOAT, None))
+    states.append({"node": node.name, "input": state_in, "output": state_out})
+    return [helper.make_node("Add", [state_in, node.input[0]], [node.output[0]],
+                             name=node.name),
+            helper.make_node("Identity", [node.output[0]], [state_out])]
 
 
 def _is_if_node(node: onnx.NodeProto) -> bool:
@@ -253,21 +273,3 @@ def _names(graph: onnx.GraphProto) -> set[str]:
 def _identifier(name: str) -> str:
     """``name`` with every character outside [A-Za-z0-9_] replaced by ``_``."""
     return re.sub(r"\W", "_", name, flags=re.ASCII) or "ifnode"
-
-
-def _fresh_name(base: str, taken: set[str]) -> str:
-    """``base``, or ``base_<k>`` if taken; the result is added to ``taken``."""
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    taken.add(name)
-    return name
-
-
-def _fresh_prefix(base: str, taken: set[str]) -> str:
-    """A prefix that no name in ``taken`` starts with; it is added to ``taken``."""
-    prefix, k = base, 1
-    while any(name.startswith(prefix) for name in taken):
-        prefix, k = f"{base}{k}_", k + 1
-    taken.add(prefix)
-    return prefix

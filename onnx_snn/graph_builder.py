@@ -5,21 +5,32 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnx_snn.naming import NameScope
+
 #: ai.onnx opset from which these reductions take ``axes`` as an input.
 _AXES_AS_INPUT = {"ReduceSum": 13, "ReduceMax": 18, "ReduceMin": 18, "ReduceMean": 18}
 
 
 class GraphBuilder:
-    """``make(op, inputs, dtype)`` appends a node and returns its (new) output."""
+    """``make(op, inputs, dtype)`` appends a node and returns its (new) output.
 
-    def __init__(self, graph: gs.Graph, prefix: str) -> None:
+    Names start with a fresh version of ``prefix`` (``onnx_snn.naming``), so they
+    collide with no name in the graph; builders of one pass may share ``scope``.
+    """
+
+    def __init__(self, graph: gs.Graph, prefix: str, scope: NameScope | None = None) -> None:
         self.graph = graph
-        self.prefix = prefix
+        self.scope = scope or NameScope.of(graph)
+        self.prefix = self.scope.prefix(prefix)
         self.count = 0
 
     def _name(self, op: str) -> str:
         self.count += 1
-        return f"{self.prefix}{op.lower()}{self.count}"
+        return self.scope.take(f"{self.prefix}{op.lower()}{self.count}")
+
+    def name(self, suffix: str) -> str:
+        """A name of this builder's own: the prefix and ``suffix``."""
+        return self.scope.take(f"{self.prefix}{suffix}")
 
     def __call__(self, op: str, inputs: list, dtype=None, attrs: dict | None = None,
                  output: gs.Variable | None = None) -> gs.Variable:

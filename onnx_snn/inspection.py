@@ -8,6 +8,7 @@ input and output shapes of the ANN and of the spiking model.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,10 +20,12 @@ from onnx import helper
 from onnx_snn.activations import (
     UNCONVERTIBLE, downstream, drop_output_heads, is_output_head, rectifier_cap,
 )
+from onnx_snn.convertibility import check_activations, check_convertible
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.model_info import TIMESTEPS, is_converted, metadata
 from onnx_snn.modelio import ModelLike, load_model
 from onnx_snn.pooling import apply_maxpool_policy
 from onnx_snn.prepare import ai_onnx_opset, prepare
-from onnx_snn.temporal import TIMESTEPS
 
 
 OUTPUT_HEAD_NOTE = ("at the output: applied per step; averaging per-step probabilities is "
@@ -48,6 +51,7 @@ class ModelInspection:
     outputs: list[dict[str, Any]]
     activations: list[Entry] = field(default_factory=list)
     caveats: list[Entry] = field(default_factory=list)
+    blocker: str | None = None  # why convert would stop, or None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -66,13 +70,20 @@ def spiking_caveats(graph: gs.Graph, converted: Collection[str]) -> list[Entry]:
             continue
         if is_output_head(node, graph):
             caveats.append(Entry(node.name, node.op, "keep", OUTPUT_HEAD_NOTE))
-        elif node.op == "MaxPool":
+        elif node.op == "MaxPool" and not _feeds_a_neuron(node, converted):
             caveats.append(Entry(node.name, node.op, "keep", "follows spiking neurons: the max "
                                  "over spikes over-counts; use maxpool='before' or 'avg'"))
         elif node.op == "LRN":
             caveats.append(Entry(node.name, node.op, "keep", "kept: LRN is not linear, so on "
                                  "spikes it only approximates the ANN"))
     return caveats
+
+
+def _feeds_a_neuron(pool: gs.Node, converted: Collection[str]) -> bool:
+    """A MaxPool whose only reader becomes a neuron (``maxpool='before'`` put it there):
+    it takes the max of potentials, not of spikes."""
+    readers = pool.outputs[0].outputs if pool.outputs else []
+    return len(readers) == 1 and readers[0].name in converted
 
 
 def inspect_graph(graph: gs.Graph, exclude: Collection[str] = (), keep_analog: bool = False
@@ -92,7 +103,8 @@ def inspect_graph(graph: gs.Graph, exclude: Collection[str] = (), keep_analog: b
             entries.append(Entry(node.name, node.op, "keep", OUTPUT_HEAD_NOTE))
         elif node.op in UNCONVERTIBLE:
             entries.append(Entry(node.name, node.op, "keep" if keep_analog else "refuse",
-                                 "stays analog" if keep_analog else "no spiking equivalent"))
+                                 "stays analog: its output need not converge as T grows"
+                                 if keep_analog else "no spiking equivalent"))
     return entries, converted
 
 
@@ -115,7 +127,12 @@ def policy_graph(model: ModelLike, maxpool: str, drop_output_softmax: bool
     """The prepared ANN as a graph with the MaxPool policy applied and, on request, the
     output Softmax removed; also returns the removed Softmax nodes. Shared by
     ``convert`` and ``inspect_model``, so both see the same graph."""
-    graph = gs.import_onnx(prepare(load_model(model)))
+    loaded = load_model(model)
+    if is_converted(metadata(loaded)):
+        name = model if isinstance(model, (str, os.PathLike)) else "the model"
+        raise OnnxSnnError(f"{name} is already a spiking model converted by onnx-snn; give "
+                           "the ANN it came from")
+    graph = gs.import_onnx(prepare(loaded))
     apply_maxpool_policy(graph, maxpool)
     dropped = drop_output_heads(graph) if drop_output_softmax else []
     return graph, dropped
@@ -130,7 +147,13 @@ def inspect_model(model: ModelLike, *, exclude: Collection[str] = (), keep_analo
     entries += [Entry(node.name, node.op, "drop", "at the output: removed on request")
                 for node in dropped]
     initializers = {t.name for t in prepared.graph.initializer}
+    try:
+        check_activations(graph, keep_analog)
+        check_convertible(graph, converted)
+        blocker = None
+    except OnnxSnnError as error:
+        blocker = str(error)
     return ModelInspection(ai_onnx_opset(prepared),
                            _values(list(prepared.graph.input), initializers),
                            _values(list(prepared.graph.output), set()),
-                           entries, spiking_caveats(graph, converted))
+                           entries, spiking_caveats(graph, converted), blocker)

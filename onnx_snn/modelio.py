@@ -1,18 +1,16 @@
-"""Loading and saving models and JSON, with clear errors and atomic writes."""
+"""Loading and saving models, with clear errors and atomic writes."""
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import onnx
 from google.protobuf.message import DecodeError
 
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.outputs import OutputSet
 
 ModelLike = Union[str, os.PathLike, onnx.ModelProto]
 #: Above this size a model is saved with its tensors in an external data file.
@@ -71,85 +69,27 @@ def model_files(path: str | os.PathLike) -> list[Path]:
     return [path, *(path.parent / name for name in sorted(locations))]
 
 
-def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike | None) -> Path:
-    """Refuse an output path that would overwrite an input or cannot be written.
+def stage_model(outputs: OutputSet, model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Stage ``model`` as the output ``path`` of ``outputs``; a model over ~1.8 GB keeps
+    its tensors in ``<name>.data`` beside it."""
+    if model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+        return outputs.add_file(path, lambda staged: onnx.save(model, str(staged)))
+    data_name = f"{Path(path).name}.data"
 
-    Writability is probed by creating (and removing) a file in the directory,
-    since permission bits do not stop root and read-only file systems do.
-    """
-    out = Path(output)
-    for source in inputs:
-        if source is not None and Path(source).resolve() == out.resolve():
-            raise OnnxSnnError(f"{out}: output path is the same as the input {source}; "
-                               "choose another name (inputs are never overwritten)")
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise OnnxSnnError(f"{out}: directory {parent} does not exist")
-    try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".probe")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        raise OnnxSnnError(f"{out}: cannot write in {parent} ({error.strerror})") from None
-    return out
+    def write(staged: Path) -> None:
+        external = onnx.ModelProto()
+        external.CopyFrom(model)  # saving with external data moves the tensors out of the proto
+        # Tensors under 1 KB stay inline: shape inference must read shape constants.
+        onnx.save(external, str(staged), save_as_external_data=True, location=data_name)
 
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it in place."""
-    path = Path(path)
-    check_output_path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.",
-                                    suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except OSError as error:
-        raise OnnxSnnError(f"{path}: cannot write ({error.strerror or error})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _default_file_mode() -> int:
-    """What ``open()`` would give a new file: 0666 less the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return outputs.add_files(path, write)
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
-    """Save atomically; a model over ~1.8 GB keeps its tensors in ``<name>.data``.
-
-    Both files are written in a temporary folder beside ``path`` and then moved
-    in place, the data file first, so the .onnx appears only once complete.
-    """
-    path = Path(path)
-    if model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
-        return atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
-    check_output_path(path)
-    data_name = f"{path.name}.data"
-    external = onnx.ModelProto()
-    external.CopyFrom(model)  # saving with external data moves the tensors out of the proto
-    with tempfile.TemporaryDirectory(dir=path.resolve().parent, prefix=f".{path.name}.") as tmp:
-        staged = Path(tmp) / path.name
-        try:
-            # Tensors under 1 KB stay inline: shape inference must read shape constants.
-            onnx.save(external, str(staged), save_as_external_data=True, location=data_name)
-            if staged.with_name(data_name).exists():
-                os.replace(staged.with_name(data_name), path.with_name(data_name))
-            os.replace(staged, path)
-        except OSError as error:
-            raise OnnxSnnError(f"{path}: cannot write ({error.strerror or error})") from None
-    return path
-
-
-def save_json(data: Any, path: str | os.PathLike) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
-    text = json.dumps(data, indent=2) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    """Save atomically (``onnx_snn.outputs``); a model over ~1.8 GB keeps its tensors in
+    ``<name>.data``, and both files appear together."""
+    with OutputSet() as outputs:
+        return stage_model(outputs, model, path)
 
 
 def _first_line(error: BaseException) -> str:

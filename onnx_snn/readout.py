@@ -20,6 +20,8 @@ prediction after T steps agrees best with reference labels or with the ANN.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,13 +30,74 @@ from onnx_snn.data import check_batch_size
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.modelio import ModelLike
 from onnx_snn.runtime import AnnSession, SpikingSession, check_timesteps
+from onnx_snn.validation import check_non_negative_int
 
 
 def check_delay(delay: Any, what: str = "readout delay") -> int:
     """The delay as an int >= 0; ``OnnxSnnError`` otherwise."""
-    if isinstance(delay, bool) or not isinstance(delay, (int, np.integer)) or delay < 0:
-        raise OnnxSnnError(f"{what} must be an integer >= 0, got {delay!r}")
-    return int(delay)
+    return check_non_negative_int(delay, what)
+
+
+@dataclass(frozen=True)
+class ScoredOutput:
+    """The model output that predictions are read from: class scores [N, classes]
+    (the prediction is the argmax) or integer class labels [N]."""
+
+    name: str
+    labels: bool
+    classes: int | None = None  # of a scores output, when known
+
+    def check_labels(self, labels: np.ndarray, start: int = 0) -> None:
+        """Refuse labels a scores output can never predict (outside 0..classes-1)."""
+        if self.labels or self.classes is None:
+            return
+        bad = np.flatnonzero((labels < 0) | (labels >= self.classes))
+        if bad.size:
+            raise OnnxSnnError(
+                f"label {int(labels[bad[0]])} of sample {start + int(bad[0])} is outside "
+                f"0..{self.classes - 1}: output '{self.name}' scores {self.classes} classes "
+                "(labels are class indices; choose an integer label output with --output)")
+
+
+#: Per output: numpy dtype (None for a non-tensor output) and per-sample shape
+#: with the batch axis first, e.g. (N, 10).
+OutputTypes = Mapping[str, "tuple[np.dtype | None, tuple]"]
+
+
+def choose_output(outputs: OutputTypes, requested: str | None = None) -> ScoredOutput:
+    """The output to score: ``requested``, or the first float output [N, classes]
+    (classes >= 2), or else the first integer output [N]."""
+    def describe(name: str) -> str:
+        dtype, shape = outputs[name]
+        dims = ", ".join("N" if i == 0 else str(d) for i, d in enumerate(shape))
+        return f"'{name}' ({'not a tensor' if dtype is None else f'{dtype} [{dims}]'})"
+
+    def kind(name: str) -> ScoredOutput | None:
+        dtype, shape = outputs[name]
+        if dtype is None:
+            return None
+        classes = shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
+        if dtype.kind == "f" and len(shape) == 2 and (classes is None or classes >= 2):
+            return ScoredOutput(name, False, classes)
+        if dtype.kind in "iu" and len(shape) == 1:
+            return ScoredOutput(name, True)
+        return None
+
+    listing = ", ".join(describe(name) for name in outputs) or "none"
+    if requested is not None:
+        if requested not in outputs:
+            raise OnnxSnnError(f"no output named '{requested}': outputs are {listing}")
+        chosen = kind(requested)
+        if chosen is None:
+            raise OnnxSnnError(f"output {describe(requested)} cannot be scored: expected class "
+                               "scores [N, classes] or integer labels [N]")
+        return chosen
+    candidates = [c for c in map(kind, outputs) if c is not None]
+    scores = [c for c in candidates if not c.labels]
+    if not candidates:
+        raise OnnxSnnError(f"no output holds class scores [N, classes] or integer labels [N]: "
+                           f"outputs are {listing}")
+    return (scores or candidates)[0]
 
 
 def _check_per_step(per_step: Any) -> np.ndarray:
@@ -64,29 +127,35 @@ def delayed_predictions(per_step: np.ndarray, delay: int) -> np.ndarray:
     return cumulative.argmax(axis=-1)
 
 
-def estimate_readout_delay(model: ModelLike | SpikingSession, x: np.ndarray, timesteps: int,
-                           reference: np.ndarray | None = None, max_delay: int | None = None,
-                           batch_size: int = 256, *, ann: ModelLike | None = None) -> int:
+def estimate_readout_delay(model: ModelLike | SpikingSession, x: Any, timesteps: int,
+                           reference: Any = None, max_delay: int | None = None,
+                           batch_size: int = 256, *, ann: ModelLike | None = None,
+                           output: str | None = None) -> int:
     """The readout delay t0 that best matches a reference on calibration data.
 
     Runs the converted ``model`` once for ``timesteps`` steps (direct encoding)
-    on ``x``, in batches of ``batch_size``, and returns the t0 in
-    ``[0, max_delay]`` (default ``timesteps // 2``; at most ``timesteps - 1``)
-    whose delayed prediction after ``timesteps`` steps (argmax of the sum of
-    outputs t0+1..T, see ``delayed_predictions``) agrees with the reference on
-    the most samples. Ties go to the smallest t0, so 0 is kept unless a delay
-    helps. This is the delayed evaluation of Hwang et al. 2021 (Frontiers in
-    Neuroscience 15:629000), with the delay chosen on data rather than by hand.
+    on ``x`` (any form ``onnx_snn.data`` reads), in batches of ``batch_size``,
+    and returns the t0 in ``[0, max_delay]`` (default ``timesteps // 2``; at
+    most ``timesteps - 1``) whose delayed prediction after ``timesteps`` steps
+    (argmax of the sum of outputs t0+1..T, see ``delayed_predictions``) agrees
+    with the reference on the most samples. Ties go to the smallest t0, so 0 is
+    kept unless a delay helps. This is the delayed evaluation of Hwang et al.
+    2021 (Frontiers in Neuroscience 15:629000), with the delay chosen on data
+    rather than by hand.
 
     The reference is either ``reference``, integer labels [N] (for instance the
     training labels), or ``ann``, the original network (path or ModelProto),
-    whose argmax predictions onnxruntime computes batch by batch; give exactly
-    one. With labels, t0 maximises the accuracy on ``x`` at T = ``timesteps``.
+    whose predictions onnxruntime computes batch by batch; give exactly one.
+    With labels, t0 maximises the accuracy on ``x`` at T = ``timesteps``.
+    ``output`` picks the scored output (``choose_output``).
 
     Memory stays at one batch: per batch, the agreement of every candidate t0
     is counted from the cumulative sum of the outputs, and only the counts are
     kept.
     """
+    from onnx_snn.data import batches, labelled_batches
+    from onnx_snn.evaluation import ann_predictions
+
     session = model if isinstance(model, SpikingSession) else SpikingSession(model)
     timesteps = check_timesteps(timesteps)
     batch_size = check_batch_size(batch_size)
@@ -94,35 +163,26 @@ def estimate_readout_delay(model: ModelLike | SpikingSession, x: np.ndarray, tim
     if max_delay >= timesteps:
         raise OnnxSnnError(f"max_delay must be below the number of time steps "
                            f"({timesteps}), got {max_delay}")
-    count = np.shape(x)[0] if np.ndim(x) > 0 else 0
-    if count == 0:
-        raise OnnxSnnError("no samples to estimate the readout delay on")
-    reference_of = _reference(reference, ann, count, batch_size)
+    if (reference is None) == (ann is None):
+        raise OnnxSnnError("give exactly one of reference (labels) and ann (the ANN)")
+    scored = choose_output(session.output_types, output)
+    if scored.labels:
+        raise OnnxSnnError(f"output '{scored.name}' holds labels: a readout delay needs "
+                           "class scores (choose a scores output)")
+    if ann is not None:
+        network = AnnSession(ann, [scored.name])
+        pairs = ((feed, ann_predictions(scored, network.run(feed)[0]))
+                 for feed in batches(x, session.batch_specs, batch_size))
+    else:
+        pairs = ((batch.feed, batch.labels)
+                 for batch in labelled_batches(x, session.batch_specs, batch_size, reference))
 
     agree = np.zeros(max_delay + 1, dtype=np.int64)
-    for start in range(0, count, batch_size):
-        batch = x[start:start + batch_size]
-        target = reference_of(batch, start)
-        per_step = _check_per_step(session.run(batch, timesteps).per_step)
+    for feed, target in pairs:
+        per_step = _check_per_step(session.run(feed, timesteps).outputs[scored.name])
         cumulative = np.cumsum(per_step, axis=0, dtype=np.float64)
         # Sum of outputs t0+1..T for every candidate t0: C_T - C_t0 (C_0 = 0).
         before = np.concatenate([np.zeros_like(cumulative[:1]), cumulative[:max_delay]])
         predicted = (cumulative[-1] - before).argmax(axis=-1)       # [max_delay+1, n, ...]
         agree += (predicted == target).reshape(max_delay + 1, -1).sum(axis=1)
     return int(np.argmax(agree))  # the first maximum: ties go to the smallest t0
-
-
-def _reference(reference: np.ndarray | None, ann: ModelLike | None, count: int,
-               batch_size: int):
-    """A function (batch, start) -> reference classes for that batch."""
-    if (reference is None) == (ann is None):
-        raise OnnxSnnError("give exactly one of reference (labels) and ann (the ANN)")
-    if reference is not None:
-        labels = np.asarray(reference)
-        if labels.ndim < 1 or labels.shape[0] != count or labels.dtype.kind not in "iu":
-            raise OnnxSnnError(f"reference labels must be integers, one per sample: got "
-                               f"shape {list(labels.shape)} ({labels.dtype}) "
-                               f"for {count} samples")
-        return lambda batch, start: labels[start:start + batch_size]
-    network = AnnSession(ann)
-    return lambda batch, start: network.classes(batch, where=f"samples {start}-")

@@ -9,22 +9,28 @@ stays bounded however many samples there are.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx_graphsurgeon as gs
+import onnx
 from tqdm.auto import tqdm
 
 from onnx_snn.costs import model_costs
-from onnx_snn.data import check_batch_size
+from onnx_snn.data import check_batch_size, labelled_batches
 from onnx_snn.errors import OnnxSnnError
-from onnx_snn.instrument import RATE_SUFFIX, SPIKE_COUNT_SUFFIX, add_rate_outputs, add_spike_counts
-from onnx_snn.modelio import ModelLike, atomic_write, load_model, save_json
-from onnx_snn.prepare import prepare
-from onnx_snn.runtime import AnnSession, SpikingSession, check_timesteps
+from onnx_snn.evaluation import ann_predictions
+from onnx_snn.instrument import instrument
+from onnx_snn.model_info import OUTPUT_SCALES, metadata, neurons
+from onnx_snn.modelio import ModelLike, load_model
+from onnx_snn.outputs import OutputSet
+from onnx_snn.prepare import replace_zipmaps
+from onnx_snn.readout import choose_output
+from onnx_snn.runtime import AnnSession, SpikingOutput, check_timesteps
+from onnx_snn.streaming import open_session
 
 #: Energy per operation at 45 nm, pJ (Horowitz 2014): (MAC, accumulate).
 ENERGY_PJ = {"fp32": (4.6, 0.9), "fp16": (1.5, 0.4), "int8": (0.23, 0.03)}
@@ -53,120 +59,148 @@ class SnnReport:
     ann_accuracy: float | None
     layers: list[LayerReport]
     energy: dict[str, Any]
-    totals: dict[str, float]
+    totals: dict[str, float | None]
     scatter: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    output: str | None = None  # the scored output
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("scatter")
         return data
 
-    def write(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write report.json, the PNG plots and report.md into ``out_dir``."""
-        from onnx_snn.report_plots import write_plots, write_summary
+    def write(self, out_dir: str | os.PathLike, outputs: OutputSet | None = None) -> list[str]:
+        """Write report.json, the PNG plots and report.md into the folder ``out_dir``,
+        all at once (``onnx_snn.outputs``); returns the file names. With ``outputs``
+        the folder is only staged there, to be committed with the command's other
+        outputs."""
+        from onnx_snn.report_plots import REPORT_FILES, write_plots, write_summary
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = [save_json(self.to_dict(), out / "report.json")]
-        plots = write_plots(self, out)
-        written += plots
-        written.append(atomic_write(out / "report.md",
-                                    lambda tmp: tmp.write_text(write_summary(self, plots))))
+        written: list[str] = []
+
+        def fill(folder: Path) -> tuple[str, ...]:
+            (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            plots = write_plots(self, folder)
+            (folder / "report.md").write_text(write_summary(self, plots))
+            written.extend(["report.json", *(plot.name for plot in plots), "report.md"])
+            return REPORT_FILES
+
+        with OutputSet() as own:
+            (outputs or own).add_folder(out_dir, fill)
         return written
 
 
 class _Correlation:
-    """Streaming Pearson correlation of paired samples."""
+    """Streaming Pearson correlation of paired samples: (count, means, co-moments)
+    merged batch by batch with Chan's formula, which does not cancel like raw
+    power sums do."""
 
     def __init__(self) -> None:
-        self.sums = np.zeros(5)  # Σa, Σb, Σa², Σb², Σab
         self.count = 0
+        self.means = np.zeros(2)
+        self.moments = np.zeros(3)  # Σ(a-ā)², Σ(b-b̄)², Σ(a-ā)(b-b̄)
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
         a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-        self.sums += [a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum()]
-        self.count += a.size
+        n = a.size
+        if n == 0:
+            return
+        means = np.array([a.mean(), b.mean()])
+        da, db = a - means[0], b - means[1]
+        moments = np.array([da @ da, db @ db, da @ db])
+        delta = means - self.means
+        total = self.count + n
+        self.moments += moments + np.array([delta[0] ** 2, delta[1] ** 2, delta[0] * delta[1]]) \
+            * self.count * n / total
+        self.means += delta * n / total
+        self.count = total
 
     def value(self) -> float | None:
-        n = self.count
-        sa, sb, saa, sbb, sab = self.sums
-        var_a, var_b = n * saa - sa * sa, n * sbb - sb * sb
-        if n < 2 or var_a <= 0 or var_b <= 0:
+        var_a, var_b, cov = self.moments
+        if self.count < 2 or var_a <= 0 or var_b <= 0:
             return None
-        return float((n * sab - sa * sb) / np.sqrt(var_a * var_b))
+        return float(cov / np.sqrt(var_a * var_b))
 
 
-def _ann_session(ann: ModelLike, layers: list[str]) -> AnnSession:
-    """The prepared ANN, fetching its first output and each converted Relu's output."""
-    prepared = prepare(load_model(ann))
-    graph = gs.import_onnx(prepared)
-    nodes = {node.name: node for node in graph.nodes}
-    missing = [name for name in layers if name not in nodes]
+def _ann_session(ann: ModelLike, scored: str, activations: list[str]) -> AnnSession:
+    """The ANN, fetching the scored output and the activations the neurons replaced."""
+    model = replace_zipmaps(load_model(ann))
+    known = {t for node in model.graph.node for t in node.output}
+    missing = [name for name in activations if name not in known]
     if missing:
-        raise OnnxSnnError(f"the ANN has no Relu {', '.join(map(repr, missing))}: is it the "
+        raise OnnxSnnError(f"the ANN has no tensor {', '.join(map(repr, missing))}: is it the "
                            "model this SNN was converted from?")
-    activations = [nodes[name].outputs[0] for name in layers]
-    for tensor in activations:
-        if tensor not in graph.outputs:
-            graph.outputs.append(tensor)
-    return AnnSession(gs.export_onnx(graph),
-                      [graph.outputs[0].name] + [t.name for t in activations])
+    outputs = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name)
+                              for name in dict.fromkeys(activations) if name not in outputs)
+    return AnnSession(model, [scored, *activations])
 
 
-def make_report(snn: ModelLike, x: np.ndarray, y: np.ndarray, *, ann: ModelLike | None = None,
-                timesteps: int = 64, precision: str = "fp32", batch_size: int = 128,
-                scatter_points: int = 2000, progress: bool = True, seed: int = 0) -> SnnReport:
-    """Run ``snn`` on ``x`` for ``timesteps`` steps and measure it (see module doc).
+def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
+                ann: ModelLike | None = None, timesteps: int = 64, precision: str = "fp32",
+                batch_size: int = 128, scatter_points: int = 2000, progress: bool = True,
+                seed: int = 0, output: str | None = None) -> SnnReport:
+    """Run ``snn`` (any format) on ``data`` for ``timesteps`` steps and measure it
+    (see module doc).
 
-    ``y``: integer labels. ``ann``: the original ANN, for its accuracy and the
-    rate-against-activation comparison. ``precision`` picks the energy per
-    operation (fp32, fp16, int8).
+    ``data``: inputs with labels in any form ``onnx_snn.data.labelled_batches``
+    takes (``labels`` separately for an array). ``ann``: the original ANN, for its
+    accuracy and the rate-against-activation comparison. ``precision`` picks the
+    energy per operation (fp32, fp16, int8). ``output`` picks the scored output.
     """
-    check_timesteps(timesteps)
+    timesteps = check_timesteps(timesteps)
     if precision not in ENERGY_PJ:
         raise OnnxSnnError(f"precision {precision!r} is not valid: use one of "
                            f"{', '.join(ENERGY_PJ)}")
     batch_size = check_batch_size(batch_size)
-    y = np.asarray(y)
-    if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x) or not len(y):
-        raise OnnxSnnError(f"labels must be integers, one per sample: got {list(y.shape)} "
-                           f"({y.dtype}) for {len(x)} samples")
     model = load_model(snn)
-    costs = model_costs(model)
-    names = [layer.node for layer in costs.layers]
-    instrumented = add_spike_counts(model)
+    props = metadata(model)
+    layers_info = neurons(props)
+    names = [layer.node for layer in layers_info]
+    instrumented = instrument(model, counts=True, sums=ann is not None)
+    session = open_session(instrumented.model)
+    scored = choose_output({name: session.output_types[name] for name in session.output_types
+                            if name in {o.name for o in model.graph.output}}, output)
+    scales = json.loads(props[OUTPUT_SCALES])
     if ann is not None:
-        instrumented = add_rate_outputs(instrumented)
-        ann_session = _ann_session(ann, names)
-    session = SpikingSession(instrumented)
+        ann_session = _ann_session(ann, scored.name, [layer.activation for layer in layers_info])
 
     rng = np.random.default_rng(seed)
     correct = np.zeros(timesteps, dtype=np.int64)
-    ann_correct = 0
+    ann_correct = samples = 0
     spikes = dict.fromkeys(names, 0.0)
     correlations = {name: _Correlation() for name in names}
     scatter = {name: [] for name in names}
-    per_batch_points = max(1, scatter_points // max(1, -(-len(y) // batch_size)))
-    for start in tqdm(range(0, len(y), batch_size), desc="report", unit="batch",
-                      disable=not progress, leave=False):
-        batch, labels = x[start:start + batch_size], y[start:start + batch_size]
-        result = session.run(batch, timesteps)
-        outputs = result.outputs
-        correct += (result.predictions() == labels).sum(axis=1)
+    costs = None
+    stream = labelled_batches(data, session.batch_specs, batch_size, labels)
+    per_batch_points = max(1, scatter_points // max(1, stream.num_batches or 1))
+    for batch in tqdm(stream, total=stream.num_batches, desc="report", unit="batch",
+                      disable=None if progress else True, leave=False):
+        if costs is None:
+            costs = model_costs(model, batch.feed)
+        scored.check_labels(batch.labels, batch.start)
+        outputs = session.run(batch.feed, timesteps).outputs
+        correct += (SpikingOutput(outputs).predictions(0, scored.name)
+                    == batch.labels).sum(axis=1)
+        samples += len(batch.labels)
         for name in names:
-            spikes[name] += float(outputs[f"{name}{SPIKE_COUNT_SUFFIX}"].sum())
+            spikes[name] += float(outputs[instrumented.counts[name]].sum())
         if ann is None:
             continue
-        ann_results = ann_session.run(batch, where=f"samples {start}-")
-        ann_correct += int((ann_results[0].argmax(axis=-1) == labels).sum())
-        for name, activation in zip(names, ann_results[1:]):
-            rate = outputs[f"{name}{RATE_SUFFIX}"].reshape(-1)
+        ann_results = ann_session.run(batch.feed, where=f"samples {batch.start}-")
+        ann_correct += int((ann_predictions(scored, ann_results[0]) == batch.labels).sum())
+        for layer, activation in zip(layers_info, ann_results[1:]):
+            rate = _scaled_rate(outputs[instrumented.sums[layer.node]] / timesteps,
+                                scales[layer.node])
             activation = activation.reshape(-1)
-            correlations[name].add(activation, rate)
+            if activation.size != rate.size:
+                raise OnnxSnnError(f"neuron layer '{layer.node}' has {rate.size} values in a "
+                                   f"batch, its ANN tensor '{layer.activation}' "
+                                   f"{activation.size}: is the ANN the model this SNN was "
+                                   "converted from?")
+            correlations[layer.node].add(activation, rate)
             pick = rng.choice(rate.size, size=min(per_batch_points, rate.size), replace=False)
-            scatter[name].append(np.stack([activation[pick], rate[pick]], axis=1))
+            scatter[layer.node].append(np.stack([activation[pick], rate[pick]], axis=1))
 
-    samples = len(y)
     mac_pj, ac_pj = ENERGY_PJ[precision]
     layers = []
     for cost in costs.layers:
@@ -180,9 +214,20 @@ def make_report(snn: ModelLike, x: np.ndarray, y: np.ndarray, *, ann: ModelLike 
               "snn_pj": mac_pj * costs.analog_macs + ac_pj * total_sops,
               "precision": precision}
     totals = {"ann_macs": costs.total_macs, "analog_macs": costs.analog_macs, "sops": total_sops,
-              "sop_mac_ratio": total_sops / costs.total_macs,
-              "energy_ratio": energy["snn_pj"] / energy["ann_pj"]}
+              "sop_mac_ratio": total_sops / costs.total_macs if costs.total_macs else None,
+              "energy_ratio": energy["snn_pj"] / energy["ann_pj"] if costs.total_macs
+              else None}
     return SnnReport(timesteps, samples, (correct / samples).tolist(),
                      ann_correct / samples if ann is not None else None, layers, energy, totals,
                      {name: np.concatenate(points) for name, points in scatter.items()
-                      if points})
+                      if points}, scored.name)
+
+
+def _scaled_rate(rate: np.ndarray, scale: Any) -> np.ndarray:
+    """Rates [N, F] times the layer's output scale (one, or one per channel: F = C·rest)."""
+    scale = np.asarray(scale, np.float32)
+    if scale.ndim:
+        rate = rate.reshape(len(rate), scale.size, -1) * scale[:, None]
+    else:
+        rate = rate * scale
+    return rate.reshape(-1)

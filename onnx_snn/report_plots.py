@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_snn.modelio import atomic_write
 
 
 def _figure(width: float = 7.0, height: float = 4.2, **subplots):
@@ -23,7 +22,7 @@ def _save(figure, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    figure.savefig(path, format="png", dpi=120)
     plt.close(figure)
     return path
 
@@ -105,6 +104,15 @@ def scatter_plot(report, out: Path) -> Path:
     return _save(figure, out / "rate_vs_ann.png")
 
 
+#: Every file a report folder may hold.
+REPORT_FILES = ("report.json", "report.md", "accuracy.png", "firing_rates.png",
+                "sops_vs_macs.png", "rate_vs_ann.png")
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def write_plots(report, out: Path) -> list[Path]:
     plots = [accuracy_plot(report, out), firing_rate_plot(report, out), sops_plot(report, out)]
     if report.scatter:
@@ -122,10 +130,10 @@ def write_summary(report, plots: list[Path]) -> str:
     lines += [
         "- SNN accuracy: " + ", ".join(f"T={t}: {100 * curve[t - 1]:.2f} %" for t in marks),
         f"- Synaptic operations per sample: {report.totals['sops']:.4g} against "
-        f"{report.totals['ann_macs']:.4g} ANN MACs (ratio {report.totals['sop_mac_ratio']:.3f})",
+        f"{report.totals['ann_macs']:.4g} ANN MACs (ratio {_ratio(report.totals['sop_mac_ratio'])})",
         f"- Energy per sample ({report.energy['precision']}, 45 nm): ANN "
         f"{report.energy['ann_pj'] / 1e6:.4g} µJ, SNN {report.energy['snn_pj'] / 1e6:.4g} µJ "
-        f"(ratio {report.totals['energy_ratio']:.3f})",
+        f"(ratio {_ratio(report.totals['energy_ratio'])})",
         "", "| layer | neurons | firing rate | SOPs | ANN MACs fed | r (rate × scale vs ANN) |",
         "|---|---:|---:|---:|---:|---:|"]
     for layer in report.layers:

@@ -18,9 +18,11 @@ import onnxruntime as ort
 
 from onnx_snn.data import InputSpec, input_specs, validate_batch
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.model_info import NEURONS, TIMESTEPS, neurons, timesteps_input
 from onnx_snn.modelio import ModelLike, load_model
 from onnx_snn.ops.native import register_native
-from onnx_snn.temporal import TIMESTEPS
+from onnx_snn.prepare import replace_zipmaps
+from onnx_snn.validation import check_positive_int
 
 #: numpy dtypes of onnxruntime's input type strings.
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
@@ -31,7 +33,7 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
 def session_options(native: bool = True) -> ort.SessionOptions:
     """Session options with the native kernels registered (``native``) when they load."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: onnx_snn names problems itself
+    options.log_severity_level = 4  # fatal only: errors come back as OnnxSnnErrors
     if native:
         register_native(options)
     return options
@@ -55,22 +57,45 @@ def create_session(model: ModelLike, native: bool = True) -> ort.InferenceSessio
                            f"{str(error).strip().splitlines()[0]}") from None
 
 
+def _output_types(values: list[Any], time_axis: bool) -> dict[str, tuple[np.dtype | None, tuple]]:
+    """onnxruntime's output descriptions as (dtype, per-sample shape with N first);
+    ``time_axis`` drops the leading T of a converted model's outputs."""
+    return {value.name: (np.dtype(_ORT_DTYPES[value.type]) if value.type in _ORT_DTYPES
+                         else None,
+                         tuple(d if isinstance(d, int) else None
+                               for d in value.shape[int(time_axis):]))
+            for value in values}
+
+
+def run_checked(session: ort.InferenceSession, names: list[str] | None,
+                feed: dict[str, np.ndarray], where: str = "") -> list[np.ndarray]:
+    """``session.run``, with onnxruntime's errors as one-line OnnxSnnErrors."""
+    try:
+        return session.run(names, feed)
+    except Exception as error:  # onnxruntime raises its own exception types
+        place = f" on {where}" if where else ""
+        raise OnnxSnnError(f"onnxruntime failed{place}: "
+                           f"{str(error).strip().splitlines()[0]}") from None
+
+
 class AnnSession:
-    """The original ANN in onnxruntime, fed batches checked against its inputs."""
+    """The original ANN in onnxruntime, fed batches checked against its inputs.
+
+    A ZipMap output (scikit-learn converters) gives its probability tensor, as in
+    the converted model.
+    """
 
     def __init__(self, model: ModelLike, outputs: list[str] | None = None) -> None:
-        ann = load_model(model)
+        ann = replace_zipmaps(load_model(model))
         self.specs = input_specs(ann)
         self.outputs = outputs
         self.session = create_session(ann, native=False)
+        self.output_types = _output_types(self.session.get_outputs(), time_axis=False)
 
     def run(self, batch: Any, where: str = "batch") -> list[np.ndarray]:
         """The requested outputs (all by default) for one batch."""
-        return self.session.run(self.outputs, validate_batch(batch, self.specs, where))
-
-    def classes(self, batch: Any, where: str = "batch") -> np.ndarray:
-        """Argmax of the first output: the ANN's class predictions."""
-        return self.run(batch, where)[0].argmax(axis=-1)
+        return run_checked(self.session, self.outputs, validate_batch(batch, self.specs, where),
+                           where)
 
 
 @dataclass
@@ -89,15 +114,24 @@ class SpikingOutput:
         """The first output averaged over time: [N, ...]."""
         return self.per_step.mean(axis=0)
 
-    def predictions(self, delay: int = 0) -> np.ndarray:
+    def predictions(self, delay: int = 0, output: str | None = None) -> np.ndarray:
         """Class predictions after each step t, [T, N]: argmax of the sum of outputs 1..t.
 
-        ``delay`` t0 > 0 gives the delayed readout (``onnx_snn.readout``): the sum
-        of outputs t0+1..t for t > t0, and of outputs 1..t for t <= t0.
+        ``output`` names the output to read (default: the first). An integer
+        output holds labels already: the conversion makes a label output the
+        label of the scores summed over steps 1..t. ``delay`` t0 > 0 gives the
+        delayed readout (``onnx_snn.readout``) of a scores output: the sum of
+        outputs t0+1..t for t > t0, and of outputs 1..t for t <= t0.
         """
-        from onnx_snn.readout import delayed_predictions  # readout imports this module
+        from onnx_snn.readout import check_delay, delayed_predictions  # readout imports this
 
-        return delayed_predictions(self.per_step, delay)
+        per_step = self.per_step if output is None else self.outputs[output]
+        if per_step.dtype.kind in "iu":
+            if check_delay(delay):
+                raise OnnxSnnError("a readout delay needs class scores, not the labels of "
+                                   "an integer output")
+            return per_step
+        return delayed_predictions(per_step, delay)
 
 
 class SpikingSession:
@@ -106,12 +140,21 @@ class SpikingSession:
     def __init__(self, model: ModelLike | ort.InferenceSession, native: bool = True) -> None:
         self.session = model if isinstance(model, ort.InferenceSession) \
             else create_session(model, native)
-        if TIMESTEPS not in [i.name for i in self.session.get_inputs()]:
-            raise OnnxSnnError(f"not a converted model: it has no '{TIMESTEPS}' input")
-        self._describe(hidden_inputs={TIMESTEPS}, hidden_outputs=set())
+        props = self.session.get_modelmeta().custom_metadata_map
+        names = [i.name for i in self.session.get_inputs()]
+        self.timesteps_name = timesteps_input(props) or TIMESTEPS
+        if self.timesteps_name not in names:
+            raise OnnxSnnError(f"not a converted model: it has no '{self.timesteps_name}' input")
+        self._describe(hidden_inputs={self.timesteps_name}, hidden_outputs=set())
 
     def _describe(self, hidden_inputs: set[str], hidden_outputs: set[str]) -> None:
-        """The inputs and outputs ``run`` deals in: all but those it handles itself."""
+        """The inputs and outputs ``run`` deals in: all but those it handles itself,
+        and the largest layer (values per sample per step), for the memory check."""
+        props = self.session.get_modelmeta().custom_metadata_map
+        known = [(layer.features, layer.node) for layer in neurons(props)
+                 if layer.features] if NEURONS in props else []
+        #: (values per sample per step, node) of the largest neuron layer, or None.
+        self.largest_layer = max(known, default=None)
         #: Each input as given to ``run`` in a sequence: [T, N, ...].
         self.sequence_specs = [
             InputSpec(i.name, np.dtype(_ORT_DTYPES.get(i.type, np.float32)),
@@ -122,6 +165,9 @@ class SpikingSession:
         self.input_names = [spec.name for spec in self.sequence_specs]
         self.output_names = [o.name for o in self.session.get_outputs()
                              if o.name not in hidden_outputs]
+        self.output_types = _output_types(
+            [o for o in self.session.get_outputs() if o.name in self.output_names],
+            time_axis=True)
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], timesteps: int | None = None,
             sequence: bool = False) -> SpikingOutput:
@@ -133,7 +179,7 @@ class SpikingSession:
         per step, and ``timesteps`` defaults to T.
         """
         feed, timesteps = self._inputs(inputs, timesteps, sequence)
-        feed[TIMESTEPS] = np.array(timesteps, dtype=np.int64)
+        feed[self.timesteps_name] = np.array(timesteps, dtype=np.int64)
         return SpikingOutput(dict(zip(self.output_names, self._run(self.output_names, feed))))
 
     def _inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray], timesteps: int | None,
@@ -152,15 +198,25 @@ class SpikingSession:
                     in validate_batch(feed, self.batch_specs, where="batch").items()}
         if timesteps is None:
             raise OnnxSnnError("give the number of time steps")
-        return feed, check_timesteps(timesteps)
+        timesteps = check_timesteps(timesteps)
+        self._check_memory(timesteps, next(iter(feed.values())).shape[1])
+        return feed, timesteps
+
+    def _check_memory(self, timesteps: int, rows: int) -> None:
+        """Refuse a run whose largest layer alone needs more memory than there is."""
+        if self.largest_layer is None:
+            return
+        features, node = self.largest_layer
+        needed = timesteps * rows * features * 4
+        available = available_memory()
+        if available is not None and needed > available:
+            raise OnnxSnnError(
+                f"T = {timesteps} needs at least {needed:,} bytes for {rows} samples (neuron "
+                f"layer '{node}' holds {features} float32 values per sample and step), but "
+                f"{available:,} bytes of memory are available: use a smaller T or batch size")
 
     def _run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """``session.run``, with onnxruntime's errors as one-line OnnxSnnErrors."""
-        try:
-            return self.session.run(names, feed)
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise OnnxSnnError(f"onnxruntime failed: {str(error).strip().splitlines()[0]}") \
-                from None
+        return run_checked(self.session, names, feed)
 
     def _single(self, inputs: Any) -> dict[str, Any]:
         if len(self.input_names) != 1:
@@ -171,10 +227,22 @@ class SpikingSession:
 
 def check_timesteps(timesteps: Any) -> int:
     """The number of time steps as a positive int; errors otherwise."""
-    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) \
-            or timesteps <= 0:
-        raise OnnxSnnError(f"time steps must be a positive integer, got {timesteps!r}")
-    return int(timesteps)
+    return check_positive_int(timesteps, "time steps")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (None where unknown)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def run_snn(model: ModelLike | SpikingSession, inputs: np.ndarray | Mapping[str, np.ndarray],

@@ -21,6 +21,7 @@ import onnx_graphsurgeon as gs
 
 from onnx_snn.calibration import Scale
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.naming import NameScope
 from onnx_snn.neurons import Neuron
 from onnx_snn.patterns import Pattern
 
@@ -59,12 +60,17 @@ def _channel_shape(values: np.ndarray, activation: gs.Tensor, node: str) -> np.n
 class ReluToNeuron(Pattern):
     """Replace the rectifiers named in ``layers`` by scaled spiking neurons.
 
-    Every neuron also reads ``timesteps``, the int64 scalar number of steps.
+    Every neuron also reads ``timesteps``, the int64 scalar number of steps. The
+    neuron node keeps the rectifier's name; the nodes and tensors around it are
+    named ``<rectifier>__<role>``, or from a fresh prefix (``scope``) when the
+    model already uses such names.
     """
 
-    def __init__(self, layers: Sequence[SpikingLayer], timesteps: gs.Variable) -> None:
+    def __init__(self, layers: Sequence[SpikingLayer], timesteps: gs.Variable,
+                 scope: NameScope) -> None:
         self.layers = {layer.node: layer for layer in layers}
         self.timesteps = timesteps
+        self.scope = scope
         for layer in layers:
             theta = layer.neuron.v_threshold
             if not (math.isfinite(theta) and theta > 0):
@@ -78,29 +84,30 @@ class ReluToNeuron(Pattern):
         layer = self.layers[node.name]
         neuron = layer.neuron
         name, source = node.name, node.inputs[0]
+        p = self.scope.prefix(f"{name}__")
 
         def constant(suffix: str, values) -> gs.Constant:
             shaped = _channel_shape(np.asarray(values, dtype=np.float32), source, name)
-            return gs.Constant(f"{name}__{suffix}", shaped)
+            return gs.Constant(f"{p}{suffix}", shaped)
 
         nodes = []
         if layer.bias_shift is not None:
-            shifted = gs.Variable(f"{name}__shifted", np.float32)
-            nodes.append(gs.Node("Add", f"{name}__bias_shift",
+            shifted = gs.Variable(f"{p}shifted", np.float32)
+            nodes.append(gs.Node("Add", f"{p}bias_shift",
                                  inputs=[source, constant("bias_shift", layer.bias_shift)],
                                  outputs=[shifted]))
             source_for_gain = shifted
         else:
             source_for_gain = source
-        scaled = gs.Variable(f"{name}__scaled", np.float32, source.shape)
-        spikes = gs.Variable(f"{name}__spikes", np.float32, source.shape)
+        scaled = gs.Variable(f"{p}scaled", np.float32, source.shape)
+        spikes = gs.Variable(f"{p}spikes", np.float32, source.shape)
         return nodes + [
-            gs.Node("Mul", f"{name}__input_scaler",
+            gs.Node("Mul", f"{p}input_scaler",
                     inputs=[source_for_gain, constant("input_gain", layer.input_gain)],
                     outputs=[scaled]),
             gs.Node(neuron.op_type, name, attrs=neuron.attributes(),
                     inputs=[scaled, self.timesteps], outputs=[spikes], domain=neuron.domain),
-            gs.Node("Mul", f"{name}__output_scaler",
+            gs.Node("Mul", f"{p}output_scaler",
                     inputs=[spikes, constant("output_scale", layer.scale)],
                     outputs=list(node.outputs)),
         ]

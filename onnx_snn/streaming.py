@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.formats import STREAMING_STATES
-from onnx_snn.instrument import SPIKE_COUNT_SUFFIX
+from onnx_snn.instrument import time_summed_outputs
 from onnx_snn.modelio import ModelLike
 from onnx_snn.runtime import SpikingOutput, SpikingSession, create_session
 
@@ -51,6 +51,8 @@ class StreamingSession(SpikingSession):
                        for state in json.loads(metadata[STREAMING_STATES])]
         self._describe(hidden_inputs={i for i, _ in self.states},
                        hidden_outputs={o for _, o in self.states})
+        #: Outputs that hold one step's sums (spike counts): ``run`` adds them up.
+        self.time_sums = set(time_summed_outputs(metadata))
         self._state: dict[str, np.ndarray] = {}
 
     def reset(self) -> None:
@@ -84,7 +86,7 @@ class StreamingSession(SpikingSession):
                                 for name, array in feed.items()})
                  for t in range(timesteps)]
         return SpikingOutput({
-            name: (np.sum if name.endswith(SPIKE_COUNT_SUFFIX) else np.concatenate)(
+            name: (np.sum if name in self.time_sums else np.concatenate)(
                 [outputs[name] for outputs in steps], axis=0)
             for name in self.output_names})
 

@@ -21,29 +21,37 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnx_snn.graph_builder import GraphBuilder
+from onnx_snn.model_info import TIMESTEPS, TIMESTEPS_KEY  # noqa: F401 - re-exported
+from onnx_snn.naming import NameScope
+from onnx_snn.op_types import SHAPE_OPS
 
-TIMESTEPS = "timesteps"
-#: Model metadata key naming the T input (a streaming model has none).
-TIMESTEPS_KEY = "onnx_snn.timesteps_input"
 #: Neuron attribute: 1 when the neuron reads a static input [S, N, ...] itself.
 BROADCAST = "broadcast_input"
-_SHAPE_OPS = ("Shape", "Size")
 _TO_END = np.iinfo(np.int64).max
 
 
 class TimeFolding:
     """The pass that adds the time axis; ``timesteps`` is the T graph input that
-    the neurons already read."""
+    the neurons already read. New names come from ``scope``.
 
-    def __init__(self, timesteps: gs.Variable) -> None:
+    An ArgMax that spiking values reach (a label output, as scikit-learn
+    converters write it) reads the scores summed over steps 1..t instead of
+    step t alone, so its label converges like the scores do; the CumSum nodes
+    that sum them are listed in ``accumulators``.
+    """
+
+    def __init__(self, timesteps: gs.Variable, scope: NameScope | None = None) -> None:
         self.timesteps = timesteps
+        self.scope = scope
+        self.accumulators: list[str] = []
 
     def __call__(self, graph: gs.Graph) -> gs.Graph:
         graph.toposort()
-        make = GraphBuilder(graph, "time_fold__")
+        scope = self.scope or NameScope.of(graph)
+        make = GraphBuilder(graph, "time_fold__", scope)
         data_inputs = [t for t in graph.inputs if t is not self.timesteps]
         temporal, batch, shape_values = self._classify(graph, data_inputs)
-        folded_inputs = [self._fold_input(make, x) for x in data_inputs]
+        folded_inputs = [self._fold_input(make, x, scope) for x in data_inputs]
         steps = make("Reshape", [self.timesteps, make.const([1])], np.int64)
         samples = make("Slice", [make("Shape", [folded_inputs[0]], np.int64), make.const([0]),
                                  make.const([1])], np.int64)
@@ -66,11 +74,12 @@ class TimeFolding:
             """Recompute a shape value from static tensors on their broadcast versions."""
             if id(value) not in retimed:
                 producer = value.inputs[0]
-                inputs = [over_time(t) if id(t) in batch and producer.op in _SHAPE_OPS
+                inputs = [over_time(t) if id(t) in batch and producer.op in SHAPE_OPS
                           else retime(t) if id(t) in shape_values else t
                           for t in producer.inputs]
-                outputs = [gs.Variable(f"{t.name}__retimed", t.dtype) for t in producer.outputs]
-                graph.nodes.append(gs.Node(producer.op, f"{producer.name}__retimed",
+                outputs = [gs.Variable(scope.name(f"{t.name}__retimed"), t.dtype)
+                           for t in producer.outputs]
+                graph.nodes.append(gs.Node(producer.op, scope.name(f"{producer.name}__retimed"),
                                            attrs=dict(producer.attrs), inputs=inputs,
                                            outputs=outputs, domain=producer.domain))
                 for old, new in zip(producer.outputs, outputs):
@@ -91,8 +100,10 @@ class TimeFolding:
                     node.inputs[index] = over_time(tensor)
                 elif id(tensor) in shape_values:
                     node.inputs[index] = retime(tensor)
+            if node.op == "ArgMax" and node.attrs.get("axis", 0) != 0:
+                node.inputs[0] = self._summed_over_steps(make, node.inputs[0], steps)
 
-        graph.outputs = [self._unfold_output(make, out, steps, over_time,
+        graph.outputs = [self._unfold_output(make, out, steps, over_time, scope,
                                              temporal=id(out) not in batch)
                          for out in graph.outputs]
         graph.inputs = [*folded_inputs, self.timesteps]
@@ -116,7 +127,7 @@ class TimeFolding:
             if any(i in temporal_tensors for i in ids):
                 temporal.add(id(node))
                 temporal_tensors.update(outputs)
-            elif node.op in _SHAPE_OPS and any(i in batch for i in ids):
+            elif node.op in SHAPE_OPS and any(i in batch for i in ids):
                 shape_values.update(outputs)
             elif any(i in batch for i in ids):
                 batch.update(outputs)
@@ -124,13 +135,22 @@ class TimeFolding:
                 shape_values.update(outputs)
         return temporal, batch, shape_values
 
+    def _summed_over_steps(self, make: GraphBuilder, scores: gs.Tensor,
+                           steps: gs.Variable) -> gs.Variable:
+        """``scores`` [T·N, ...] summed over steps 1..t at every step t (a CumSum)."""
+        per_step = make("Reshape", [scores, make("Concat", [steps, _with_rows(
+            make, scores, [-1])], np.int64, {"axis": 0})], scores.dtype)
+        summed = make("CumSum", [per_step, make.const(0)], scores.dtype)
+        self.accumulators.append(summed.inputs[0].name)
+        return make("Reshape", [summed, make("Shape", [scores], np.int64)], scores.dtype)
+
     @staticmethod
-    def _fold_input(make: GraphBuilder, x: gs.Variable) -> gs.Variable:
+    def _fold_input(make: GraphBuilder, x: gs.Variable, scope: NameScope) -> gs.Variable:
         """Replace input ``x`` by a new input with a time axis, reshaped back into ``x``."""
         sample_dims = list(x.shape[1:]) if x.shape else None
         outer = gs.Variable(x.name, x.dtype, None if sample_dims is None
                             else ["S", "N", *sample_dims])
-        x.name = f"{x.name}__folded"
+        x.name = scope.name(f"{x.name}__folded")
         sample_shape = make("Slice", [make("Shape", [outer], np.int64), make.const([2]),
                                       make.const([_TO_END])], np.int64)
         make("Reshape", [outer, make("Concat", [make.const([-1]), sample_shape], np.int64,
@@ -139,12 +159,12 @@ class TimeFolding:
 
     @staticmethod
     def _unfold_output(make: GraphBuilder, out: gs.Variable, steps: gs.Variable, over_time,
-                       temporal: bool) -> gs.Variable:
+                       scope: NameScope, temporal: bool) -> gs.Variable:
         """Graph output ``out`` [T·N, ...] reshaped to [T, N, ...] under its own name."""
         name = out.name
         sample_dims = list(out.shape[1:]) if out.shape else None
         source = out if temporal else over_time(out)
-        out.name = f"{name}__folded"
+        out.name = scope.name(f"{name}__folded")
         result = gs.Variable(name, out.dtype, None if sample_dims is None
                              else ["T", "N", *sample_dims])
         make("Reshape", [source, make("Concat", [steps, _with_rows(make, source, [-1])],

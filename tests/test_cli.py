@@ -127,9 +127,12 @@ def test_inspect_lists_activations_caveats_and_shapes(tmp_path, capsys) -> None:
                       "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)})
     onnx.save(ann, tmp_path / "ann.onnx")
     report = tmp_path / "inspect.json"
-    assert main(["inspect", str(tmp_path / "ann.onnx"), "--json", str(report)]) == 0
-    out = capsys.readouterr().out
-    assert "refuse   Sigmoid" in out and "MaxPool      pool" in out
+    # convert would refuse the Sigmoid: inspect lists everything, then fails saying why
+    assert main(["inspect", str(tmp_path / "ann.onnx"), "--json", str(report)]) == 1
+    captured = capsys.readouterr()
+    assert "refuse   Sigmoid" in captured.out and "MaxPool      pool" in captured.out
+    assert captured.err.startswith("onnx-snn: error: convert would stop: cannot convert "
+                                   "Sigmoid 'gate'")
     data = json.loads(report.read_text())
     actions = {e["node"]: (e["op"], e["action"], e["note"]) for e in data["activations"]}
     assert actions == {"relu": ("Relu", "convert", ""),

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from conftest import make_model, mlp_model
 from onnx_snn import HookFactory, NeuronFactory, OnnxSnnError, convert
-from onnx_snn.instrument import OUTPUT_SCALES
+from onnx_snn.model_info import OUTPUT_SCALES
 from onnx_snn.ops.function import IF_ATTRIBUTES
 from onnx_snn.runtime import SpikingSession, run_snn
 

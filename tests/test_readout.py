@@ -96,7 +96,7 @@ def numpy_accuracy(per_step: np.ndarray, labels: np.ndarray, t: int, delay: int)
 @pytest.mark.parametrize("delay", [0, 2, 5])
 def test_snn_accuracy_with_delay_matches_numpy(mlp_snn, delay) -> None:
     _, session, x, labels = mlp_snn
-    steps = [3, 6, 16]  # 3 <= 5: falls back to no delay there
+    steps = [6, 7, 16]
     per_step = session.run(x, max(steps)).per_step
     expected = {t: numpy_accuracy(per_step, labels, t, delay) for t in steps}
     assert snn_accuracy(session, x, labels, steps, batch_size=25, readout_delay=delay) \
@@ -107,6 +107,14 @@ def test_snn_accuracy_refuses_a_bad_delay(mlp_snn) -> None:
     _, session, x, labels = mlp_snn
     with pytest.raises(OnnxSnnError, match="readout delay"):
         snn_accuracy(session, x, labels, [4], readout_delay=-2)
+
+
+@pytest.mark.parametrize("delay, steps", [(3, [3, 8]), (5, [8, 4])])
+def test_snn_accuracy_refuses_a_delay_of_t_or_more(mlp_snn, delay, steps) -> None:
+    """A delay that leaves no step to read at some T is refused, not silently ignored."""
+    _, session, x, labels = mlp_snn
+    with pytest.raises(OnnxSnnError, match=rf"readout delay {delay} .* T = {min(steps)}"):
+        snn_accuracy(session, x, labels, steps, readout_delay=delay)
 
 
 def brute_force_delay(per_step: np.ndarray, reference: np.ndarray, max_delay: int) -> int:

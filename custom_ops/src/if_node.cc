@@ -22,8 +22,9 @@ constexpr int64_t kStreamBytes = int64_t{32} << 20;
 template <bool kHardReset>
 inline float Step(float& v, float x, float threshold, float v_reset) {
   const float h = v + x;
-  const float spike = h >= threshold ? 1.0f : 0.0f;
-  v = kHardReset ? h * (1.0f - spike) + spike * v_reset : h - spike * threshold;
+  const bool fired = h >= threshold;
+  const float spike = fired ? 1.0f : 0.0f;
+  v = kHardReset ? (fired ? v_reset : h) : h - spike * threshold;
   return spike;
 }
 
@@ -34,6 +35,7 @@ void StepRow(float* v, const float* x, float* s, int64_t count, float threshold,
 
 #if defined(__SSE2__)
 // StepRow with the same arithmetic in SSE, storing spikes around the cache.
+// The hard reset blends on the compare mask: (mask & v_reset) | (~mask & h).
 template <bool kHardReset>
 void StepRowStreaming(float* v, const float* x, float* s, int64_t count, float threshold,
                       float v_reset) {
@@ -46,10 +48,11 @@ void StepRowStreaming(float* v, const float* x, float* s, int64_t count, float t
   int64_t i = head;
   for (; i + 4 <= count; i += 4) {
     const __m128 h = _mm_add_ps(_mm_loadu_ps(v + i), _mm_loadu_ps(x + i));
-    const __m128 spike = _mm_and_ps(_mm_cmpge_ps(h, theta), one);
+    const __m128 fired = _mm_cmpge_ps(h, theta);  // all ones where h >= θ (false for NaN)
+    const __m128 spike = _mm_and_ps(fired, one);
     _mm_stream_ps(s + i, spike);
     const __m128 next = kHardReset
-        ? _mm_add_ps(_mm_mul_ps(h, _mm_sub_ps(one, spike)), _mm_mul_ps(spike, reset))
+        ? _mm_or_ps(_mm_and_ps(fired, reset), _mm_andnot_ps(fired, h))
         : _mm_sub_ps(h, _mm_mul_ps(spike, theta));
     _mm_storeu_ps(v + i, next);
   }
@@ -85,7 +88,10 @@ void RunBlocks(const IFParams& p, const float* x, int64_t x_stride, float* s, in
 
 void RunIF(const IFParams& params, const float* x, int64_t x_stride, float* s, int64_t steps,
            int64_t features, int64_t begin, int64_t end) {
-  const bool stream = steps * features * static_cast<int64_t>(sizeof(float)) >= kStreamBytes;
+  int64_t bytes = 0;  // an output too large to count is certainly large enough to stream
+  const bool stream = !CheckedMul(steps, features, &bytes) ||
+                      !CheckedMul(bytes, static_cast<int64_t>(sizeof(float)), &bytes) ||
+                      bytes >= kStreamBytes;
   const auto run = params.hard_reset ? (stream ? RunBlocks<true, true> : RunBlocks<true, false>)
                                      : (stream ? RunBlocks<false, true> : RunBlocks<false, false>);
   run(params, x, x_stride, s, steps, features, begin, end);

@@ -7,18 +7,30 @@
 // IFNode(X: float32, T: int64 scalar) -> S: float32 0/1 spikes [T*N, ...].
 // Attributes: v_threshold, v_reset, v_init (a fraction of v_threshold), hard_reset,
 // broadcast_input (0: X is [T*N, ...], one slice per step; 1: X is [S, N, ...]
-// with S = 1, the same input at every step, or S = T).
+// with S = 1, the same input at every step, or S = T). From API 17 the op also
+// tells onnxruntime the spikes' shape (InferShape): X's, or [T*N, X[2:]...].
 //
 // Only the C API is used, through a version negotiated with the running
 // onnxruntime: min(the headers' ORT_API_VERSION, the runtime's), so one build
 // loads on older releases too (down to kMinApiVersion).
+//
+// No C++ exception crosses the C ABI: every entry point onnxruntime calls
+// catches them (Guarded) and returns an OrtStatus instead, or, where the
+// callback cannot return one, swallows them harmlessly. Sizes computed from the
+// inputs (T times rows, element and byte counts) are checked for int64
+// overflow and reported as errors.
 #include <onnxruntime_c_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -32,14 +44,41 @@ constexpr const char* kOpType = "IFNode";
 constexpr uint32_t kMinApiVersion = 16;
 // KernelContext_ParallelFor arrived in API 17; older runtimes run serially.
 constexpr uint32_t kParallelForApiVersion = 17;
+// So did OrtCustomOp::InferOutputShapeFn and the ShapeInferContext_* functions.
+constexpr uint32_t kShapeInferenceApiVersion = 17;
 // Features per parallel task: enough work per task to amortise scheduling.
 constexpr int64_t kTaskFeatures = 2048;
 
 const OrtApi* g_api = nullptr;
 uint32_t g_api_version = 0;
+// Numbers the symbols made up for unknown output dimensions (InferShape).
+std::atomic<uint64_t> g_unknown_dims{0};
 
 OrtStatus* Fail(const std::string& message) {
   return g_api->CreateStatus(ORT_INVALID_ARGUMENT, (std::string(kOpType) + ": " + message).c_str());
+}
+
+// A status "IFNode: <message>" built without allocating (for the exception
+// handlers, where memory may have run out). Never throws.
+OrtStatus* StatusNoThrow(const OrtApi* api, OrtErrorCode code, const char* message) noexcept {
+  char text[1024];
+  std::snprintf(text, sizeof text, "%s: %s", kOpType, message ? message : "");
+  return api->CreateStatus(code, text);
+}
+
+// Runs body() (which returns an OrtStatus*), turning any C++ exception into a
+// status made with api: nothing thrown may cross into onnxruntime's C code.
+template <typename Body>
+OrtStatus* Guarded(const OrtApi* api, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return StatusNoThrow(api, ORT_FAIL, "out of memory (std::bad_alloc)");
+  } catch (const std::exception& error) {
+    return StatusNoThrow(api, ORT_RUNTIME_EXCEPTION, error.what());
+  } catch (...) {
+    return StatusNoThrow(api, ORT_RUNTIME_EXCEPTION, "unknown C++ exception");
+  }
 }
 
 // Evaluates an OrtStatus* expression and returns it from the caller on error.
@@ -68,8 +107,7 @@ OrtStatus* ReadInt(const OrtKernelInfo* info, const char* name, int64_t* out) {
   return Fail(std::string("missing int attribute '") + name + "'");
 }
 
-OrtStatus* ORT_API_CALL CreateKernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info,
-                                     void** kernel) {
+OrtStatus* CreateKernelImpl(const OrtKernelInfo* info, void** kernel) {
   float threshold = 0.0f, v_reset = 0.0f, v_init = 0.0f;
   int64_t hard_reset = 0, broadcast_input = 0;
   RETURN_IF_ERROR(ReadFloat(info, "v_threshold", &threshold));
@@ -83,6 +121,11 @@ OrtStatus* ORT_API_CALL CreateKernel(const OrtCustomOp*, const OrtApi*, const Or
   return nullptr;
 }
 
+OrtStatus* ORT_API_CALL CreateKernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info,
+                                     void** kernel) noexcept {
+  return Guarded(g_api, [&] { return CreateKernelImpl(info, kernel); });
+}
+
 struct Task {
   const onnx_snn::IFParams* params;
   const float* x;
@@ -90,14 +133,21 @@ struct Task {
   float* s;
   int64_t steps;
   int64_t features;
+  std::atomic<bool> failed{false};  // set by a task that threw (RunIF does not)
 };
 
-void RunTask(void* data, size_t index) {
-  const Task& task = *static_cast<const Task*>(data);
-  const int64_t begin = static_cast<int64_t>(index) * kTaskFeatures;
-  const int64_t end = std::min(task.features, begin + kTaskFeatures);
-  onnx_snn::RunIF(*task.params, task.x, task.x_stride, task.s, task.steps, task.features, begin,
-                  end);
+// Runs on onnxruntime's thread pool, which cannot take a status or an
+// exception: a failure is recorded in the task and reported by Compute.
+void RunTask(void* data, size_t index) noexcept {
+  Task& task = *static_cast<Task*>(data);
+  try {
+    const int64_t begin = static_cast<int64_t>(index) * kTaskFeatures;
+    const int64_t end = std::min(task.features, begin + kTaskFeatures);
+    onnx_snn::RunIF(*task.params, task.x, task.x_stride, task.s, task.steps, task.features, begin,
+                    end);
+  } catch (...) {
+    task.failed.store(true);
+  }
 }
 
 OrtStatus* ReadSteps(const OrtValue* value, int64_t* steps) {
@@ -114,7 +164,7 @@ OrtStatus* ReadSteps(const OrtValue* value, int64_t* steps) {
   return nullptr;
 }
 
-OrtStatus* ORT_API_CALL Compute(void* kernel, OrtKernelContext* context) {
+OrtStatus* ComputeImpl(void* kernel, OrtKernelContext* context) {
   const auto& params = static_cast<const Kernel*>(kernel)->params;
   const bool broadcast = static_cast<const Kernel*>(kernel)->broadcast_input;
   const OrtValue* x_value = nullptr;
@@ -134,6 +184,9 @@ OrtStatus* ORT_API_CALL Compute(void* kernel, OrtKernelContext* context) {
   if (status == nullptr) status = g_api->GetTensorShapeElementCount(info, &count);
   g_api->ReleaseTensorTypeAndShapeInfo(info);
   RETURN_IF_ERROR(status);
+  if (count > static_cast<size_t>(INT64_MAX)) {
+    return Fail("X has " + std::to_string(count) + " elements, more than int64 holds");
+  }
   const int64_t elements = static_cast<int64_t>(count);
   if (steps < 1) return Fail("T must be at least 1, got " + std::to_string(steps));
   // Spikes are [steps, features]; step t reads X at t * x_stride.
@@ -149,7 +202,12 @@ OrtStatus* ORT_API_CALL Compute(void* kernel, OrtKernelContext* context) {
     features = elements / x_steps;
     x_stride = x_steps == 1 ? 0 : features;
     shape.erase(shape.begin());
-    shape[0] *= steps;
+    int64_t rows = 0;  // the spikes' first dimension, T * N
+    if (!onnx_snn::CheckedMul(steps, shape[0], &rows)) {
+      return Fail("T = " + std::to_string(steps) + " times " + std::to_string(shape[0]) +
+                  " rows overflows int64");
+    }
+    shape[0] = rows;
   } else {
     if (elements % steps != 0) {
       return Fail("X has " + std::to_string(elements) + " elements, not a multiple of T = " +
@@ -157,6 +215,18 @@ OrtStatus* ORT_API_CALL Compute(void* kernel, OrtKernelContext* context) {
     }
     features = elements / steps;
     x_stride = features;
+  }
+  // The spikes hold steps * features float32 values; both counts must fit.
+  int64_t outputs = 0;
+  int64_t bytes = 0;
+  if (!onnx_snn::CheckedMul(steps, features, &outputs)) {
+    return Fail("T = " + std::to_string(steps) + " times " + std::to_string(features) +
+                " features per step overflows int64");
+  }
+  if (!onnx_snn::CheckedMul(outputs, static_cast<int64_t>(sizeof(float)), &bytes) ||
+      static_cast<uint64_t>(bytes) > SIZE_MAX) {
+    return Fail("the spikes' " + std::to_string(outputs) + " float32 values (T = " +
+                std::to_string(steps) + ") overflow the byte count");
   }
 
   OrtValue* s_value = nullptr;
@@ -168,18 +238,107 @@ OrtStatus* ORT_API_CALL Compute(void* kernel, OrtKernelContext* context) {
   RETURN_IF_ERROR(g_api->GetTensorMutableData(const_cast<OrtValue*>(x_value), &x_data));
   RETURN_IF_ERROR(g_api->GetTensorMutableData(s_value, &s_data));
 
-  Task task{&params, static_cast<const float*>(x_data), x_stride, static_cast<float*>(s_data),
-            steps, features};
-  const size_t tasks = static_cast<size_t>((task.features + kTaskFeatures - 1) / kTaskFeatures);
+  Task task;
+  task.params = &params;
+  task.x = static_cast<const float*>(x_data);
+  task.x_stride = x_stride;
+  task.s = static_cast<float*>(s_data);
+  task.steps = steps;
+  task.features = features;
+  const size_t tasks =  // ceil(features / kTaskFeatures), without overflow
+      static_cast<size_t>(features / kTaskFeatures + (features % kTaskFeatures != 0));
   if (tasks > 1 && g_api_version >= kParallelForApiVersion) {
     RETURN_IF_ERROR(g_api->KernelContext_ParallelFor(context, RunTask, tasks, 0, &task));
   } else {
     for (size_t index = 0; index < tasks; ++index) RunTask(&task, index);
   }
+  if (task.failed.load()) return Fail("a worker task failed");
   return nullptr;
 }
 
-void ORT_API_CALL Destroy(void* kernel) { delete static_cast<Kernel*>(kernel); }
+OrtStatus* ORT_API_CALL Compute(void* kernel, OrtKernelContext* context) noexcept {
+  return Guarded(g_api, [&] { return ComputeImpl(kernel, context); });
+}
+
+void ORT_API_CALL Destroy(void* kernel) noexcept {
+  try {
+    delete static_cast<Kernel*>(kernel);
+  } catch (...) {  // Kernel's destructor does not throw; nothing to report to anyway
+  }
+}
+
+// Output 0 is float32. With broadcast_input = 0 its shape is X's (symbolic
+// dimensions kept); with broadcast_input = 1, X is [S, N, d2, ...] and the
+// spikes are [T * N, d2, ...]: T is an input value, unknown here, so the first
+// dimension is unknown and the rest are X[2:].
+OrtStatus* InferShapeImpl(OrtShapeInferContext* context) {
+  size_t inputs = 0;
+  RETURN_IF_ERROR(g_api->ShapeInferContext_GetInputCount(context, &inputs));
+  if (inputs < 1) return Fail("shape inference found no input X");
+  // X's description belongs to the context: onnxruntime 1.32 frees it itself (releasing
+  // it here, as Ort::ShapeInferContext's wrapper would, is a double free).
+  OrtTensorTypeAndShapeInfo* x_info = nullptr;
+  RETURN_IF_ERROR(g_api->ShapeInferContext_GetInputTypeShape(context, 0, &x_info));
+  size_t rank = 0;
+  RETURN_IF_ERROR(g_api->GetDimensionsCount(x_info, &rank));
+  std::vector<int64_t> dims(rank);
+  std::vector<const char*> symbols(rank, "");
+  RETURN_IF_ERROR(g_api->GetDimensions(x_info, dims.data(), rank));
+  RETURN_IF_ERROR(g_api->GetSymbolicDimensions(x_info, symbols.data(), rank));
+
+  const OrtOpAttr* attribute = nullptr;
+  OrtStatus* status = g_api->ShapeInferContext_GetAttribute(context, "broadcast_input", &attribute);
+  if (status != nullptr) {
+    g_api->ReleaseStatus(status);
+    return Fail("missing int attribute 'broadcast_input'");
+  }
+  int64_t broadcast = 0;
+  size_t size = 0;
+  status = g_api->ReadOpAttr(attribute, ORT_OP_ATTR_INT, &broadcast, sizeof broadcast, &size);
+  if (status != nullptr) {
+    g_api->ReleaseStatus(status);
+    return Fail("attribute 'broadcast_input' must be an int");
+  }
+
+  // onnxruntime describes an input of unknown rank as rank 0: say nothing
+  // about the spikes' shape then (the element type comes from the schema).
+  if (rank == 0) return nullptr;
+  if (broadcast != 0) {
+    if (rank < 2) {
+      return Fail("X must be [S, N, ...] with broadcast_input = 1, got rank " +
+                  std::to_string(rank));
+    }
+    dims.erase(dims.begin());
+    symbols.erase(symbols.begin());
+    dims[0] = -1;  // T * N: T is an input's value
+    symbols[0] = "";
+  }
+  // onnxruntime writes a dimension without a symbol as its value, so an
+  // unknown one would become the value -1: a fixed size that every run then
+  // "mismatches", and that makes unrelated tensors look the same size to the
+  // memory planner. Each unknown dimension gets a fresh symbol instead.
+  std::vector<std::string> fresh;
+  fresh.reserve(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] >= 0 || (symbols[i] != nullptr && symbols[i][0] != '\0')) continue;
+    fresh.push_back("IFNode_unk_" + std::to_string(g_unknown_dims.fetch_add(1) + 1));
+    symbols[i] = fresh.back().c_str();
+  }
+  OrtTensorTypeAndShapeInfo* s_info = nullptr;
+  RETURN_IF_ERROR(g_api->CreateTensorTypeAndShapeInfo(&s_info));
+  status = g_api->SetTensorElementType(s_info, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  if (status == nullptr) status = g_api->SetDimensions(s_info, dims.data(), dims.size());
+  if (status == nullptr) {
+    status = g_api->SetSymbolicDimensions(s_info, symbols.data(), symbols.size());
+  }
+  if (status == nullptr) status = g_api->ShapeInferContext_SetOutputTypeShape(context, 0, s_info);
+  g_api->ReleaseTensorTypeAndShapeInfo(s_info);
+  return status;
+}
+
+OrtStatus* ORT_API_CALL InferShape(const OrtCustomOp*, OrtShapeInferContext* context) noexcept {
+  return Guarded(g_api, [&] { return InferShapeImpl(context); });
+}
 
 const char* ORT_API_CALL Name(const OrtCustomOp*) { return kOpType; }
 const char* ORT_API_CALL Provider(const OrtCustomOp*) { return "CPUExecutionProvider"; }
@@ -227,6 +386,7 @@ OrtCustomOp MakeOp(uint32_t version) {
   op.GetVariadicOutputHomogeneity = Homogeneous;
   op.CreateKernelV2 = CreateKernel;
   op.KernelComputeV2 = Compute;
+  if (version >= kShapeInferenceApiVersion) op.InferOutputShapeFn = InferShape;
   op.GetStartVersion = StartVersion;
   op.GetEndVersion = EndVersion;
   op.GetMayInplace = NoPairs;
@@ -274,14 +434,19 @@ extern "C" {
 // The entry point onnxruntime calls when the library is registered. The one
 // domain is created once and shared by every session that registers it.
 ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
-                                                     const OrtApiBase* api_base) {
-  std::call_once(g_init, Initialise, api_base);
-  if (g_init_error != nullptr) {  // each caller owns (and releases) its own copy
-    const OrtApi* api = g_api ? g_api : api_base->GetApi(1);
-    return api->CreateStatus(api->GetErrorCode(g_init_error), api->GetErrorMessage(g_init_error));
-  }
-  if (g_domain == nullptr) return nullptr;  // no API to report with: the function body runs
-  return g_api->AddCustomOpDomain(options, g_domain);
+                                                     const OrtApiBase* api_base) noexcept {
+  const OrtApi* api = g_api ? g_api : api_base->GetApi(1);
+  if (api == nullptr) return nullptr;  // no API to report with: the function body runs
+  return Guarded(api, [&]() -> OrtStatus* {
+    std::call_once(g_init, Initialise, api_base);  // a throw leaves g_init unset: retried
+    if (g_init_error != nullptr) {  // each caller owns (and releases) its own copy
+      const OrtApi* owner = g_api ? g_api : api;
+      return owner->CreateStatus(owner->GetErrorCode(g_init_error),
+                                 owner->GetErrorMessage(g_init_error));
+    }
+    if (g_domain == nullptr) return nullptr;  // no API to report with: the function body runs
+    return g_api->AddCustomOpDomain(options, g_domain);
+  });
 }
 
 }  // extern "C"

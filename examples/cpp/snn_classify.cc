@@ -14,7 +14,8 @@
  *   build/cpp/snn_classify MODEL.onnx OPS_LIBRARY INPUT.npy T
  *
  * MODEL: a model converted by onnx_snn: one data input [S, N, ...], the int64 scalar
- * input `timesteps`, and a first output [T, N, classes] (one slice per step).
+ * input T (named in the metadata under onnx_snn.timesteps_input, normally `timesteps`),
+ * and a first output [T, N, classes] (one slice per step).
  * OPS_LIBRARY: the native IFNode kernels (python -c "import onnx_snn;
  * print(onnx_snn.native_library_path())"), or `-` to let onnxruntime run the IFNode
  * function body instead (same spikes, slower).
@@ -151,15 +152,21 @@ int run(int argc, char** argv) {
   Ort::Session session(env, ort_path(argv[1]).c_str(), options);
 
   Ort::AllocatorWithDefaultOptions allocator;
+  // The T input is named in the metadata: "timesteps" unless the ANN used that name.
+  Ort::AllocatedStringPtr named = session.GetModelMetadata().LookupCustomMetadataMapAllocated(
+      "onnx_snn.timesteps_input", allocator);
+  const std::string steps_input = named ? named.get() : "timesteps";
   std::vector<std::string> inputs;
   for (size_t i = 0; i < session.GetInputCount(); ++i) {
     inputs.push_back(session.GetInputNameAllocated(i, allocator).get());
   }
   std::vector<std::string> data_inputs;
   for (const std::string& name : inputs) {
-    if (name != "timesteps") data_inputs.push_back(name);
+    if (name != steps_input) data_inputs.push_back(name);
   }
-  if (data_inputs.size() == inputs.size()) fail("not a converted model: no 'timesteps' input");
+  if (data_inputs.size() == inputs.size()) {
+    fail("not a converted model: no '" + steps_input + "' input");
+  }
   if (data_inputs.size() != 1) {
     fail("the model has " + std::to_string(data_inputs.size()) +
          " data inputs; this example feeds one");
@@ -174,7 +181,7 @@ int run(int argc, char** argv) {
   feed.push_back(Ort::Value::CreateTensor<float>(memory, input.data.data(), input.data.size(),
                                                  shape.data(), shape.size()));
   feed.push_back(Ort::Value::CreateTensor<int64_t>(memory, &steps, 1, nullptr, 0));
-  const char* feed_names[] = {data_inputs[0].c_str(), "timesteps"};
+  const char* feed_names[] = {data_inputs[0].c_str(), steps_input.c_str()};
   const char* output_names[] = {output.c_str()};
   std::vector<Ort::Value> results =
       session.Run(Ort::RunOptions{nullptr}, feed_names, feed.data(), 2, output_names, 1);

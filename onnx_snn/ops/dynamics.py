@@ -11,10 +11,11 @@ Per element, with membrane potential ``v`` (SPEC §4)::
     h = v + x_t                      # charge
     s = 1 if h >= theta else 0       # fire; the boundary counts
     v = h - s * theta                # soft reset (v_reset is None)
-    v = h * (1 - s) + s * v_reset    # hard reset
+    v = v_reset if s else h          # hard reset
 
-Both resets are written with arithmetic rather than a select, which keeps them
-exact and cheap (SPEC §8).
+The soft reset is arithmetic, exact and cheap (SPEC §8). The hard reset is a
+select: the arithmetic form ``h * (1 - s) + s * v_reset`` turns h = +inf into
+NaN (inf * 0), while a select keeps every finite and infinite potential.
 """
 
 from __future__ import annotations
@@ -30,18 +31,25 @@ class Arithmetic(Protocol):
     def add(self, a: Any, b: Any) -> Any: ...
     def sub(self, a: Any, b: Any) -> Any: ...
     def mul(self, a: Any, b: Any) -> Any: ...
-    def fire(self, h: Any, theta: Any) -> Any:
-        """1.0 where ``h >= theta``, else 0.0, in the dtype of ``h``."""
+    def at_least(self, h: Any, theta: Any) -> Any:
+        """The boolean mask ``h >= theta``."""
+        ...
+    def as_float(self, mask: Any) -> Any:
+        """1.0 where ``mask`` holds, else 0.0 (float32)."""
+        ...
+    def select(self, mask: Any, a: Any, b: Any) -> Any:
+        """``a`` where ``mask`` holds, else ``b``."""
         ...
 
 
-def if_step(ops: Arithmetic, v: Any, x: Any, theta: Any, v_reset: Any, one: Any,
+def if_step(ops: Arithmetic, v: Any, x: Any, theta: Any, v_reset: Any,
             hard_reset: bool) -> tuple[Any, Any]:
     """One time step of the IF neuron: returns ``(new potential, spikes)``."""
     h = ops.add(v, x)
-    s = ops.fire(h, theta)
+    fired = ops.at_least(h, theta)
+    s = ops.as_float(fired)
     if hard_reset:
-        v_new = ops.add(ops.mul(h, ops.sub(one, s)), ops.mul(s, v_reset))
+        v_new = ops.select(fired, v_reset, h)
     else:
         v_new = ops.sub(h, ops.mul(s, theta))
     return v_new, s
@@ -59,8 +67,14 @@ class NumpyArithmetic:
     def mul(self, a, b):
         return np.multiply(a, b)
 
-    def fire(self, h, theta):
-        return (h >= theta).astype(h.dtype)
+    def at_least(self, h, theta):
+        return np.greater_equal(h, theta)
+
+    def as_float(self, mask):
+        return mask.astype(np.float32)
+
+    def select(self, mask, a, b):
+        return np.where(mask, a, b).astype(np.float32)
 
 
 def simulate_if(x_seq: np.ndarray, v_threshold: float = 1.0, v_reset: float | None = None,
@@ -80,6 +94,5 @@ def simulate_if(x_seq: np.ndarray, v_threshold: float = 1.0, v_reset: float | No
     spikes = np.empty_like(x_seq)
     ops = NumpyArithmetic()
     for t in range(x_seq.shape[0]):
-        v, spikes[t] = if_step(ops, v, x_seq[t], theta, reset, dtype(1.0),
-                               hard_reset=v_reset is not None)
+        v, spikes[t] = if_step(ops, v, x_seq[t], theta, reset, hard_reset=v_reset is not None)
     return spikes

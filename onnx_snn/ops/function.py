@@ -48,7 +48,7 @@ class GraphArithmetic:
     """``Arithmetic`` that appends one ONNX node per operation to ``nodes``.
 
     Values are tensor names. Inside a step, each float attribute of the
-    function is available as a tensor of the same name, and ``"one"`` is 1.0.
+    function is available as a tensor of the same name.
     """
 
     def __init__(self, prefix: str) -> None:
@@ -70,9 +70,14 @@ class GraphArithmetic:
     def mul(self, a: str, b: str) -> str:
         return self._emit("Mul", [a, b])
 
-    def fire(self, h: str, theta: str) -> str:
-        return self._emit("Cast", [self._emit("GreaterOrEqual", [h, theta])],
-                          to=TensorProto.FLOAT)
+    def at_least(self, h: str, theta: str) -> str:
+        return self._emit("GreaterOrEqual", [h, theta])
+
+    def as_float(self, mask: str) -> str:
+        return self._emit("Cast", [mask], to=TensorProto.FLOAT)
+
+    def select(self, mask: str, a: str, b: str) -> str:
+        return self._emit("Where", [mask, a, b])
 
 
 def _attribute_constant(attribute: str, kind: str) -> onnx.NodeProto:
@@ -214,8 +219,6 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
                helper.make_node("Constant", [], ["v_start"],
                                 value=const("v_start", TensorProto.FLOAT, [], [0.0])))
     nodes = [_attribute_constant(name, kind) for name, kind in attributes.items()] + [
-        helper.make_node("Constant", [], ["one"],
-                         value=const("one", TensorProto.FLOAT, [], [1.0])),
         initial,
         *broadcast,
         *_time_major_nodes("X", "T", "v_start", p="",
@@ -233,7 +236,7 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
 
 
 def _if_function_step(ops: GraphArithmetic, v: str, x: str, hard_reset: bool) -> tuple[str, str]:
-    return if_step(ops, v, x, "v_threshold", "v_reset", "one", hard_reset)
+    return if_step(ops, v, x, "v_threshold", "v_reset", hard_reset)
 
 
 def if_node_function(opset: int) -> onnx.FunctionProto:
