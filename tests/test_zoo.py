@@ -1,0 +1,316 @@
+"""The architecture zoo through the real command line: inspect, convert (default,
+``--preset best``, ``--format standard``, ``--format streaming``), eval and report.
+
+Models come from ``tests/zoo_models.py`` (plain-torch ResNet-18/50, VGG-BN,
+DenseNet, Inception, SqueezeNet, ShuffleNetV2, MobileNetV2 and RegNet-style nets on
+[N, 3, 32, 32], exported with the dynamo and the TorchScript exporter, plus the
+skl2onnx digits MLPClassifier with and without ZipMap). Each (model, exporter) is
+exported once per session and each (model, convert variant) converted once, in a
+pytest temporary folder.
+
+The CLI runs in-process (``onnx_snn.cli.main``, which returns the exit status);
+``test_console_script`` runs the installed ``onnx-snn`` once as a subprocess.
+
+Independent answers: the torch labels are the ANN's own argmax computed with
+onnxruntime on the exported file, so ``eval --ann`` must print 1.0000; for the
+skl2onnx models the labels are the true digits and the ANN accuracy must equal
+``clf.score`` exactly; the number of converted layers must equal the number of
+ReLU/ReLU6 in the source net.
+
+The default run holds one test per architecture (exporters alternating) and the
+other convert variants for a few; ``-m slow`` runs every architecture x exporter x
+variant, one test per step so that every failure is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch import nn
+
+from onnx_snn.cli import main
+from zoo_models import ARCHITECTURES, EXPORTERS, ZooBuilder, ZooModel, build_net, \
+    ort_outputs, held_out_images, torch_logits
+
+TORCH_IDS = [f"{arch}-{exporter}" for arch in ARCHITECTURES for exporter in EXPORTERS]
+SKLEARN_IDS = ["sklearn_mlp-zipmap", "sklearn_mlp-tensor"]
+ALL_IDS = TORCH_IDS + SKLEARN_IDS
+
+#: One per architecture, the exporters alternating (TorchScript first: 4 dynamo exports).
+FAST_IDS = [f"{arch}-{EXPORTERS[(i + 1) % 2]}" for i, arch in enumerate(ARCHITECTURES)] \
+    + SKLEARN_IDS
+#: In the default run the report's rate-vs-ANN scatter plot costs ~0.3 s per neuron layer,
+#: so ``report`` gets ``--ann`` for these (both exporters, few layers), and
+#: runs without it for the others (the slow run does both for every model and variant).
+FAST_REPORT_ANN = {"vgg-torchscript", "resnet18-torchscript", "squeezenet-dynamo",
+                   *SKLEARN_IDS}
+#: Models that also get the other convert variants (convert + eval) in the default run.
+FAST_VARIANT_IDS = ["resnet50-dynamo", "shufflenet-torchscript", "mobilenetv2-dynamo",
+                    "sklearn_mlp-zipmap"]
+#: ... and those that also get the report for every variant (the plots cost ~1-4 s each).
+FAST_VARIANT_REPORT_IDS = ["sklearn_mlp-tensor"]
+
+#: convert variant -> extra CLI arguments.
+VARIANTS = {
+    "default": [],
+    "best": ["--preset", "best"],
+    "standard": ["--format", "standard"],
+    "streaming": ["--format", "streaming"],
+}
+OTHER_VARIANTS = [v for v in VARIANTS if v != "default"]
+
+EVAL_STEPS = (4, 16)
+REPORT_STEPS = 8
+REPORT_FILES = ("report.json", "report.md", "accuracy.png", "firing_rates.png",
+                "sops_vs_macs.png", "rate_vs_ann.png")
+
+
+# --------------------------------------------------------------------------- CLI
+
+@dataclass
+class Run:
+    args: list[str]
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def error(self) -> str:
+        """The CLI's error line (or the last line on stderr)."""
+        lines = [line for line in self.err.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("onnx-snn: error")]
+        return (errors or lines or ["(nothing on stderr)"])[-1]
+
+
+def cli(*args) -> Run:
+    """``onnx-snn ARGS`` in-process, with stdout and stderr captured."""
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            warnings.catch_warnings():  # main() replaces warnings.showwarning
+        try:
+            rc = main(argv)
+        except SystemExit as exit_:  # argparse usage errors
+            rc = exit_.code if isinstance(exit_.code, int) else 1
+    return Run(argv, rc, out.getvalue(), err.getvalue())
+
+
+def check_ok(run: Run, step: str) -> None:
+    assert run.rc == 0, f"{step} exit {run.rc}: {run.error}"
+
+
+# --------------------------------------------------------------------------- session cache
+
+@dataclass
+class Conversion:
+    run: Run
+    snn: Path
+
+
+class Zoo:
+    """Builds each model and each conversion once per session."""
+
+    def __init__(self, directory: Path) -> None:
+        self.builder = ZooBuilder(directory)
+        self._conversions: dict[tuple[str, str], Conversion] = {}
+
+    def model(self, model_id: str) -> ZooModel:
+        arch, kind = model_id.rsplit("-", 1)
+        if arch == "sklearn_mlp":
+            return self.builder.sklearn(zipmap=kind == "zipmap")
+        return self.builder.build(arch, kind)
+
+    def convert(self, model_id: str, variant: str) -> Conversion:
+        key = (model_id, variant)
+        if key not in self._conversions:
+            model = self.model(model_id)
+            snn = model.directory / f"snn-{variant}.onnx"
+            run = cli("convert", model.ann, "--calib", model.calib, "-o", snn, "--no-progress",
+                      "--json", model.directory / f"convert-{variant}.json", *VARIANTS[variant])
+            self._conversions[key] = Conversion(run, snn)
+        return self._conversions[key]
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory) -> Zoo:
+    return Zoo(tmp_path_factory.mktemp("zoo"))
+
+
+def expected_layers(model_id: str) -> int:
+    """ReLU and ReLU6 modules of the source net (each used once)."""
+    arch = model_id.rsplit("-", 1)[0]
+    if arch == "sklearn_mlp":
+        from pattern_models import digits_classifier
+        return len(digits_classifier()[0].hidden_layer_sizes)
+    return sum(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in build_net(arch).modules())
+
+
+# --------------------------------------------------------------------------- steps
+
+def check_inspect(zoo: Zoo, model_id: str) -> None:
+    model = zoo.model(model_id)
+    run = cli("inspect", model.ann, "--json", model.directory / "inspect.json")
+    check_ok(run, "inspect")
+    layers = expected_layers(model_id)
+    assert f"{layers} to convert, 0 refused" in run.out, run.out
+    data = json.loads((model.directory / "inspect.json").read_text())
+    assert sum(a["action"] == "convert" for a in data["activations"]) == layers
+
+
+def check_convert(zoo: Zoo, model_id: str, variant: str) -> Conversion:
+    conversion = zoo.convert(model_id, variant)
+    check_ok(conversion.run, f"convert {variant}")
+    assert conversion.snn.is_file()
+    model = zoo.model(model_id)
+    report = json.loads((model.directory / f"convert-{variant}.json").read_text())
+    assert len(report["layers"]) == expected_layers(model_id)
+    fmt = VARIANTS[variant][1] if VARIANTS[variant][:1] == ["--format"] else "onnx-snn"
+    assert f"({fmt} format)" in conversion.run.out
+    return conversion
+
+
+def check_eval(zoo: Zoo, model_id: str, variant: str) -> dict:
+    model, conversion = zoo.model(model_id), zoo.convert(model_id, variant)
+    check_ok(conversion.run, f"convert {variant} (before eval)")
+    result = model.directory / f"eval-{variant}.json"
+    run = cli("eval", conversion.snn, "--data", model.test,
+              "--timesteps", ",".join(map(str, EVAL_STEPS)), "--ann", model.ann,
+              "--json", result)
+    check_ok(run, "eval")
+    data = json.loads(result.read_text())
+    assert data["ann_accuracy"] == model.expected_ann_accuracy, \
+        f"eval: ANN accuracy {data['ann_accuracy']} != {model.expected_ann_accuracy}"
+    assert f"ANN accuracy: {model.expected_ann_accuracy:.4f}" in run.out
+    assert set(data["snn_accuracy"]) == {str(t) for t in EVAL_STEPS}
+    assert all(0.0 <= a <= 1.0 for a in data["snn_accuracy"].values())
+    return data
+
+
+def check_report(zoo: Zoo, model_id: str, variant: str, ann: bool = True) -> dict:
+    model, conversion = zoo.model(model_id), zoo.convert(model_id, variant)
+    check_ok(conversion.run, f"convert {variant} (before report)")
+    outdir = model.directory / f"report-{variant}{'' if ann else '-noann'}"
+    run = cli("report", conversion.snn, "--data", model.test,
+              "--timesteps", REPORT_STEPS, "-o", outdir, *(["--ann", model.ann] if ann else []))
+    check_ok(run, "report")
+    files = REPORT_FILES if ann else REPORT_FILES[:-1]
+    assert all((outdir / name).is_file() for name in files), sorted(outdir.iterdir())
+    data = json.loads((outdir / "report.json").read_text())
+    assert len(data["accuracy_curve"]) == REPORT_STEPS
+    assert all(0.0 <= a <= 1.0 for a in data["accuracy_curve"])
+    assert data["ann_accuracy"] == (model.expected_ann_accuracy if ann else None)
+    assert len(data["layers"]) == expected_layers(model_id)
+    for layer in data["layers"]:
+        assert 0.0 <= layer["firing_rate"] <= 1.0, layer
+    return data
+
+
+def check_pipeline(zoo: Zoo, model_id: str, variant: str, ann: bool = True) -> None:
+    """convert, eval, report; the report's accuracy after t = 4 is eval's at T = 4."""
+    check_convert(zoo, model_id, variant)
+    evaluated = check_eval(zoo, model_id, variant)
+    reported = check_report(zoo, model_id, variant, ann=ann)
+    assert reported["accuracy_curve"][3] == evaluated["snn_accuracy"]["4"], \
+        f"report: accuracy after t=4 {reported['accuracy_curve'][3]} != eval's " \
+        f"{evaluated['snn_accuracy']['4']}"
+
+
+# --------------------------------------------------------------------------- fast subset
+
+@pytest.mark.parametrize("model_id", FAST_IDS)
+def test_zoo_pipeline(zoo: Zoo, model_id: str) -> None:
+    """inspect, convert (default), eval, report (with --ann for FAST_REPORT_ANN)."""
+    check_inspect(zoo, model_id)
+    check_pipeline(zoo, model_id, "default", ann=model_id in FAST_REPORT_ANN)
+
+
+@pytest.mark.parametrize("variant", OTHER_VARIANTS)
+@pytest.mark.parametrize("model_id", FAST_VARIANT_IDS)
+def test_zoo_variant(zoo: Zoo, model_id: str, variant: str) -> None:
+    """--preset best, --format standard, --format streaming: convert, eval."""
+    check_convert(zoo, model_id, variant)
+    check_eval(zoo, model_id, variant)
+
+
+@pytest.mark.parametrize("variant", OTHER_VARIANTS)
+@pytest.mark.parametrize("model_id", FAST_VARIANT_REPORT_IDS)
+def test_zoo_variant_report(zoo: Zoo, model_id: str, variant: str) -> None:
+    """--preset best, --format standard, --format streaming: convert, eval, report."""
+    check_pipeline(zoo, model_id, variant)
+
+
+@pytest.mark.parametrize("model_id", [i for i in FAST_IDS if i in TORCH_IDS])
+def test_zoo_export_matches_torch(zoo: Zoo, model_id: str) -> None:
+    """export_torch: the exported ANN in onnxruntime computes the torch net."""
+    model = zoo.model(model_id)
+    expected = torch_logits(model.arch, held_out_images())
+    got = ort_outputs(model.ann, held_out_images())[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4 * np.abs(expected).max(), rtol=0)
+
+
+def test_console_script(zoo: Zoo) -> None:
+    """The installed ``onnx-snn`` script, as a user types it: convert (then eval the
+    result in-process)."""
+    exe = shutil.which("onnx-snn")
+    assert exe, "onnx-snn is not on PATH"
+    model = zoo.model("sklearn_mlp-tensor")
+    snn = model.directory / "snn-subprocess.onnx"
+    convert = subprocess.run([exe, "convert", str(model.ann), "--calib", str(model.calib),
+                              "-o", str(snn), "--no-progress"],
+                             capture_output=True, text=True, timeout=300)
+    assert convert.returncode == 0, (convert.stderr.strip().splitlines() or ["?"])[-1]
+    assert "converted 2 Relu into spiking neurons" in convert.stdout, convert.stdout
+    run = cli("eval", snn, "--data", model.test, "--timesteps", "4,16", "--ann", model.ann)
+    check_ok(run, "eval")
+    assert f"ANN accuracy: {model.expected_ann_accuracy:.4f}" in run.out
+
+
+# --------------------------------------------------------------------------- exhaustive
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_id", ALL_IDS)
+def test_zoo_all_inspect(zoo: Zoo, model_id: str) -> None:
+    check_inspect(zoo, model_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_id", TORCH_IDS)
+def test_zoo_all_export_matches_torch(zoo: Zoo, model_id: str) -> None:
+    test_zoo_export_matches_torch(zoo, model_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("model_id", ALL_IDS)
+def test_zoo_all_convert(zoo: Zoo, model_id: str, variant: str) -> None:
+    check_convert(zoo, model_id, variant)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("model_id", ALL_IDS)
+def test_zoo_all_eval(zoo: Zoo, model_id: str, variant: str) -> None:
+    check_eval(zoo, model_id, variant)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("model_id", ALL_IDS)
+def test_zoo_all_report(zoo: Zoo, model_id: str, variant: str) -> None:
+    check_report(zoo, model_id, variant)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("model_id", ALL_IDS)
+def test_zoo_all_report_without_ann(zoo: Zoo, model_id: str, variant: str) -> None:
+    check_report(zoo, model_id, variant, ann=False)
