@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 from tqdm.auto import tqdm
 
 from onnx_snn.calibration import CHANNEL_AXIS, channel_axes, calibrate
 from onnx_snn.data import batches, input_specs
-from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph_builder import GraphBuilder
 from onnx_snn.spiking import SpikingLayer
-from onnx_snn.temporal import TIMESTEPS
+from onnx_snn.model_info import metadata, timesteps_input
+from onnx_snn.runtime import create_session, run_checked
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.validation import is_integer
 
 
 class ChannelMeanHook:
@@ -86,15 +87,22 @@ def snn_channel_means(snn: onnx.ModelProto, data: Any, specs, layer: SpikingLaye
     hook = ChannelMeanHook()
     graph.outputs = hook.graph_outputs(graph, output)
     graph.cleanup()
-    session = ort.InferenceSession(gs.export_onnx(graph).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = create_session(gs.export_onnx(graph))
     names = [t.name for t in graph.outputs]
-    steps = np.array(timesteps, dtype=np.int64)
+    steps_input = timesteps_input(metadata(snn))
     for batch in batches(data, specs, batch_size):
         feed = {name: array[None] for name, array in batch.items()}
-        feed[TIMESTEPS] = steps
-        hook.observe(session.run(names, feed))
+        feed[steps_input] = np.array(timesteps, dtype=np.int64)
+        hook.observe(run_checked(session, names, feed, f"layer '{layer.node}'"))
     return hook.scale
+
+
+def check_bias_steps(timesteps: Any) -> int:
+    """The number of steps bias calibration runs, a positive int."""
+    if not is_integer(timesteps) or timesteps <= 0:
+        raise OnnxSnnError(f"bias calibration needs a positive number of time steps, got "
+                           f"{timesteps!r}")
+    return int(timesteps)
 
 
 def calibrate_biases(ann: onnx.ModelProto, layers: list[SpikingLayer], data: Any,
@@ -105,14 +113,12 @@ def calibrate_biases(ann: onnx.ModelProto, layers: list[SpikingLayer], data: Any
     ``build(ann, layers)`` makes the spiking model, with its output scalers kept
     (``convert.build_spiking_model`` with ``fold_scales=False``).
     """
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps <= 0:
-        raise OnnxSnnError(f"bias calibration needs a positive number of time steps, got "
-                           f"{timesteps!r}")
+    timesteps = check_bias_steps(timesteps)
     targets = ann_channel_means(ann, data, layers, batch_size, progress)
     specs = input_specs(ann)
     corrected = list(layers)
     for index in tqdm(range(len(layers)), desc="bias calibration", unit="layer",
-                      disable=not progress, leave=False):
+                      disable=None if progress else True, leave=False):
         layer = corrected[index]
         achieved = snn_channel_means(build(ann, corrected), data, specs, layer, timesteps,
                                      batch_size)

@@ -19,7 +19,6 @@ from typing import Any, Union
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 from tqdm.auto import tqdm
 
 from onnx_snn.data import batches, input_specs
@@ -27,6 +26,10 @@ from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph_builder import GraphBuilder
 from onnx_snn.outputs import write_json
 from onnx_snn.prepare import infer_shapes
+from onnx_snn.runtime import create_session, run_checked
+from onnx_snn.validation import (
+    FLOAT32_MAX, FLOAT32_TINY, check_bool, check_float32_normal, is_number,
+)
 
 Mode = Union[str, float]
 
@@ -263,7 +266,7 @@ class HookFactory:
         check_momentum(momentum)
         self.mode = mode
         self.momentum = momentum
-        self.per_channel = per_channel
+        self.per_channel = check_bool(per_channel, "per_channel")
 
     def create(self) -> VoltageHook:
         """A new, empty collector."""
@@ -275,7 +278,7 @@ class BalancingHookFactory(HookFactory):
 
     def __init__(self, eps: float = 1e-6) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps = check_float32_normal(eps, "eps")
 
     def create(self) -> ThresholdBalancingHook:
         return ThresholdBalancingHook(self.eps)
@@ -318,14 +321,15 @@ class Calibration:
         """Read a calibration written by ``save``."""
         try:
             data = json.loads(Path(path).read_text())
-            layers = [LayerCalibration(str(e["node"]), _scale_from_json(e["scale"]), e["mode"],
+            layers = [LayerCalibration(str(e["node"]), _scale_from_json(e["scale"], e["node"]),
+                                       e["mode"],
                                        None if e["momentum"] is None else float(e["momentum"]))
                       for e in data["layers"]]
             return cls(layers, int(data.get("batches", 0)), int(data.get("samples", 0)))
         except OSError as error:
             raise OnnxSnnError(f"{path}: cannot read calibration ({error.strerror})") from None
-        except (ValueError, KeyError, TypeError) as error:
-            raise OnnxSnnError(f"{path}: not a calibration file ({error!r})") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise OnnxSnnError(f"{path}: not a calibration file ({error})") from None
 
 
 def _describe(scale: Scale) -> str:
@@ -335,8 +339,16 @@ def _describe(scale: Scale) -> str:
     return f"per channel, min {values.min():g}, max {values.max():g}"
 
 
-def _scale_from_json(value: Any) -> Scale:
-    return np.asarray(value, dtype=np.float64) if isinstance(value, list) else float(value)
+def _scale_from_json(value: Any, node: str) -> Scale:
+    """A scale as saved: a number, or a non-empty list of numbers (one per channel)."""
+    if isinstance(value, list):
+        if not value or not all(is_number(v) for v in value):
+            raise ValueError(f"the scale of '{node}' must be a number or a non-empty list of "
+                             f"numbers, got {json.dumps(value)[:60]}")
+        return np.asarray(value, dtype=np.float64)
+    if not is_number(value):
+        raise ValueError(f"the scale of '{node}' must be a number, got {value!r}")
+    return float(value)
 
 
 def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, VoltageHook],
@@ -359,25 +371,18 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, VoltageHook],
         fetches[name] = hook.graph_outputs(graph, nodes[name].outputs[0])
     graph.outputs = [tensor for tensors in fetches.values() for tensor in tensors]
     graph.cleanup()
-    try:
-        session = ort.InferenceSession(gs.export_onnx(graph).SerializeToString(),
-                                       providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own exception types
-        raise OnnxSnnError(f"onnxruntime cannot load the calibration graph: "
-                           f"{str(error).strip().splitlines()[0]}") from None
+    session = create_session(gs.export_onnx(graph), native=False)
     names = [t.name for t in graph.outputs]
     stream = batches(data, input_specs(model), batch_size)
     samples = 0
-    for batch in tqdm(stream, total=stream.num_batches, desc="calibrating", unit="batch",
-                      disable=not progress, leave=False):
+    for index, batch in enumerate(tqdm(stream, total=stream.num_batches, desc="calibrating",
+                                       unit="batch", disable=None if progress else True,
+                                       leave=False)):
         feed = dict(batch)
         for hook in hooks.values():
             feed.update(hook.feeds())
-        try:
-            results = dict(zip(names, session.run(names, feed)))
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise OnnxSnnError(f"onnxruntime failed on calibration data: "
-                               f"{str(error).strip().splitlines()[0]}") from None
+        results = dict(zip(names, run_checked(session, names, feed,
+                                              f"calibration data, batch {index}")))
         for name, hook in hooks.items():
             hook.observe([results[t.name] for t in fetches[name]])
         samples += next(iter(batch.values())).shape[0]
@@ -387,10 +392,11 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, VoltageHook],
 
 
 def check_scales(calibration: Calibration) -> None:
-    """Refuse scales that would divide by zero or are not finite, naming every Relu.
+    """Refuse scales that would divide by zero, are not finite or leave float32's
+    normal range, naming every Relu.
 
     Per channel, a channel with scale 0 never activated and stays silent; only a
-    layer whose channels are all 0, or any non-finite scale, is refused.
+    layer whose channels are all 0, or any other bad value, is refused.
     """
     def usable(scale: Scale) -> bool:
         values = np.asarray(scale, dtype=np.float64)
@@ -403,3 +409,15 @@ def check_scales(calibration: Calibration) -> None:
             f"Relu {', '.join(bad)}: scale must be finite and > 0 (the Relu never activated "
             "on the calibration data, or the percentile is too low); use more representative "
             "data, another mode, or exclude them")
+    extreme = [f"'{layer.node}' ({_describe(layer.scale)})" for layer in calibration.layers
+               if not _in_float32_range(layer.scale)]
+    if extreme:
+        raise OnnxSnnError(f"Relu {', '.join(extreme)}: a scale must lie within float32's "
+                           f"normal range [{FLOAT32_TINY:.3g}, {FLOAT32_MAX:.3g}] (or be 0 "
+                           "for a silent channel)")
+
+
+def _in_float32_range(scale: Scale) -> bool:
+    values = np.asarray(scale, dtype=np.float64)
+    positive = values[values > 0]
+    return bool(((positive >= FLOAT32_TINY) & (positive <= FLOAT32_MAX)).all())

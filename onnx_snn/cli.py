@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "only; streaming: one time step per run, membrane state as "
                               "inputs/outputs (default onnx-snn)")
     convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    convert.set_defaults(run=_run_convert)
+    convert.set_defaults(run=_run_convert, settings=_conversion_settings)
 
     evaluate = commands.add_parser(
         "eval", parents=[common], help="accuracy of an SNN at several T (and of the ANN)",
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--calib", metavar="DATA.npz",
                           help="calibration data for --readout-delay auto (as --data, labels "
                                "not needed)")
-    evaluate.set_defaults(run=_run_eval)
+    evaluate.set_defaults(run=_run_eval, settings=_eval_settings)
 
     report = commands.add_parser(
         "report", parents=[common], help="accuracy over time, firing rates, SOPs, energy, plots",
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for report.json, the plots and report.md (written "
                              "all at once; an existing folder is replaced only if it holds "
                              "nothing but such files)")
-    report.set_defaults(run=_run_report)
+    report.set_defaults(run=_run_report, settings=_report_settings)
 
     demo = commands.add_parser(
         "demo", parents=[common], help="train, convert and evaluate a digits CNN",
@@ -314,6 +314,12 @@ def _neuron_factory(args: argparse.Namespace):
                          v_reset=args.v_reset, v_init=v_init)
 
 
+def _conversion_settings(args: argparse.Namespace) -> None:
+    """The factories the options ask for (None: the preset's), checked before any work."""
+    args.hook_factory = _hook_factory(args)
+    args.neuron_factory = _neuron_factory(args)
+
+
 def _run_convert(args: argparse.Namespace) -> dict:
     from onnx_snn.calibration import Calibration
     from onnx_snn.convert import convert
@@ -322,7 +328,7 @@ def _run_convert(args: argparse.Namespace) -> dict:
         raise OnnxSnnError("give calibration data with --calib or scales with --load-calibration")
     calibration = Calibration.load(args.load_calibration) if args.load_calibration else None
     result = convert(args.model, args.calib, preset=args.preset,
-                     hook_factory=_hook_factory(args), neuron_factory=_neuron_factory(args),
+                     hook_factory=args.hook_factory, neuron_factory=args.neuron_factory,
                      batch_size=args.batch_size, exclude=args.exclude,
                      keep_analog=args.keep_analog, maxpool=args.maxpool,
                      drop_output_softmax=args.drop_softmax,
@@ -343,15 +349,25 @@ def _run_convert(args: argparse.Namespace) -> dict:
     return report
 
 
+def _eval_settings(args: argparse.Namespace) -> None:
+    from onnx_snn.evaluation import check_delay_below
+
+    if args.readout_delay != "auto":
+        check_delay_below(args.readout_delay, args.timesteps)
+
+
+def _report_settings(args: argparse.Namespace) -> None:
+    if len(args.timesteps) != 1:
+        raise OnnxSnnError("report takes one T, e.g. --timesteps 64")
+
+
 def _run_eval(args: argparse.Namespace) -> dict:
-    from onnx_snn.evaluation import ann_accuracy, check_delay_below, snn_accuracy
+    from onnx_snn.evaluation import ann_accuracy, snn_accuracy
     from onnx_snn.readout import choose_output
     from onnx_snn.streaming import open_session
 
     session = open_session(args.model)
     scored = choose_output(session.output_types, args.scored_output)
-    if args.readout_delay != "auto":
-        check_delay_below(args.readout_delay, args.timesteps)
     ann = ann_accuracy(args.ann, args.data, batch_size=args.batch_size, output=scored.name) \
         if args.ann else None
     delays = _readout_delays(args, session, scored.name)
@@ -387,8 +403,6 @@ def _readout_delays(args: argparse.Namespace, session, output: str) -> dict[int,
 def _run_report(args: argparse.Namespace) -> dict:
     from onnx_snn.report import make_report
 
-    if len(args.timesteps) != 1:
-        raise OnnxSnnError("report takes one T, e.g. --timesteps 64")
     result = make_report(args.model, args.data, ann=args.ann, timesteps=args.timesteps[0],
                          precision=args.precision, batch_size=args.batch_size,
                          output=args.scored_output)
@@ -421,10 +435,6 @@ def _run_doctor(args: argparse.Namespace) -> dict:
     print(f"  why:         {report['reason']}")
     print(f"  onnxruntime {report['onnxruntime']}, onnx-snn {report['onnx_snn']}")
     return report
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -468,20 +478,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``onnx-snn`` console script; returns the exit status.
 
     All of a command's outputs are committed together at the end, or none of
-    them (``onnx_snn.outputs``), also when it is interrupted.
+    them (``onnx_snn.outputs``), also when it is interrupted. Warnings are
+    shown once the command has succeeded (``onnx-snn: warning: ...``); a failed
+    command prints its one error line only. ``--verbose`` shows both as they come.
     """
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    try:
+        if hasattr(args, "settings"):
+            args.settings(args)
+    except OnnxSnnError as error:  # a bad option value is bad usage: status 2
+        print(f"{PROG}: error: {error} (see {PROG} {args.command} --help)", file=sys.stderr)
+        return 2
     args.outputs = OutputSet()
     try:
-        with _signals_interrupt(), warnings.catch_warnings():
-            if not args.verbose:
-                warnings.showwarning = _show_warning
+        with _signals_interrupt(), warnings.catch_warnings(record=not args.verbose) as caught:
             _check_outputs(args)
             results = args.run(args)
             if args.json:
                 args.outputs.add_json(args.json, results)
             args.outputs.commit()
+        for warning in caught or []:
+            print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
     except KeyboardInterrupt as stop:
         args.outputs.discard()
         signum = getattr(stop, "signum", signal.SIGINT)

@@ -20,10 +20,11 @@ from onnx import helper
 from onnx_snn import __version__
 from onnx_snn.activations import rectifier_cap
 from onnx_snn.convertibility import check_activations, check_convertible, kept_analog_warning
-from onnx_snn.bias_calibration import calibrate_biases
+from onnx_snn.bias_calibration import calibrate_biases, check_bias_steps
 from onnx_snn.calibration import (
     BalancingHookFactory, Calibration, HookFactory, calibrate, check_scales,
 )
+from onnx_snn.data import DataSource
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.formats import check_format, export_format
 from onnx_snn.inspection import policy_graph, spiking_caveats
@@ -39,8 +40,9 @@ from onnx_snn.neurons import NeuronFactory
 from onnx_snn.patterns import PatternPass, compose
 from onnx_snn.prepare import ai_onnx_opset, infer_shapes
 from onnx_snn.scale_folding import FoldOutputScales
-from onnx_snn.spiking import ReluToNeuron, SpikingLayer
+from onnx_snn.spiking import ReluToNeuron, SpikingLayer, check_layer
 from onnx_snn.temporal import TimeFolding
+from onnx_snn.validation import check_bool
 
 #: Picks the factories for one Relu node, or None to keep it an analog Relu.
 FactoryChooser = Callable[[gs.Node], "tuple[HookFactory, NeuronFactory] | None"]
@@ -129,6 +131,11 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
     "streaming" (one time step per run, with the membrane state as inputs/outputs).
     """
     check_format(format)
+    _check_arguments(hook_factory=hook_factory, neuron_factory=neuron_factory,
+                     exclude=exclude, factories=factories, keep_analog=keep_analog,
+                     drop_output_softmax=drop_output_softmax, spike_counts=spike_counts,
+                     progress=progress, bias_calibration=bias_calibration,
+                     calibration=calibration)
     if preset is not None and preset not in PRESETS:
         raise OnnxSnnError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     defaults = PRESETS[preset or "spikingjelly"]
@@ -146,6 +153,7 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
         warnings.warn(f"{caveat.op} '{caveat.node}' {caveat.note}", stacklevel=2)
     ann = infer_shapes(gs.export_onnx(graph.cleanup().toposort()))  # the policies add tensors
 
+    data = None if data is None else DataSource(data)  # read once per pass, however given
     if calibration is None:
         if data is None:
             raise OnnxSnnError("no calibration data: pass data or a saved calibration")
@@ -159,12 +167,13 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
         calibration = Calibration([layer for layer in calibration.layers if layer.node in plan],
                                   calibration.batches, calibration.samples)
     check_scales(calibration)
-    caps = {node.name: rectifier_cap(node) for node in graph.nodes if node.name in plan}
+    rectifiers = {node.name: node for node in graph.nodes if node.name in plan}
     layers = []
     for name, calibrated in calibration.scales.items():
-        scale = np.minimum(calibrated, caps[name]) if np.ndim(calibrated) \
-            else min(calibrated, caps[name])
-        layers.append(SpikingLayer(name, scale, plan[name][1].create(scale)))
+        cap = rectifier_cap(rectifiers[name])
+        scale = np.minimum(calibrated, cap) if np.ndim(calibrated) else min(calibrated, cap)
+        layers.append(check_layer(SpikingLayer(name, scale, plan[name][1].create(scale)),
+                                  rectifiers[name].outputs[0]))
     if bias_calibration:
         if data is None:
             raise OnnxSnnError("bias calibration needs calibration data")
@@ -174,6 +183,30 @@ def convert(model: ModelLike, data: Any = None, *, preset: str | None = None,
     snn = build_spiking_model(ann, layers)
     snn = add_spike_counts(snn) if spike_counts else snn
     return SpikingModel(export_format(snn, format), calibration, layers)
+
+
+def _check_arguments(**arguments: Any) -> None:
+    """Refuse arguments of ``convert`` of the wrong kind, naming them."""
+    for flag in ("keep_analog", "drop_output_softmax", "spike_counts", "progress"):
+        check_bool(arguments[flag], flag)
+    for name in ("hook_factory", "neuron_factory"):
+        value = arguments[name]
+        if value is not None and not callable(getattr(value, "create", None)):
+            raise OnnxSnnError(f"{name} must be a factory with a create() method "
+                               f"(HookFactory, NeuronFactory), got {value!r}")
+    exclude = arguments["exclude"]
+    if isinstance(exclude, str) or not isinstance(exclude, Collection) \
+            or not all(isinstance(name, str) for name in exclude):
+        raise OnnxSnnError(f"exclude must be a list of node names, got {exclude!r}")
+    if arguments["factories"] is not None and not callable(arguments["factories"]):
+        raise OnnxSnnError(f"factories must be a function node -> (HookFactory, NeuronFactory) "
+                           f"or None, got {arguments['factories']!r}")
+    if arguments["bias_calibration"] is not None:
+        check_bias_steps(arguments["bias_calibration"])
+    if arguments["calibration"] is not None and not isinstance(arguments["calibration"],
+                                                               Calibration):
+        raise OnnxSnnError(f"calibration must be a Calibration, got "
+                           f"{type(arguments['calibration']).__name__}")
 
 
 def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer],

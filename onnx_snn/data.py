@@ -78,6 +78,32 @@ class LabelledBatch:
     start: int  # index of the batch's first sample in the data
 
 
+class DataSource:
+    """The user's data, read in passes: a reader is rewound before each later pass,
+    and a one-shot iterator (a generator) refuses a second pass instead of looking
+    empty. Steps that read the same data several times (bias calibration) share one
+    ``DataSource``."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data.data if isinstance(data, DataSource) else data
+        self.passes = 0
+
+    def start_pass(self) -> None:
+        self.passes += 1
+        if self.passes == 1:
+            return
+        if hasattr(self.data, "get_next"):
+            if not callable(getattr(self.data, "rewind", None)):
+                raise OnnxSnnError("the data reader has no rewind(), but this step reads the "
+                                   "data more than once: give an array, an .npz path or a "
+                                   "reader with rewind()")
+            self.data.rewind()
+        elif isinstance(self.data, Iterator):
+            raise OnnxSnnError("the data is a one-shot iterator (a generator?), but this step "
+                               "reads it more than once: give a list, an array, an .npz path "
+                               "or a re-iterable loader")
+
+
 class BatchStream:
     """Validated batches; iterable more than once when the source allows it.
 
@@ -91,15 +117,14 @@ class BatchStream:
         self.specs = specs
         self.batch_size = check_batch_size(batch_size)
         self.labelled = labelled
-        self._source = source
+        self.source = source if isinstance(source, DataSource) else DataSource(source)
         self._labels = None if labels is None else np.asarray(labels)
-        self._passes = 0
-        self.num_batches = _batch_count(source, specs, self.batch_size)
+        self.num_batches = _batch_count(self.source.data, specs, self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:
-        self._start_pass()
+        self.source.start_pass()
         count = start = 0
-        raw_batches = _raw_batches(self._source, self.specs, self.batch_size,
+        raw_batches = _raw_batches(self.source.data, self.specs, self.batch_size,
                                    self.labelled and self._labels is None)
         for index, raw in enumerate(raw_batches):
             where = f"batch {index}"
@@ -115,27 +140,12 @@ class BatchStream:
                 yield feed
             start += rows
         if count == 0:
-            source = f"{self._source}: " if isinstance(self._source, (str, Path)) else ""
+            data = self.source.data
+            source = f"{data}: " if isinstance(data, (str, Path)) else ""
             raise OnnxSnnError(f"{source}the data is empty: no batch to read")
         if self._labels is not None and start != len(self._labels):
             raise OnnxSnnError(f"{len(self._labels)} labels for {start} samples: give one "
                                "label per sample")
-
-    def _start_pass(self) -> None:
-        """Rewind a reader for a second pass, or refuse a one-shot iterator."""
-        self._passes += 1
-        if self._passes == 1:
-            return
-        if hasattr(self._source, "get_next"):
-            if not callable(getattr(self._source, "rewind", None)):
-                raise OnnxSnnError("the data reader has no rewind(), but this step reads the "
-                                   "data more than once: give an array, an .npz path or a "
-                                   "reader with rewind()")
-            self._source.rewind()
-        elif isinstance(self._source, Iterator):
-            raise OnnxSnnError("the data is a one-shot iterator (a generator?), but this step "
-                               "reads it more than once: give a list, an array, an .npz path "
-                               "or a re-iterable loader")
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -151,7 +161,8 @@ def batches(data: Any, specs: list[InputSpec], batch_size: int = 100) -> BatchSt
 def labelled_batches(data: Any, specs: list[InputSpec], batch_size: int = 100,
                      labels: Any = None) -> BatchStream:
     """``LabelledBatch``es of ``data``; ``labels`` when the data holds none (see module doc)."""
-    if labels is not None and not (_is_array_like(data) or isinstance(data, Mapping)):
+    raw = data.data if isinstance(data, DataSource) else data
+    if labels is not None and not (_is_array_like(raw) or isinstance(raw, Mapping)):
         raise OnnxSnnError("separate labels go with an array or a dict of arrays; an .npz "
                            f"file or an iterable carries its own labels ('{LABELS}', or "
                            "(input, label) pairs)")

@@ -58,6 +58,9 @@ def is_converted(props: Mapping[str, str]) -> bool:
 
 def neurons(props: Mapping[str, str], where: str = "the model") -> list[NeuronInfo]:
     """The neuron layers listed in a converted model's metadata."""
+    if not is_converted(props):
+        raise OnnxSnnError(f"{where} is not a converted model: it has no onnx-snn metadata "
+                           f"('{VERSION_KEY}')")
     if NEURONS not in props:
         raise OnnxSnnError(f"{where} lists no neurons in its metadata ('{NEURONS}'): it was "
                            "not converted by this version of onnx-snn; convert it again")

@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 import onnx
 
+from onnx_snn.errors import OnnxSnnError
 from onnx_snn.ops.function import DOMAIN, IF_OP_TYPE, if_node_function
+from onnx_snn.validation import check_finite, check_float32_normal
 
 
 class Neuron:
@@ -31,8 +33,8 @@ class Neuron:
     domain_version: int = 1
 
     def __init__(self, v_threshold: float = 1.0, v_reset: float | None = None) -> None:
-        self.v_threshold = float(v_threshold)
-        self.v_reset = None if v_reset is None else float(v_reset)
+        self.v_threshold = check_float32_normal(v_threshold, "v_threshold")
+        self.v_reset = None if v_reset is None else check_finite(v_reset, "v_reset")
 
     def attributes(self) -> dict[str, Any]:
         """Every attribute of the node, written out explicitly."""
@@ -61,7 +63,9 @@ class IFNeuron(Neuron):
     def __init__(self, v_threshold: float = 1.0, v_reset: float | None = None,
                  v_init: float = 0.0) -> None:
         super().__init__(v_threshold, v_reset)
-        self.v_init = float(v_init)
+        self.v_init = check_finite(v_init, "v_init")
+        if not 0.0 <= self.v_init <= 1.0:
+            raise OnnxSnnError(f"v_init is a fraction of the threshold in [0, 1], got {v_init!r}")
 
     def attributes(self) -> dict[str, Any]:
         return {
@@ -89,12 +93,25 @@ class NeuronFactory:
 
     def __init__(self, neuron_type: Callable[..., Neuron] = IFNeuron, v_threshold: float = 1.0,
                  v_reset: float | None = None, **kwargs: Any) -> None:
+        if not callable(neuron_type):
+            raise OnnxSnnError(f"neuron_type must be a Neuron class, got {neuron_type!r}")
         self.neuron_type = neuron_type
         self.v_threshold = v_threshold
         self.v_reset = v_reset
         self.neuron_kwargs = kwargs
+        self.make(v_threshold=v_threshold, v_reset=v_reset)  # bad settings fail here
+
+    def make(self, **settings: Any) -> Neuron:
+        """``neuron_type(**settings, **kwargs)``; a wrong keyword is an ``OnnxSnnError``."""
+        try:
+            neuron = self.neuron_type(**settings, **self.neuron_kwargs)
+        except (TypeError, ValueError) as error:
+            raise OnnxSnnError(f"cannot make a {getattr(self.neuron_type, '__name__', 'neuron')}"
+                               f": {error}") from None
+        if not isinstance(neuron, Neuron):
+            raise OnnxSnnError(f"neuron_type made a {type(neuron).__name__}, not a Neuron")
+        return neuron
 
     def create(self, scale: float) -> Neuron:
         """A neuron for a Relu whose calibrated scale is ``scale``."""
-        return self.neuron_type(v_threshold=self.v_threshold, v_reset=self.v_reset,
-                                **self.neuron_kwargs)
+        return self.make(v_threshold=self.v_threshold, v_reset=self.v_reset)

@@ -266,7 +266,14 @@ def _move(staged: Path, target: Path) -> tuple[Path, Path | None]:
             os.link(target, backup)
         except OSError:
             os.rename(target, backup)
-    os.replace(staged, target)
+    try:
+        os.replace(staged, target)
+    except OSError:
+        if backup is not None and not os.path.lexists(target):  # a folder set aside
+            os.rename(backup, target)
+        elif backup is not None:  # a file linked aside: it is still in place
+            backup.unlink()
+        raise
     return target, backup
 
 

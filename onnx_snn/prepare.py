@@ -39,6 +39,7 @@ KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft",
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """A cleaned, shape-inferred copy of ``model`` at ai.onnx opset >= MIN_OPSET."""
     check_domains(model)
+    check_dataflow(model.graph)
     opset = ai_onnx_opset(model)
     if opset < MIN_OPSET:
         try:
@@ -65,6 +66,42 @@ def check_domains(model: onnx.ModelProto) -> None:
     if unknown:
         raise OnnxSnnError(f"node {', '.join(unknown)} uses an op that onnxruntime does not know "
                            "and the model does not define as a function")
+
+
+def check_dataflow(graph: onnx.GraphProto) -> None:
+    """Refuse a graph whose tensors are written twice or whose nodes form a cycle."""
+    sources = {value.name for value in graph.input} | {t.name for t in graph.initializer}
+    writer: dict[str, int] = {}  # tensor -> index of the node that writes it
+    for index, node in enumerate(graph.node):
+        for output in filter(None, node.output):
+            if output in sources or output in writer:
+                first = "a graph input or initializer" if output in sources else \
+                    f"node '{_node_name(graph, writer[output])}'"
+                raise OnnxSnnError(f"tensor '{output}' is written twice (by {first} and by node "
+                                   f"'{_node_name(graph, index)}'): not a valid ONNX graph")
+            writer[output] = index
+    # Kahn's algorithm: a node is ready once every node it reads from has run.
+    waiting = {i: {t for t in node.input if t in writer} for i, node in enumerate(graph.node)}
+    readers: dict[str, list[int]] = {}
+    for i, inputs in waiting.items():
+        for tensor in inputs:
+            readers.setdefault(tensor, []).append(i)
+    ready = [i for i, inputs in waiting.items() if not inputs]
+    while ready:
+        for tensor in filter(None, graph.node[ready.pop()].output):
+            for reader in readers.get(tensor, []):
+                waiting[reader].discard(tensor)
+                if not waiting[reader]:
+                    ready.append(reader)
+    stuck = [_node_name(graph, i) for i, inputs in waiting.items() if inputs]
+    if stuck:
+        raise OnnxSnnError(f"the graph has a cycle: node {', '.join(map(repr, stuck[:5]))} "
+                           "never get all their inputs; not a valid ONNX graph")
+
+
+def _node_name(graph: onnx.GraphProto, index: int) -> str:
+    node = graph.node[index]
+    return node.name or f"{node.op_type} #{index}"
 
 
 def replace_zipmaps(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -127,8 +127,9 @@ def _ann_session(ann: ModelLike, scored: str, activations: list[str]) -> AnnSess
     known = {t for node in model.graph.node for t in node.output}
     missing = [name for name in activations if name not in known]
     if missing:
-        raise OnnxSnnError(f"the ANN has no tensor {', '.join(map(repr, missing))}: is it the "
-                           "model this SNN was converted from?")
+        name = ann if isinstance(ann, (str, os.PathLike)) else "the model"
+        raise OnnxSnnError(f"the ANN {name} has no tensor {', '.join(map(repr, missing))}: is "
+                           "it the model this SNN was converted from?")
     outputs = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name)
                               for name in dict.fromkeys(activations) if name not in outputs)
@@ -154,10 +155,11 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
     batch_size = check_batch_size(batch_size)
     model = load_model(snn)
     props = metadata(model)
-    layers_info = neurons(props)
+    layers_info = neurons(props, str(snn) if isinstance(snn, (str, os.PathLike)) else "the SNN")
     names = [layer.node for layer in layers_info]
     instrumented = instrument(model, counts=True, sums=ann is not None)
     session = open_session(instrumented.model)
+    session.check_memory(timesteps)  # before the counters over T are allocated
     scored = choose_output({name: session.output_types[name] for name in session.output_types
                             if name in {o.name for o in model.graph.output}}, output)
     scales = json.loads(props[OUTPUT_SCALES])

@@ -199,10 +199,10 @@ class SpikingSession:
         if timesteps is None:
             raise OnnxSnnError("give the number of time steps")
         timesteps = check_timesteps(timesteps)
-        self._check_memory(timesteps, next(iter(feed.values())).shape[1])
+        self.check_memory(timesteps, next(iter(feed.values())).shape[1])
         return feed, timesteps
 
-    def _check_memory(self, timesteps: int, rows: int) -> None:
+    def check_memory(self, timesteps: int, rows: int = 1) -> None:
         """Refuse a run whose largest layer alone needs more memory than there is."""
         if self.largest_layer is None:
             return

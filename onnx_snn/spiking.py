@@ -24,6 +24,7 @@ from onnx_snn.errors import OnnxSnnError
 from onnx_snn.naming import NameScope
 from onnx_snn.neurons import Neuron
 from onnx_snn.patterns import Pattern
+from onnx_snn.validation import FLOAT32_MAX, FLOAT32_TINY
 
 
 @dataclass
@@ -46,6 +47,27 @@ class SpikingLayer:
         with np.errstate(divide="ignore"):
             gain = np.where(scale > 0, float(self.neuron.v_threshold) / scale, 0.0)
         return gain.astype(np.float32)
+
+
+def check_layer(layer: SpikingLayer, activation: gs.Tensor) -> SpikingLayer:
+    """Refuse a layer whose per-channel scales do not match the activation's channels,
+    or whose input gain θ/s leaves float32's normal range."""
+    scale = np.asarray(layer.scale)
+    if scale.ndim:
+        channels = activation.shape[1] if activation.shape and len(activation.shape) > 1 \
+            else None
+        if scale.ndim != 1 or channels is None or isinstance(channels, int) \
+                and scale.size != channels:
+            raise OnnxSnnError(f"Relu '{layer.node}': {scale.size} per-channel scales for an "
+                               f"activation of shape {activation.shape}: expected one per "
+                               "channel (axis 1)")
+    positive = scale[scale > 0].astype(np.float64)
+    gain = layer.neuron.v_threshold / positive
+    if not np.all((gain >= FLOAT32_TINY) & (gain <= FLOAT32_MAX)):
+        raise OnnxSnnError(f"Relu '{layer.node}': the input gain θ/s = "
+                           f"{layer.neuron.v_threshold:g}/{positive.min():g} leaves "
+                           "float32's normal range; use a threshold nearer the scale")
+    return layer
 
 
 def _channel_shape(values: np.ndarray, activation: gs.Tensor, node: str) -> np.ndarray:

@@ -1,27 +1,21 @@
 """Bad inputs, one by one: each gives ONE line ``onnx-snn: error: ...`` on stderr that
 names the thing at fault (file, tensor, node, the bad value), a non-zero exit status, no
 traceback without --verbose, no output or temporary file, and input files left as they
-were. The Python API raises ``OnnxSnnError`` with the same kind of message.
+were (the checks are in ``hostile.py``). The Python API raises ``OnnxSnnError`` with the
+same kind of message.
 
 Most cases drive ``onnx_snn.cli.main`` in-process; a few run the real ``onnx-snn`` script
 in a subprocess to check the exit status and that stderr holds no "Traceback".
 ``test_cli.py`` already covers a missing model or data file, output == input spelled the
 same way, an output in a missing directory via -o, ``--mode 101%``, ``--momentum 2``, an
 unknown ``--exclude`` and an .npz given as the model to ``convert``; none is repeated.
-
-Reading stderr: a progress bar redraws itself with carriage returns and clears itself, so
-stderr is rendered the way a terminal shows it (the text after the last "\\r" of each
-line) before the lines are counted.
+``test_hostile.py`` holds the cases added since (special files, models users bring,
+settings, data).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,103 +23,17 @@ import numpy as np
 import onnx
 import pytest
 from conftest import make_model, mlp_model
+from hostile import (
+    Needle, assert_one_line_error, assert_untouched, expect_error, run_main, run_script, snapshot,
+)
 from onnx import TensorProto, helper, numpy_helper
 
 import onnx_snn.modelio
 from onnx_snn import OnnxSnnError, SpikingSession, convert, run_snn
 from onnx_snn.calibration import Calibration, LayerCalibration
-from onnx_snn.cli import main
 from onnx_snn.evaluation import snn_accuracy
 
-PREFIX = "onnx-snn: error:"
 PROC_OUTPUT = Path("/proc/onnx_snn_out.onnx")
-#: A substring, or a regular expression, that the error line must contain.
-Needle = str | re.Pattern
-
-
-# --------------------------------------------------------------------------- helpers
-
-def rendered_lines(stderr: str) -> list[str]:
-    """Non-empty stderr lines as a terminal shows them (a "\\r" returns to column 0)."""
-    lines = (line.rsplit("\r", 1)[-1].strip() for line in stderr.split("\n"))
-    return [line for line in lines if line]
-
-
-def snapshot(*roots: Path) -> dict[str, str]:
-    """Every file and folder (hidden ones included) under ``roots``: path -> sha256 of a file,
-    the target of a link, or "folder"."""
-    state = {}
-    for root in roots:
-        for folder, folders, names in os.walk(root):
-            state.update({str(Path(folder, name)): "folder" for name in folders})
-            for name in names:
-                path = Path(folder, name)
-                if path.is_symlink():
-                    state[str(path)] = f"-> {os.readlink(path)}"
-                else:
-                    state[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return state
-
-
-def assert_untouched(before: dict[str, str], after: dict[str, str]) -> None:
-    """No file appeared (output, .tmp, .data), none changed, none vanished."""
-    added = sorted(set(after) - set(before))
-    removed = sorted(set(before) - set(after))
-    changed = sorted(p for p in set(before) & set(after) if before[p] != after[p])
-    assert not (added or removed or changed), \
-        f"files changed by a failed command: added {added}, removed {removed}, changed {changed}"
-
-
-def assert_one_line_error(stderr: str, needles: list[Needle]) -> str:
-    """stderr is one line ``onnx-snn: error: ...`` holding every needle; return that line."""
-    assert "Traceback" not in stderr, stderr
-    lines = rendered_lines(stderr)
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    line = lines[0]
-    assert line.startswith(PREFIX), line
-    for needle in needles:
-        if isinstance(needle, re.Pattern):
-            assert needle.search(line), f"{needle.pattern!r} not in {line!r}"
-        else:
-            assert needle in line, f"{needle!r} not in {line!r}"
-    return line
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """``main(argv)`` in-process: (status, stdout, stderr); argparse exits become statuses."""
-    capsys.readouterr()
-    try:
-        status = main([str(a) for a in argv])
-    except SystemExit as done:
-        status = done.code if isinstance(done.code, int) else 1
-    except Exception as error:  # noqa: BLE001 - the console script would print a traceback
-        pytest.fail(f"main() raised {type(error).__name__}: {error} (the onnx-snn script "
-                    "would print a traceback)")
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def expect_error(argv: list, capsys: pytest.CaptureFixture, watch: list[Path],
-                 needles: list[Needle]) -> str:
-    """Run the CLI on a bad input; check status, the one error line, and the files."""
-    before = snapshot(*watch)
-    status, _, err = run_main(argv, capsys)
-    assert status != 0, f"exit status 0 for a bad input; stderr: {err!r}"
-    line = assert_one_line_error(err, needles)
-    assert_untouched(before, snapshot(*watch))
-    return line
-
-
-def run_script(argv: list, cwd: Path) -> subprocess.CompletedProcess:
-    """The real console script; falls back to ``python -m onnx_snn.cli`` if not on PATH."""
-    script = shutil.which("onnx-snn")
-    command = [script] if script else [sys.executable, "-m", "onnx_snn.cli"]
-    done = subprocess.run([*command, *map(str, argv)], capture_output=True, cwd=cwd,
-                          timeout=120, check=False)
-    # decoded by hand: text=True would turn the progress bar's "\r" into line breaks
-    return subprocess.CompletedProcess(done.args, done.returncode,
-                                       done.stdout.decode(errors="replace"),
-                                       done.stderr.decode(errors="replace"))
 
 
 def proc_is_writable() -> bool:

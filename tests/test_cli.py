@@ -70,10 +70,6 @@ def test_saved_calibration_reconverts_identically(files) -> None:
     (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "-o", "{d}/ann.onnx"], "same as the"),
     (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "-o", "{d}/no/o.onnx"],
      "does not exist"),
-    (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "--mode", "101%", "-o", "{d}/o.onnx"],
-     "mode"),
-    (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "--momentum", "2", "-o", "{d}/o.onnx"],
-     "momentum"),
     (["convert", "{d}/ann.onnx", "--calib", "{d}/test.npz", "--exclude", "zz", "-o", "{d}/o.onnx"],
      "'zz'"),
     (["convert", "{d}/calib.npz", "--calib", "{d}/calib.npz", "-o", "{d}/o.onnx"],
@@ -87,6 +83,20 @@ def test_errors_are_one_line_with_status_1(files, capsys, argv, message) -> None
     assert len(err) == 1 and err[0].startswith("onnx-snn: error:") and message in err[0]
     assert not (files / "o.onnx").exists()
     assert not list(files.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "--mode", "101%", "-o", "{d}/o.onnx"],
+     "mode"),
+    (["convert", "{d}/ann.onnx", "--calib", "{d}/calib.npz", "--momentum", "2", "-o", "{d}/o.onnx"],
+     "momentum"),
+])
+def test_bad_option_values_are_usage_errors_with_status_2(files, capsys, argv, message) -> None:
+    argv = [a.format(d=files) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("onnx-snn: error:") and message in err[0]
+    assert not (files / "o.onnx").exists()
 
 
 def test_verbose_shows_the_traceback(files) -> None:
@@ -181,7 +191,7 @@ def test_convert_flags_for_the_accuracy_methods(files, capsys) -> None:
              for n in onnx.load(files / "pc.onnx").graph.node if n.op_type == "IFNode"]
     assert [a["v_init"] for a in attrs] == [0.25, 0.25]
     assert main(["convert", str(files / "ann.onnx"), "--calib", str(files / "calib.npz"),
-                 "--threshold-balancing", "--mode", "max", "-o", str(files / "x.onnx")]) == 1
+                 "--threshold-balancing", "--mode", "max", "-o", str(files / "x.onnx")]) == 2
     assert "--threshold-balancing" in capsys.readouterr().err
     assert not (files / "x.onnx").exists()
 

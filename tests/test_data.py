@@ -3,6 +3,7 @@ and bad data gives an OnnxSnnError that says which input or file is wrong."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import CalibrationDataReader
 from torch.utils.data import DataLoader, TensorDataset
 
 from onnx_snn import HookFactory, OnnxSnnError, convert
-from onnx_snn.data import InputSpec, batches, input_specs
+from onnx_snn.cli import main
+from onnx_snn.data import InputSpec, batches, input_specs, labelled_batches
 from onnx_snn.runtime import run_snn
 
 OPSET = 17
@@ -351,3 +354,88 @@ def test_convert_two_input_model_with_dict_batches(form: str) -> None:
     assert per_step.shape == (timesteps, 17, 4)
     # Rate coding: the mean output is within one spike (scale / T) of the ReLU output.
     assert np.abs(mean - _relu_outputs(a, b)).max() <= scale / timesteps * 1.01 + 1e-5
+
+
+# --------------------------------------------------------------------------- readers and labels
+
+class ArrayReader(CalibrationDataReader):
+    """onnxruntime's calibration protocol over an array, ``batch`` rows per feed."""
+
+    def __init__(self, x: np.ndarray, batch: int, rewindable: bool = True) -> None:
+        self.x, self.batch, self.position = x, batch, 0
+        if not rewindable:
+            self.rewind = None
+
+    def get_next(self) -> dict | None:
+        if self.position >= len(self.x):
+            return None
+        self.position += self.batch
+        return {"x": self.x[self.position - self.batch:self.position]}
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def test_calibration_data_reader_calibrates_like_the_array() -> None:
+    """convert() used to call len() on a CalibrationDataReader (NotImplementedError)."""
+    x = sample(25, 4, 3)
+    by_reader = convert(single_input_model(), ArrayReader(x, 10), progress=False)
+    by_array = convert(single_input_model(), x, batch_size=10, progress=False)
+    assert by_reader.calibration.scales == by_array.calibration.scales
+    assert (by_reader.calibration.batches, by_reader.calibration.samples) == (3, 25)
+
+
+def test_a_reader_is_rewound_for_each_pass_of_bias_calibration() -> None:
+    x = sample(25, 4, 3)
+    by_reader = convert(single_input_model(), ArrayReader(x, 10), bias_calibration=4,
+                        progress=False)
+    by_array = convert(single_input_model(), x, batch_size=10, bias_calibration=4,
+                       progress=False)
+    np.testing.assert_array_equal(by_reader.layers[0].bias_shift, by_array.layers[0].bias_shift)
+
+
+@pytest.mark.parametrize("data", [lambda x: (b for b in [x[:10], x[10:]]),
+                                  lambda x: ArrayReader(x, 10, rewindable=False)],
+                         ids=["generator", "reader-without-rewind"])
+def test_one_shot_data_is_refused_where_it_is_read_twice(data) -> None:
+    with pytest.raises(OnnxSnnError, match="more than once"):
+        convert(single_input_model(), data(sample(20, 4, 3)), bias_calibration=4,
+                progress=False)
+
+
+def labelled_forms(x: np.ndarray, y: np.ndarray, tmp_path: Path) -> dict[str, tuple]:
+    """The same labelled data in every form labelled_batches takes: (data, labels)."""
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=4)
+    return {"arrays": (x, y), "dict": ({"x": x, "y": y}, None),
+            "npz": (tmp_path / "data.npz", None),
+            "pairs": ([(x[s:s + 4], y[s:s + 4]) for s in range(0, len(x), 4)], None),
+            "dataloader": (loader, None)}
+
+
+def test_every_labelled_form_gives_the_same_batches(tmp_path: Path) -> None:
+    x, y = sample(10, 4, 5), np.arange(10) % 3
+    for form, (data, labels) in labelled_forms(x, y, tmp_path).items():
+        got = list(labelled_batches(data, single_specs(), 4, labels))
+        assert [b.start for b in got] == [0, 4, 8], form
+        np.testing.assert_array_equal(np.concatenate([b.feed["x"] for b in got]), x)
+        np.testing.assert_array_equal(np.concatenate([b.labels for b in got]), y)
+
+
+def test_eval_streams_the_npz_of_a_two_input_model(tmp_path: Path, monkeypatch) -> None:
+    """Arrays named after the inputs, labels 'y': eval reads them batch by batch (np.load,
+    which loads whole arrays, is never called) and the ANN scores its own predictions."""
+    a, b = sample(30, 3, 1), sample(30, 2, 2)
+    labels = _relu_outputs(a, b).argmax(axis=1)
+    snn = convert(two_input_model(), {"a": a, "b": b}, progress=False)
+    snn.save(tmp_path / "snn.onnx")
+    onnx.save(two_input_model(), tmp_path / "ann.onnx")
+    np.savez(tmp_path / "test.npz", a=a, b=b, y=labels)
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load read a whole array"))
+    result = tmp_path / "result.json"
+    assert main(["eval", str(tmp_path / "snn.onnx"), "--data", str(tmp_path / "test.npz"),
+                 "--ann", str(tmp_path / "ann.onnx"), "--batch-size", "7", "--timesteps",
+                 "256", "--json", str(result)]) == 0
+    data = json.loads(result.read_text())
+    assert data["ann_accuracy"] == 1.0
+    assert data["snn_accuracy"]["256"] >= 0.9

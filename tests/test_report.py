@@ -319,3 +319,89 @@ def test_cli_report_bad_input(files, capsys, extra, status, message) -> None:
     assert len(err) == 1 and err[0].startswith("onnx-snn: error:") and message in err[0], err
     assert not out.exists() or not any(out.iterdir())
     assert not list(files.rglob(".*.tmp"))
+
+
+# --- 7. a CNN, neurons between convolutions, in every format -------------------------------
+
+def conv_conv_model() -> onnx.ModelProto:
+    """x [N,1,4,4] -> Conv c1 (1->2, 3x3, pads 1) -> Relu r1 -> Conv c2 (2->3, 3x3, pads 1)
+    -> Relu r2 -> GlobalAveragePool -> Flatten -> Gemm g (3->4) -> y [N, 4]."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="r1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="r2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], name="g"),
+    ]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                            ["N", 1, 4, 4])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                      {"w1": rng.normal(size=(2, 1, 3, 3)).astype(np.float32),
+                       "b1": np.full(2, 0.2, np.float32),
+                       "w2": rng.normal(size=(3, 2, 3, 3)).astype(np.float32) / 3,
+                       "b2": np.full(3, 0.1, np.float32),
+                       "gw": rng.normal(size=(3, 4)).astype(np.float32),
+                       "gb": np.zeros(4, np.float32)})
+
+
+def reference_spikes(model: onnx.ModelProto, x: np.ndarray, timesteps: int) -> dict[str, float]:
+    """Spikes per neuron layer, counted by onnx's own reference evaluator (not onnxruntime)
+    on the standard format, whose neurons are plain Scans."""
+    from onnx.reference import ReferenceEvaluator
+
+    from onnx_snn.formats import to_standard
+
+    standard = to_standard(model)
+    layers = json.loads({p.key: p.value for p in standard.metadata_props}["onnx_snn.neurons"])
+    standard.graph.output.extend(helper.make_empty_tensor_value_info(layer["spikes"])
+                                 for layer in layers)
+    outputs = ReferenceEvaluator(standard).run(
+        [layer["spikes"] for layer in layers],
+        {"x": x[None], "timesteps": np.array(timesteps, np.int64)})
+    return {layer["node"]: float(spikes.sum()) for layer, spikes in zip(layers, outputs)}
+
+
+def test_report_on_a_cnn_in_every_format() -> None:
+    """Counted by hand: r1 has 2·4·4 = 32 neurons and feeds c2 (fan-out C_out·k·k =
+    3·9 = 27; c2's MACs 3·16 outputs × 2·9 = 864); r2 has 48 and feeds g through the
+    pooling (fan-out 4, MACs 3·4 = 12); c1 reads the input: 2·16 × 9 = 288 analog MACs.
+    The spike counts equal onnx's reference evaluator's on the standard format, and
+    every format gives the same report."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(6, 1, 4, 4)).astype(np.float32)
+    y = np.zeros(6, np.int64)
+    ann = conv_conv_model()
+    converted = {fmt: convert(ann, x, format=fmt, progress=False).model
+                 for fmt in ("onnx-snn", "standard", "streaming")}
+    spikes = reference_spikes(converted["onnx-snn"], x, 8)
+    reports = {fmt: make_report(model, x, y, ann=ann, timesteps=8, progress=False)
+               for fmt, model in converted.items()}
+    for fmt, report in reports.items():
+        assert [(layer.node, layer.neurons, layer.ann_macs) for layer in report.layers] == \
+            [("r1", 32, 864), ("r2", 48, 12)], fmt
+        assert [layer.sops for layer in report.layers] == \
+            [spikes["r1"] / 6 * 27, spikes["r2"] / 6 * 4], fmt
+        assert report.totals["ann_macs"] == 288 + 864 + 12, fmt
+        assert report.totals["analog_macs"] == 288, fmt
+        assert all(layer.rate_vs_ann_r > 0.5 for layer in report.layers), fmt
+    assert reports["standard"].to_dict() == reports["onnx-snn"].to_dict()
+    assert reports["streaming"].to_dict() == reports["onnx-snn"].to_dict()
+
+
+def test_cli_report_on_a_cnn(tmp_path) -> None:
+    """`report` used to stop on every Conv -> neuron -> Conv model ("no static per-sample
+    shape"), the demo's included."""
+    ann = conv_conv_model()
+    onnx.save(ann, tmp_path / "ann.onnx")
+    x = np.random.default_rng(7).normal(size=(40, 1, 4, 4)).astype(np.float32)
+    np.savez(tmp_path / "test.npz", x=x, y=np.arange(40) % 4)
+    convert(ann, x, progress=False).save(tmp_path / "snn.onnx")
+    assert main(["report", str(tmp_path / "snn.onnx"), "--data", str(tmp_path / "test.npz"),
+                 "--ann", str(tmp_path / "ann.onnx"), "--timesteps", "16", "-o",
+                 str(tmp_path / "out")]) == 0
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [layer["node"] for layer in data["layers"]] == ["r1", "r2"]
+    assert data["output"] == "y"
