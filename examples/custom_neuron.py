@@ -99,7 +99,7 @@ class ThresholdFromScaleFactory(NeuronFactory):
 
     def create(self, scale: float) -> Neuron:
         v_reset = None if self.v_reset is None else self.v_reset * scale
-        return self.neuron_type(v_threshold=scale, v_reset=v_reset, **self.neuron_kwargs)
+        return self.make(v_threshold=scale, v_reset=v_reset)
 
 
 # --------------------------------------------------------------------------- demo
