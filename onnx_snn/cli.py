@@ -154,21 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", metavar="SNN.onnx", required=True,
                          help="where to write the spiking model")
     convert.add_argument("--batch-size", type=_positive_int("batch size"), default=100,
+                         metavar="N",
                          help="calibration batch size (default 100)")
     convert.add_argument("--preset", choices=sorted(PRESETS),
                          help="spikingjelly: the classic per-layer conversion; best: threshold "
                               "balancing + half-threshold start + MaxPool before the neuron "
                               "(explicit options below override the preset)")
-    convert.add_argument("--mode", type=_mode, default=None,
+    convert.add_argument("--mode", type=_mode, default=None, metavar="max|P%|FRACTION",
                          help="scale statistic: max, P%% (e.g. 99.9%%) or a fraction of the "
                               "max in (0, 1] (default max)")
-    convert.add_argument("--momentum", type=_float, default=None,
+    convert.add_argument("--momentum", type=_float, default=None, metavar="M",
                          help="moving-average momentum across batches, in [0, 1] (default 0.1)")
     convert.add_argument("--per-channel", action="store_true", default=None,
                          help="one scale per channel instead of per layer")
     convert.add_argument("--threshold-balancing", action="store_true", default=None,
                          help="local threshold balancing per channel (Bu et al., CVPR 2025)")
-    convert.add_argument("--v-threshold", type=_float, default=None,
+    convert.add_argument("--v-threshold", type=_float, default=None, metavar="THETA",
                          help="neuron threshold (default 1.0)")
     convert.add_argument("--v-reset", type=_v_reset, default=None, metavar="none|FLOAT",
                          help="reset potential; none means soft reset (default none)")
@@ -202,9 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the output to score (default: the first with class scores "
                                "[N, classes], else the first integer label output)")
     evaluate.add_argument("--timesteps", type=_timesteps, default=[4, 8, 16, 32, 64],
+                          metavar="T[,T...]",
                           help="comma-separated T values (default 4,8,16,32,64)")
     evaluate.add_argument("--ann", metavar="ANN.onnx", help="also evaluate the original ANN")
     evaluate.add_argument("--batch-size", type=_positive_int("batch size"), default=256,
+                          metavar="N",
                           help="samples per run (default 256)")
     evaluate.add_argument("--readout-delay", type=_delay, default=0, metavar="N|auto",
                           help="ignore the outputs of the first N steps; auto estimates N "
@@ -230,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                         help="energy per operation (default fp32)")
     report.add_argument("--batch-size", type=_positive_int("batch size"), default=128,
+                        metavar="N",
                         help="samples per run (default 128)")
     report.add_argument("-o", "--out-dir", metavar="OUTDIR", required=True,
                         help="folder for report.json, the plots and report.md (written "
