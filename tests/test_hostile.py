@@ -27,7 +27,7 @@ from hostile import Needle, assert_one_line_error, assert_untouched, expect_erro
     run_script, snapshot
 from onnx import TensorProto, helper
 
-from onnx_snn import convert
+from onnx_snn import OnnxSnnError, convert
 
 SIZES = [8, 16, 16, 4]
 DEV_NULL = Path("/dev/null")
@@ -84,6 +84,30 @@ def scalar_output() -> onnx.ModelProto:
     """The Relu output summed over everything: a scalar, no batch axis."""
     return first_layer([helper.make_node("ReduceSum", ["r"], ["y"], name="total", keepdims=0)],
                        [info("y", [])])
+
+
+def constant_output() -> onnx.ModelProto:
+    """A second output that is a constant: no input reaches it."""
+    model = mlp_model(SIZES, seed=2)
+    model.graph.node.append(helper.make_node("Constant", [], ["c"], name="const",
+                                             value=helper.make_tensor("c", TensorProto.FLOAT,
+                                                                      [3], [1, 2, 3])))
+    model.graph.output.append(info("c", [3]))
+    return model
+
+
+def gather_that_fails_at_run_time() -> onnx.ModelProto:
+    """x's argmax indexes a table of 2 rows: a valid graph, but onnxruntime fails on any
+    sample whose largest feature is not among the first two."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("ArgMax", ["x"], ["index"], name="argmax", axis=1, keepdims=0),
+             helper.make_node("Gather", ["table", "index"], ["rows"], name="lookup", axis=0),
+             helper.make_node("Gemm", ["rows", "w", "b"], ["h"], name="fc"),
+             helper.make_node("Relu", ["h"], ["y"], name="relu")]
+    return make_model(nodes, [info("x", ["N", 8])], [info("y", ["N", 6])],
+                      {"table": np.ones((2, 8), np.float32),
+                       "w": rng.normal(size=(8, 6)).astype(np.float32),
+                       "b": np.full(6, 0.3, np.float32)})
 
 
 def written_twice() -> onnx.ModelProto:
@@ -285,6 +309,8 @@ for _command in ("convert", "inspect"):
     _model_case("scalar-output", scalar_output, ["'y'", "batch"], _command)
     _model_case("written-twice", written_twice, ["'h1'", "twice"], _command)
     _model_case("cyclic", cyclic, ["cycle", "'fc0'"], _command)
+    _model_case("constant-output", constant_output, ["'c'", "does not depend on the input"],
+                _command)
 
 
 @case("inspect-keep-analog-without-relu")
@@ -326,6 +352,14 @@ def _(d):
     onnx.save(two_inputs(), d / "other.onnx")
     return report_argv(d, "test.npz", "--ann", d / "other.onnx"), \
         ["other.onnx", "'r0'", "converted from"], None
+
+
+@case("onnxruntime-fails-during-calibration", subprocess=True)
+def _(d):
+    """onnxruntime's own log lines must not reach stderr before the one error line."""
+    onnx.save(gather_that_fails_at_run_time(), d / "gather.onnx")
+    return convert_argv(d, "gather.onnx"), ["onnxruntime failed", "calibration data, batch 0",
+                                            "lookup"], None
 
 
 # ---- calibration files
@@ -577,3 +611,40 @@ def test_the_memory_error_states_the_bytes(work: Path, capsys) -> None:
                         ["bytes"])
     assert f"{t * 60 * 16 * 4:,} bytes" in line
     assert re.search(r"'relu[01]' holds 16 float32 values", line)
+
+
+# --------------------------------------------------------------------------- Python API misuse
+
+API_MISUSE = {
+    "per-channel-not-a-bool": (lambda: __import__("onnx_snn").HookFactory(per_channel="no"),
+                               "per_channel"),
+    "negative-eps": (lambda: __import__("onnx_snn.calibration").calibration
+                     .BalancingHookFactory(eps=-1), "eps"),
+    "neuron-kwarg-unknown": (lambda: __import__("onnx_snn").NeuronFactory(decay=0.9),
+                             "decay"),
+    "neuron-type-not-callable": (lambda: __import__("onnx_snn").NeuronFactory(neuron_type=3),
+                                 "neuron_type"),
+    "model-is-a-number": (lambda: convert(42, x_data(10)), "model path"),
+    "data-is-a-number": (lambda: convert(mlp_model(SIZES, seed=2), 42, progress=False),
+                         "unsupported data"),
+    "exclude-is-a-string": (lambda: convert(mlp_model(SIZES, seed=2), x_data(10),
+                                            exclude="relu0"), "exclude"),
+    "keep-analog-is-text": (lambda: convert(mlp_model(SIZES, seed=2), x_data(10),
+                                            keep_analog="yes"), "keep_analog"),
+    "hook-factory-is-a-string": (lambda: convert(mlp_model(SIZES, seed=2), x_data(10),
+                                                 hook_factory="max"), "hook_factory"),
+    "bias-calibration-is-a-float": (lambda: convert(mlp_model(SIZES, seed=2), x_data(10),
+                                                    bias_calibration=2.5), "bias calibration"),
+    "batch-size-is-text": (lambda: convert(mlp_model(SIZES, seed=2), x_data(10),
+                                           batch_size="10"), "batch size"),
+    "calibration-is-a-dict": (lambda: convert(mlp_model(SIZES, seed=2),
+                                              calibration={"relu0": 1.0}), "Calibration"),
+}
+
+
+@pytest.mark.parametrize("name", list(API_MISUSE))
+def test_python_api_misuse_raises_one_clear_error(name: str) -> None:
+    """Each used to raise a raw TypeError or AttributeError, or be accepted."""
+    call, needle = API_MISUSE[name]
+    with pytest.raises(OnnxSnnError, match=re.escape(needle)):
+        call()
