@@ -220,9 +220,9 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[SpikingLayer],
     scope = NameScope.of(graph)
     timesteps = gs.Variable(scope.name(TIMESTEPS), np.int64, [])
     graph.inputs.append(timesteps)
-    rectifiers = {node.name: node.outputs[0] for node in graph.nodes}
-    replaced = [NeuronInfo(layer.node, "", rectifiers[layer.node].name,
-                           _values_per_sample(rectifiers[layer.node])) for layer in layers]
+    activation = {node.name: node.outputs[0] for node in graph.nodes}  # what each node makes
+    replaced = [NeuronInfo(layer.node, "", activation[layer.node].name,
+                           _values_per_sample(activation[layer.node])) for layer in layers]
     folded = {layer.node for layer in layers} if fold_scales else set()
     time_folding = TimeFolding(timesteps, scope)
     graph = compose(PatternPass(ReluToNeuron(layers, timesteps, scope)),

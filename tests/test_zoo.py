@@ -288,29 +288,15 @@ def test_zoo_all_export_matches_torch(zoo: Zoo, model_id: str) -> None:
     test_zoo_export_matches_torch(zoo, model_id)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("model_id", ALL_IDS)
-def test_zoo_all_convert(zoo: Zoo, model_id: str, variant: str) -> None:
-    check_convert(zoo, model_id, variant)
+#: The steps of the exhaustive run, one test each so that every failure is reported.
+STEPS = {"convert": check_convert, "eval": check_eval, "report": check_report,
+         "report-without-ann": lambda zoo, model_id, variant:
+         check_report(zoo, model_id, variant, ann=False)}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("step", list(STEPS))
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("model_id", ALL_IDS)
-def test_zoo_all_eval(zoo: Zoo, model_id: str, variant: str) -> None:
-    check_eval(zoo, model_id, variant)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("model_id", ALL_IDS)
-def test_zoo_all_report(zoo: Zoo, model_id: str, variant: str) -> None:
-    check_report(zoo, model_id, variant)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("model_id", ALL_IDS)
-def test_zoo_all_report_without_ann(zoo: Zoo, model_id: str, variant: str) -> None:
-    check_report(zoo, model_id, variant, ann=False)
+def test_zoo_all_steps(zoo: Zoo, model_id: str, variant: str, step: str) -> None:
+    STEPS[step](zoo, model_id, variant)
