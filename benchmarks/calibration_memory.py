@@ -36,7 +36,7 @@ def cnn(path: Path) -> None:
     import torch
     from torch import nn
 
-    from onnx_snn.export import export_torch
+    from onnx_snn.export.torch import export_torch
 
     torch.manual_seed(0)
     layers, channels = [], 3

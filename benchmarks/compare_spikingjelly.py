@@ -36,8 +36,8 @@ def main() -> None:
     from spikingjelly.activation_based.ann2snn.recipes.rate_coding import RateCodingRecipe
 
     from onnx_snn import HookFactory, convert
-    from onnx_snn.digits import load_digits_split, train_digits_cnn
-    from onnx_snn.export import export_torch
+    from onnx_snn.demo.digits import load_digits_split, train_digits_cnn
+    from onnx_snn.export.torch import export_torch
     from onnx_snn.runtime import SpikingSession
 
     x_train, y_train, x_test, y_test = load_digits_split()

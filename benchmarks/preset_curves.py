@@ -3,7 +3,7 @@
 Converts, with ``convert(ann, x_train, preset=P, batch_size=100)`` for
 P = "spikingjelly" and "best":
 
-(a) the digits BN-CNN of ``onnx_snn.digits.train_digits_cnn`` (default 30 epochs);
+(a) the digits BN-CNN of ``onnx_snn.demo.digits.train_digits_cnn`` (default 30 epochs);
 (b) the residual CNN of ``examples/residual_digits.py`` (7 Conv, 3 residual Adds,
     one MaxPool after the stem; its default epochs),
 
@@ -51,7 +51,7 @@ def configurations() -> dict[str, dict]:
 def curves(ann, data, timesteps) -> dict[str, dict[int, float]]:
     """{row: {T: test accuracy}} for ``ann``, calibrated on the training split."""
     from onnx_snn import convert
-    from onnx_snn.evaluation import snn_accuracy
+    from onnx_snn.measure.evaluation import snn_accuracy
 
     x_train, _, x_test, y_test = data
     result = {}
@@ -76,9 +76,9 @@ def main() -> None:
 
     import torch
 
-    from onnx_snn.digits import load_digits_split, train_digits_cnn
-    from onnx_snn.evaluation import ann_accuracy
-    from onnx_snn.export import export_torch
+    from onnx_snn.demo.digits import load_digits_split, train_digits_cnn
+    from onnx_snn.measure.evaluation import ann_accuracy
+    from onnx_snn.export.torch import export_torch
 
     timesteps = example.TIMESTEPS
     data = load_digits_split(seed=args.seed)

@@ -68,8 +68,8 @@ def build_models(folder: Path, vgg_widths: tuple[int, ...]) -> dict[str, dict]:
     """The torch nets, their ONNX exports and calibration data, by name."""
     import torch
 
-    from onnx_snn.digits import load_digits_split, train_digits_cnn
-    from onnx_snn.export import export_torch
+    from onnx_snn.demo.digits import load_digits_split, train_digits_cnn
+    from onnx_snn.export.torch import export_torch
 
     torch.manual_seed(0)
     x_train, y_train, x_test, _ = load_digits_split()
@@ -89,10 +89,10 @@ def build_models(folder: Path, vgg_widths: tuple[int, ...]) -> dict[str, dict]:
 def snn_variants(entry: dict, steps: int, batch: int, budget_s: float) -> dict[str, float]:
     """Median ms of one batch for every onnx-snn variant and the ANN floor."""
     from onnx_snn import convert
-    from onnx_snn.formats import export_format
+    from onnx_snn.export.formats import export_format
     from onnx_snn.runtime import create_session
-    from onnx_snn.streaming import StreamingSession
-    from onnx_snn.temporal import TIMESTEPS
+    from onnx_snn.runtime.streaming import StreamingSession
+    from onnx_snn.io.metadata import TIMESTEPS
 
     snn = convert(entry["ann"], entry["calib"], progress=False).model
     x = np.ascontiguousarray(entry["inputs"][:batch])
@@ -142,8 +142,8 @@ def spikingjelly_ms(entry: dict, steps: int, batch: int, budget_s: float) -> flo
 
 def if_op_ms(budget_s: float) -> dict[str, float]:
     """The IF op alone on [2048, 4096], native kernel and function body."""
-    from onnx_snn.neurons import IFNeuron
-    from onnx_snn.ops.function import if_node_model
+    from onnx_snn.snn.neurons import IFNeuron
+    from onnx_snn.ops.function_bodies import if_node_model
     from onnx_snn.runtime import create_session
 
     model = if_node_model(IFNeuron().attributes(), ["TN", 4096])

@@ -1,6 +1,6 @@
 """A user-defined spiking neuron: leaky integrate-and-fire (LIF).
 
-This example shows the two extension points of ``onnx_snn.neurons``:
+This example shows the two extension points of ``onnx_snn.snn.neurons``:
 
 1. ``LIFNeuron``, a ``Neuron`` subclass with its own op type (``LIFNode``) in its
    own domain (``my_neurons``) and its own ONNX function body, so the converted
@@ -31,8 +31,8 @@ import onnx
 
 from onnx_snn import Neuron, NeuronFactory, SpikingModel, convert
 from onnx_snn.ops.dynamics import if_step
-from onnx_snn.ops.function import GraphArithmetic, scan_neuron_function
-from onnx_snn.evaluation import ann_accuracy, snn_accuracy
+from onnx_snn.ops.function_bodies import GraphArithmetic, scan_neuron_function
+from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
 from onnx_snn.runtime import SpikingSession
 
 LIF_DOMAIN = "my_neurons"
@@ -108,7 +108,7 @@ def train_and_export(seed: int = 0, epochs: int = 15) -> dict[str, Any]:
     """Train the digits CNN and export it; returns the ANN and the data splits."""
     import torch
 
-    from onnx_snn.digits import load_digits_split, train_digits_cnn
+    from onnx_snn.demo.digits import load_digits_split, train_digits_cnn
     from onnx_snn.export import export_torch
 
     x_train, y_train, x_test, y_test = load_digits_split(seed=seed)

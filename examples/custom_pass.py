@@ -7,8 +7,9 @@ Two small patterns make a torch model convertible:
   0.01 the Relu is a close approximation, which then becomes a neuron.
 - ``MaxPoolToAveragePool``: MaxPool -> AveragePool with the same kernel, strides,
   pads and ceil mode; an average of spike trains is exact, a max over-counts.
-  (The converter's own ``maxpool="avg"`` policy does this too; the tests check
-  that both agree.)
+  It is the library's own pattern (``onnx_snn.graph.pooling``, what the
+  converter's ``maxpool="avg"`` policy runs), composed here with one written
+  for this example; the tests check that both routes agree.
 
 Each pattern is wrapped in a ``PatternPass``; ``compose`` chains them into one
 pass and ``run_passes`` applies it to the ONNX model. The rewritten ANN is then
@@ -29,6 +30,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from onnx_snn import Pattern, PatternPass, compose, convert, run_passes
+from onnx_snn.graph.pooling import MaxPoolToAveragePool
 from onnx_snn.runtime import SpikingSession
 
 TIMESTEPS = (8, 32, 128, 512)
@@ -36,27 +38,6 @@ INPUT_SHAPE = (3, 14, 14)
 
 
 # --------------------------------------------------------------------------- patterns
-
-class MaxPoolToAveragePool(Pattern):
-    """Replace a MaxPool by an AveragePool over the same windows.
-
-    Padding is left out of each average (``count_include_pad=0``), just as the
-    max ignores it. MaxPools with dilation or an indices output are kept.
-    """
-
-    COPIED = ("kernel_shape", "strides", "pads", "ceil_mode", "auto_pad")
-
-    def match(self, node: gs.Node) -> bool:
-        dilations = node.attrs.get("dilations")
-        return (node.op == "MaxPool" and len(node.outputs) == 1
-                and (dilations is None or all(d == 1 for d in dilations)))
-
-    def replace(self, node: gs.Node, graph: gs.Graph) -> Sequence[gs.Node]:
-        attrs = {key: node.attrs[key] for key in self.COPIED if key in node.attrs}
-        attrs["count_include_pad"] = 0
-        return [gs.Node("AveragePool", f"{node.name}__average", attrs=attrs,
-                        inputs=[node.inputs[0]], outputs=list(node.outputs))]
-
 
 class LeakyReluToRelu(Pattern):
     """Replace LeakyRelu(x, alpha) by Relu(x) when alpha <= ``max_alpha``."""
@@ -119,7 +100,7 @@ def export(module: Any) -> onnx.ModelProto:
     """The module as ONNX (TorchScript exporter: fast, plain Constant nodes)."""
     import torch
 
-    from onnx_snn.export import export_torch
+    from onnx_snn.export.torch import export_torch
 
     return export_torch(module, torch.from_numpy(make_data(2, seed=99)), dynamo=False)
 

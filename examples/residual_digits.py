@@ -19,7 +19,7 @@ the training split in batches of 100:
   0, MaxPool kept over spikes, which warns);
 - ``preset="best"``: per-channel thresholds from local threshold balancing,
   half-threshold initial potential and MaxPool moved in front of the neuron
-  (see ``onnx_snn.convert.PRESETS`` for the exact settings).
+  (see ``onnx_snn.config.PRESETS`` for the exact settings).
 
 Both SNNs are evaluated on the test split at T = 1, 2, 4, ..., 64 (one run at
 T = 64 per model) and printed, with the ANN's accuracy, as a markdown table.
@@ -38,9 +38,9 @@ import numpy as np
 import onnx
 
 from onnx_snn import convert
-from onnx_snn.digits import load_digits_split
-from onnx_snn.evaluation import ann_accuracy, snn_accuracy
-from onnx_snn.export import export_torch
+from onnx_snn.demo.digits import load_digits_split
+from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
+from onnx_snn.export.torch import export_torch
 
 PRESETS = ("spikingjelly", "best")
 TIMESTEPS = (1, 2, 4, 8, 16, 32, 64)
@@ -84,7 +84,7 @@ def train_residual_cnn(x: np.ndarray, y: np.ndarray, epochs: int = EPOCHS, seed:
     """Train ``residual_cnn`` with the digits CNN's recipe (``train_classifier``), seeded."""
     import torch
 
-    from onnx_snn.digits import train_classifier
+    from onnx_snn.demo.digits import train_classifier
 
     torch.manual_seed(seed)
     return train_classifier(residual_cnn(width, blocks), x, y, epochs, seed)

@@ -1,26 +1,29 @@
 """onnx-snn: convert ONNX ReLU networks into spiking neural networks for onnxruntime.
 
-Pipeline: data readers (``data``) -> calibration (``calibration``) -> graph
-rewrite (``patterns``, ``spiking``, ``temporal``) -> ops (``ops``) -> runtime
-(``runtime``) -> CLI (``cli``).
+The package is laid out by pipeline stage (ARCHITECTURE.md): ``io`` (models, data,
+outputs) -> ``graph`` (prepare, policies) -> ``ops`` (neuron dynamics) -> ``snn``
+(the spiking model) -> ``runtime`` -> ``calibration`` -> ``export`` -> ``measure``,
+with ``convert`` (``api``) and its settings (``config``) on top, and the command
+line in ``cli``.
 """
 
-__version__ = "0.1.0"
-
-from onnx_snn.calibration import Calibration, HookFactory, VoltageHook, calibrate  # noqa: E402
-from onnx_snn.convert import SpikingModel, convert  # noqa: E402
-from onnx_snn.errors import OnnxSnnError  # noqa: E402
-from onnx_snn.neurons import IFNeuron, Neuron, NeuronFactory  # noqa: E402
-from onnx_snn.ops.dynamics import simulate_if  # noqa: E402
-from onnx_snn.ops.native import native_library_path  # noqa: E402
-from onnx_snn.patterns import Pattern, PatternPass, compose, run_passes  # noqa: E402
-from onnx_snn.runtime import (  # noqa: E402
-    SpikingSession, run_snn, session_options,
+from onnx_snn.api import SpikingModel, convert
+from onnx_snn.calibration import (
+    BalancingHookFactory, Calibration, HookFactory, VoltageHook, calibrate,
 )
+from onnx_snn.config import PRESETS, ConversionConfig
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.graph.patterns import Pattern, PatternPass, compose, run_passes
+from onnx_snn.ops.dynamics import simulate_if
+from onnx_snn.ops.native import native_library_path
+from onnx_snn.runtime import SpikingSession, run_snn, session_options
+from onnx_snn.snn.neurons import IFNeuron, Neuron, NeuronFactory
+from onnx_snn.version import __version__
 
 __all__ = [
-    "Calibration", "HookFactory", "IFNeuron", "Neuron", "NeuronFactory", "OnnxSnnError",
-    "Pattern", "PatternPass", "SpikingModel", "SpikingSession", "VoltageHook", "calibrate",
-    "compose", "convert", "native_library_path", "run_passes", "run_snn", "session_options",
+    "BalancingHookFactory", "Calibration", "ConversionConfig", "HookFactory", "IFNeuron",
+    "Neuron", "NeuronFactory", "OnnxSnnError", "PRESETS", "Pattern", "PatternPass",
+    "SpikingModel", "SpikingSession", "VoltageHook", "__version__", "calibrate", "compose",
+    "convert", "native_library_path", "run_passes", "run_snn", "session_options",
     "simulate_if",
 ]

@@ -27,10 +27,10 @@ def is_number(value: Any) -> bool:
         and not isinstance(value, (bool, np.bool_))
 
 
-def check_positive_int(value: Any, what: str) -> int:
-    """``value`` as an int >= 1."""
+def check_positive_int(value: Any, what: str, expected: str = "a positive integer") -> int:
+    """``value`` as an int >= 1; otherwise "<what> must be <expected>, got <value>"."""
     if not is_integer(value) or value <= 0:
-        raise OnnxSnnError(f"{what} must be a positive integer, got {value!r}")
+        raise OnnxSnnError(f"{what} must be {expected}, got {value!r}")
     return int(value)
 
 

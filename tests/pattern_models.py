@@ -492,7 +492,7 @@ def relu6_torch() -> PatternCase:
     import torch
     from torch import nn
 
-    from onnx_snn.export import export_torch
+    from onnx_snn.export.torch import export_torch
 
     torch.manual_seed(71)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.Conv2d(8, 8, 3, padding=1),
@@ -563,7 +563,7 @@ def torch_bn_cnn() -> Any:
 def _torch_case(name: str, directory: Path, dynamo: bool) -> PatternCase:
     import torch
 
-    from onnx_snn.export import export_torch
+    from onnx_snn.export.torch import export_torch
 
     net = torch_bn_cnn()
     x = images(100, shape=(1, 8, 8))

@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 
 from conftest import make_model, mlp_model
 from onnx_snn import HookFactory, NeuronFactory, OnnxSnnError, convert
-from onnx_snn.model_info import OUTPUT_SCALES
-from onnx_snn.ops.function import IF_ATTRIBUTES
+from onnx_snn.io.metadata import OUTPUT_SCALES
+from onnx_snn.ops.function_bodies import IF_ATTRIBUTES
 from onnx_snn.runtime import SpikingSession, run_snn
 
 
@@ -293,7 +293,7 @@ def test_old_opset_model_converts() -> None:
 
 def test_torch_dynamo_export_with_external_data_loads_from_path(tmp_path) -> None:
     torch = pytest.importorskip("torch")
-    from onnx_snn.export import export_torch
+    from onnx_snn.export.torch import export_torch
 
     net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
     path = tmp_path / "model.onnx"

@@ -20,9 +20,9 @@ from onnx import TensorProto, helper
 
 from onnx_snn import convert
 from onnx_snn.cli import main
-from onnx_snn.formats import FORMATS
-from onnx_snn.model_info import TIMESTEPS_KEY
-from onnx_snn.streaming import open_session
+from onnx_snn.export.formats import FORMATS
+from onnx_snn.io.metadata import TIMESTEPS_KEY
+from onnx_snn.runtime.streaming import open_session
 
 SIZES = [8, 16, 16, 4]
 

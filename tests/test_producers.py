@@ -25,7 +25,7 @@ from pattern_models import (
 )
 
 from onnx_snn import convert
-from onnx_snn.prepare import ai_onnx_opset
+from onnx_snn.graph.prepare import ai_onnx_opset
 from onnx_snn.runtime import SpikingSession
 
 STEPS = (16, 128, 1024)

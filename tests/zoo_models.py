@@ -547,7 +547,7 @@ class ZooBuilder:
         return self._models[key]
 
     def _export(self, arch: str, exporter: str) -> ZooModel:
-        from onnx_snn.export import export_torch
+        from onnx_snn.export.torch import export_torch
 
         if exporter not in EXPORTERS:
             raise ValueError(f"unknown exporter {exporter!r}")

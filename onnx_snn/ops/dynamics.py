@@ -2,7 +2,7 @@
 
 ``if_step`` is written against a tiny arithmetic interface (``Arithmetic``).
 The numpy reference (``simulate_if``) runs it on arrays, and the ONNX function
-builder (``onnx_snn.ops.function``) runs the very same code on a graph builder
+builder (``onnx_snn.ops.function_bodies``) runs the very same code on a graph builder
 that emits one node per operation. Tests compare the two engines, so any change
 to the dynamics changes both at once.
 

@@ -9,6 +9,7 @@ process. ``native_report()`` says which backend runs and why (``onnx-snn doctor`
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -20,13 +21,20 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-import onnx_snn
-from onnx_snn.ops.function import IF_OP_TYPE, if_node_model
+from onnx_snn.errors import first_line
+from onnx_snn.ops.function_bodies import IF_OP_TYPE, if_node_model
+from onnx_snn.version import __version__
 
 #: File names of the library on Linux, macOS and Windows.
 NATIVE_LIBRARY_NAMES = ("libonnx_snn_ops.so", "libonnx_snn_ops.dylib", "onnx_snn_ops.dll")
 #: Environment variable that points at a library to use instead of the packaged one.
 LIBRARY_ENV = "ONNX_SNN_OPS_LIBRARY"
+
+
+def package_directories() -> list[str]:
+    """The onnx_snn package's directories (an editable install has two: the sources,
+    and where pip put the built library)."""
+    return list(importlib.util.find_spec("onnx_snn").submodule_search_locations)
 
 
 def native_library_path() -> Path | None:
@@ -38,7 +46,7 @@ def native_library_path() -> Path | None:
     override = os.environ.get(LIBRARY_ENV)
     if override:
         return Path(override) if Path(override).is_file() else None
-    for directory in onnx_snn.__path__:
+    for directory in package_directories():
         for name in NATIVE_LIBRARY_NAMES:
             candidate = Path(directory) / name
             if candidate.is_file():
@@ -63,13 +71,14 @@ def native_status() -> NativeStatus:
         return NativeStatus(None, False, f"${LIBRARY_ENV}={os.environ[LIBRARY_ENV]} is not a file")
     if library is None:
         return NativeStatus(None, False, f"no {NATIVE_LIBRARY_NAMES[0]} in "
-                            f"{', '.join(onnx_snn.__path__)}: the build of custom_ops/ failed or "
+                            f"{', '.join(package_directories())}: the build of custom_ops/ "
+                            "failed or "
                             "was skipped at install time (`pip install -v` shows why)")
     try:
         ort.SessionOptions().register_custom_ops_library(str(library))
     except Exception as error:  # onnxruntime raises its own exception types
         return NativeStatus(library, False, f"{library} does not load: "
-                            f"{str(error).strip().splitlines()[0]}")
+                            f"{first_line(error)}")
     return NativeStatus(library, True, f"it loads into onnxruntime {ort.__version__}, and every "
                         "onnx_snn session registers it")
 
@@ -100,9 +109,9 @@ def kernel_runs(options: ort.SessionOptions) -> bool:
     with tempfile.TemporaryDirectory() as folder:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(folder, "probe")
-        from onnx_snn.neurons import IFNeuron  # neurons imports the ops package
-
-        probe = if_node_model(IFNeuron().attributes(), [4, 8]).SerializeToString()
+        soft_reset = {"v_threshold": 1.0, "v_reset": 0.0, "v_init": 0.0, "hard_reset": 0,
+                      "broadcast_input": 0}
+        probe = if_node_model(soft_reset, [4, 8]).SerializeToString()
         session = ort.InferenceSession(probe, options, providers=["CPUExecutionProvider"])
         session.run(None, {"X": np.ones((4, 8), np.float32), "T": np.array(2, np.int64)})
         events = json.loads(Path(session.end_profiling()).read_text())
@@ -118,4 +127,4 @@ def native_report() -> dict[str, object]:
             "library": str(status.library) if status.library else None,
             "reason": status.reason if not status.loadable or native else
             f"{status.library} registered, but onnxruntime still runs the function body",
-            "onnxruntime": ort.__version__, "onnx_snn": onnx_snn.__version__}
+            "onnxruntime": ort.__version__, "onnx_snn": __version__}

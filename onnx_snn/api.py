@@ -1,0 +1,174 @@
+"""ANN -> SNN in one call (``convert``), and what it returns (``SpikingModel``).
+
+The stages: prepare the ANN and apply the graph policies (``onnx_snn.graph``),
+check it can be converted, calibrate (``onnx_snn.calibration``), plan a neuron per
+rectifier, assemble the spiking model (``onnx_snn.snn``), and write it in the
+requested format (``onnx_snn.export``). The settings come from a
+``ConversionConfig`` (``onnx_snn.config``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnx_snn.calibration.bias import calibrate_biases
+from onnx_snn.calibration.collectors import CollectorFactory
+from onnx_snn.calibration.driver import calibrate
+from onnx_snn.calibration.result import Calibration, check_scales
+from onnx_snn.config import ConversionConfig, resolve_config
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.export.formats import export_format
+from onnx_snn.graph.activations import rectifier_cap
+from onnx_snn.graph.convertibility import check_activations, check_convertible, kept_analog_warning
+from onnx_snn.graph.inspection import conversion_graph, spiking_caveats
+from onnx_snn.io.data import DataSource
+from onnx_snn.io.models import ModelLike, stage_model
+from onnx_snn.io.outputs import OutputSet
+from onnx_snn.measure.instrument import add_spike_counts
+from onnx_snn.snn.assembly import build_spiking_model
+from onnx_snn.snn.neurons import NeuronFactory
+from onnx_snn.snn.rewrite import NeuronPlan, check_layer
+from onnx_snn.validation import check_bool
+
+
+@dataclass
+class SpikingModel:
+    """A converted model with the calibration and the neuron plan that made it."""
+
+    model: onnx.ModelProto
+    calibration: Calibration
+    layers: list[NeuronPlan]
+
+    def report(self) -> dict[str, Any]:
+        """Machine-readable summary: one entry per converted Relu, in graph order."""
+        return {"layers": [{"node": layer.node, "scale": np.asarray(layer.scale).tolist(),
+                            "v_threshold": layer.neuron.v_threshold,
+                            "neuron": layer.neuron.op_type} for layer in self.layers],
+                "calibration": {"batches": self.calibration.batches,
+                                "samples": self.calibration.samples}}
+
+    def save(self, path: str | os.PathLike, report: str | os.PathLike | None = None,
+             outputs: OutputSet | None = None) -> Path:
+        """Write the model (and optionally the JSON report): both or neither, atomically.
+
+        With ``outputs`` they are only staged there, to be committed with the
+        other outputs of the same command.
+        """
+        with OutputSet() as own:
+            staging = outputs or own
+            saved = stage_model(staging, self.model, path)
+            if report is not None:
+                staging.add_json(report, self.report())
+        return saved
+
+
+def convert(model: ModelLike, data: Any = None, config: ConversionConfig | None = None, *,
+            preset: str | None = None, calibration: Calibration | None = None,
+            progress: bool = True, **settings: Any) -> SpikingModel:
+    """Convert an ONNX ReLU network into a spiking network.
+
+    ``model``: a path or ModelProto. ``data``: calibration data in any form
+    ``onnx_snn.io.data`` reads, or None when ``calibration`` (a saved
+    ``Calibration``) is given. The settings are ``config``, or the preset named
+    ``preset`` ("spikingjelly", the default, or "best"; ``onnx_snn.config.PRESETS``),
+    with any ``ConversionConfig`` field given as a keyword replacing its value
+    (``hook_factory=``, ``neuron_factory=``, ``batch_size=``, ``exclude=``,
+    ``factories=``, ``keep_analog=``, ``maxpool=``, ``drop_output_softmax=``,
+    ``bias_calibration=``, ``spike_counts=``, ``format=``).
+
+    Each rectifier (Relu, or Clip(0, a) whose scale is then capped at a) is
+    calibrated with a collector from the hook factory and replaced by a neuron
+    from the neuron factory. Other activations are an error unless
+    ``keep_analog``; a Softmax at the output is applied per step, or removed with
+    ``drop_output_softmax``.
+    """
+    config = resolve_config(config, preset, settings)
+    check_bool(progress, "progress")
+    if calibration is not None and not isinstance(calibration, Calibration):
+        raise OnnxSnnError(f"calibration must be a Calibration, got "
+                           f"{type(calibration).__name__}")
+    graph, _ = conversion_graph(model, config.maxpool, config.drop_output_softmax)
+    kept = check_activations(graph, config.keep_analog)
+    if kept:
+        warnings.warn(kept_analog_warning(kept), stacklevel=2)
+    plan = _plan(graph, config,
+                 name=str(model) if isinstance(model, (str, os.PathLike)) else "the model")
+    check_convertible(graph, plan)
+    for caveat in spiking_caveats(graph, plan):
+        warnings.warn(f"{caveat.op} '{caveat.node}' {caveat.note}", stacklevel=2)
+    ann = gs.export_onnx(graph.cleanup().toposort())
+
+    data = None if data is None else DataSource(data)  # read once per pass, however given
+    calibration = _calibration(ann, data, calibration, plan, config.batch_size, progress)
+    rectifiers = {node.name: node for node in graph.nodes if node.name in plan}
+    layers = []
+    for name, calibrated in calibration.scales.items():
+        cap = rectifier_cap(rectifiers[name])
+        scale = np.minimum(calibrated, cap) if np.ndim(calibrated) else min(calibrated, cap)
+        layers.append(check_layer(NeuronPlan(name, scale, plan[name][1].create(scale)),
+                                  rectifiers[name].outputs[0]))
+    if config.bias_calibration:
+        if data is None:
+            raise OnnxSnnError("bias calibration needs calibration data")
+        layers = calibrate_biases(ann, layers, data, config.bias_calibration,
+                                  partial(build_spiking_model, fold_scales=False),
+                                  batch_size=config.batch_size, progress=progress)
+    snn = build_spiking_model(ann, layers)
+    snn = add_spike_counts(snn) if config.spike_counts else snn
+    return SpikingModel(export_format(snn, config.format), calibration, layers)
+
+
+def _calibration(ann: onnx.ModelProto, data: DataSource | None,
+                 calibration: Calibration | None, plan: dict, batch_size: int,
+                 progress: bool) -> Calibration:
+    """The scales of the planned rectifiers: measured on ``data``, or taken from a saved
+    ``calibration``; checked either way."""
+    if calibration is None:
+        if data is None:
+            raise OnnxSnnError("no calibration data: pass data or a saved calibration")
+        calibration = calibrate(ann, data, {name: hf.create() for name, (hf, _) in plan.items()},
+                                batch_size=batch_size, progress=progress)
+    else:
+        missing = sorted(set(plan) - set(calibration.scales))
+        if missing:
+            raise OnnxSnnError(f"the calibration has no scale for Relu "
+                               f"{', '.join(map(repr, missing))}")
+        calibration = Calibration([layer for layer in calibration.layers if layer.node in plan],
+                                  calibration.batches, calibration.samples)
+    check_scales(calibration)
+    return calibration
+
+
+def _plan(graph: gs.Graph, config: ConversionConfig, name: str
+          ) -> dict[str, tuple[CollectorFactory, NeuronFactory]]:
+    """Factories for every rectifier to convert, by node name, in graph order."""
+    relus = [node for node in graph.nodes if rectifier_cap(node) is not None]
+    unknown = sorted(set(config.exclude) - {node.name for node in relus})
+    if unknown:
+        raise OnnxSnnError(f"cannot exclude {', '.join(map(repr, unknown))}: no Relu node of "
+                           f"that name (Relus: {', '.join(n.name for n in relus) or 'none'})")
+    plan = {}
+    for node in relus:
+        if node.name in config.exclude:
+            continue
+        dtype = node.outputs[0].dtype
+        if dtype is not None and np.dtype(dtype) != np.float32:
+            raise OnnxSnnError(f"Relu '{node.name}' computes in {np.dtype(dtype)}; onnx-snn "
+                               "converts float32 networks")
+        chosen = config.factories(node) if config.factories else \
+            (config.hook_factory, config.neuron_factory)
+        if chosen is not None:
+            plan[node.name] = chosen
+    if not plan:
+        raise OnnxSnnError(f"{name}: no Relu to convert" if not relus else
+                           f"{name}: every Relu is excluded, nothing to convert")
+    return plan

@@ -1,0 +1,116 @@
+"""Light bias calibration: forward passes only, no retraining.
+
+Layer by layer, in graph order, the per-channel mean of the SNN layer's output
+(firing rate × scale, measured in onnxruntime over the calibration data at T
+steps, with earlier layers already corrected) is compared with the ANN's mean
+activation, clipped at the layer's scale since a rate cannot exceed 1. The
+difference is added to the bias feeding the neuron (as a per-channel shift
+before the input scaler). Li, Deng, Dong, Gu, "A free lunch from ANN: towards
+efficient, accurate spiking neural networks calibration", ICML 2021 (the
+"light" variant, bias only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from tqdm.auto import tqdm
+
+from onnx_snn.calibration.collectors import CHANNEL_AXIS, Collector, channel_axes
+from onnx_snn.calibration.driver import calibrate
+from onnx_snn.graph.builder import GraphBuilder
+from onnx_snn.io.data import batches, input_specs
+from onnx_snn.io.metadata import metadata, timesteps_input
+from onnx_snn.runtime.sessions import create_session, run_checked
+from onnx_snn.snn.rewrite import NeuronPlan
+from onnx_snn.validation import check_positive_int
+
+
+class ChannelMeanHook(Collector):
+    """Mean of an activation per channel over all calibration data, optionally
+    clipped at ``ceiling`` (a scalar or one value per channel) first."""
+
+    def __init__(self, ceiling: float | np.ndarray | None = None) -> None:
+        super().__init__("channel-mean", None)
+        self.ceiling = ceiling
+        self.sums: np.ndarray | None = None
+        self.count = 0
+
+    def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
+        axes = channel_axes(activation)
+        make = GraphBuilder(graph, f"{activation.name}__mean_")
+        values = activation
+        if self.ceiling is not None:
+            ceiling = np.asarray(self.ceiling, dtype=np.float32)
+            if ceiling.ndim:
+                ceiling = ceiling.reshape(ceiling.size, *([1] * (len(axes) - 1)))
+            values = make("Min", [activation, make.const(ceiling, np.float32)], np.float32)
+        sums = make.reduce("ReduceSum", values, axes, np.float32)
+        return [sums, make("Shape", [activation], np.int64)]
+
+    def observe(self, fetched: list[np.ndarray]) -> None:
+        sums, shape = np.asarray(fetched[0], dtype=np.float64), fetched[1]
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.count += int(np.prod(shape)) // int(shape[CHANNEL_AXIS])
+        self.scale = self.sums / self.count  # the per-channel mean so far
+        self.batches += 1
+
+
+def ann_channel_means(ann: onnx.ModelProto, data: Any, layers: list[NeuronPlan],
+                      batch_size: int, progress: bool) -> dict[str, np.ndarray]:
+    """Per-channel mean of each layer's ANN activation, clipped at its scale."""
+    hooks = {layer.node: ChannelMeanHook(layer.scale) for layer in layers}
+    calibrate(ann, data, hooks, batch_size=batch_size, progress=progress)
+    return {name: hook.scale for name, hook in hooks.items()}
+
+
+def snn_channel_means(snn: onnx.ModelProto, data: Any, specs, layer: NeuronPlan,
+                      timesteps: int, batch_size: int) -> np.ndarray:
+    """Per-channel mean of one SNN layer's output (rate × scale) over data and T steps."""
+    graph = gs.import_onnx(snn)
+    neuron = next(n for n in graph.nodes if n.name == layer.node)
+    output = next(c for c in neuron.outputs[0].outputs if c.op == "Mul").outputs[0]  # × scale
+    hook = ChannelMeanHook()
+    graph.outputs = hook.graph_outputs(graph, output)
+    graph.cleanup()
+    session = create_session(gs.export_onnx(graph))
+    names = [t.name for t in graph.outputs]
+    steps_input = timesteps_input(metadata(snn))
+    for batch in batches(data, specs, batch_size):
+        feed = {name: array[None] for name, array in batch.items()}
+        feed[steps_input] = np.array(timesteps, dtype=np.int64)
+        hook.observe(run_checked(session, names, feed, f"layer '{layer.node}'"))
+    return hook.scale
+
+
+def check_bias_steps(timesteps: Any) -> int:
+    """The number of steps bias calibration runs, a positive int."""
+    return check_positive_int(timesteps, "bias calibration", "a positive number of time steps")
+
+
+def calibrate_biases(ann: onnx.ModelProto, layers: list[NeuronPlan], data: Any,
+                     timesteps: int, build, batch_size: int = 100,
+                     progress: bool = True) -> list[NeuronPlan]:
+    """``layers`` with per-channel bias shifts, corrected one layer at a time.
+
+    ``build(ann, layers)`` makes the spiking model, with its output scalers kept
+    (``convert.build_spiking_model`` with ``fold_scales=False``).
+    """
+    timesteps = check_bias_steps(timesteps)
+    targets = ann_channel_means(ann, data, layers, batch_size, progress)
+    specs = input_specs(ann)
+    corrected = list(layers)
+    for index in tqdm(range(len(layers)), desc="bias calibration", unit="layer",
+                      disable=None if progress else True, leave=False):
+        layer = corrected[index]
+        achieved = snn_channel_means(build(ann, corrected), data, specs, layer, timesteps,
+                                     batch_size)
+        shift = targets[layer.node] - achieved
+        if layer.bias_shift is not None:
+            shift = shift + layer.bias_shift
+        corrected[index] = dataclasses.replace(layer, bias_shift=shift.astype(np.float32))
+    return corrected

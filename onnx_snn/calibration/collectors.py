@@ -1,0 +1,228 @@
+"""Statistic collectors: one per calibrated activation (SPEC §2, §7).
+
+A ``Collector`` adds its reduction of one activation to a calibration copy of the
+graph, so onnxruntime returns a few numbers per batch instead of whole activation
+tensors, and folds each batch's numbers into its ``scale``. ``calibrate``
+(``onnx_snn.calibration.driver``) drives them; a ``CollectorFactory`` makes a fresh
+one for every activation (``Collector.with_args``, as torch.ao's observers do).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnx_snn.calibration.modes import (
+    CalibrationMode, Mode, check_momentum, numpy_linear_percentile,
+)
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.graph.builder import GraphBuilder
+from onnx_snn.snn.rewrite import Scale
+from onnx_snn.validation import check_bool, check_float32_normal
+
+CHANNEL_AXIS = 1
+
+
+def channel_axes(activation: gs.Variable) -> list[int]:
+    """All axes but the channel axis (1) of ``activation``, whose rank must be known."""
+    if activation.shape is None or len(activation.shape) < 2:
+        raise OnnxSnnError(f"'{activation.name}': per-channel calibration needs a known rank "
+                           f">= 2 (got shape {activation.shape})")
+    return [0, *range(2, len(activation.shape))]
+
+
+class Collector(ABC):
+    """Collects a statistic of one activation over the calibration batches.
+
+    The driver calls ``graph_outputs`` once, to add the collector's reduction
+    to the calibration graph, then per batch ``feeds`` (extra graph inputs) and
+    ``observe`` (the fetched results). ``scale`` is the result so far and
+    ``batches`` how many batches made it; ``mode`` and ``momentum`` describe
+    the setting in a saved calibration.
+    """
+
+    def __init__(self, mode: Mode | str, momentum: float | None) -> None:
+        self.mode = mode
+        self.momentum = momentum
+        self.scale: Scale | None = None
+        self.batches = 0
+
+    @classmethod
+    def with_args(cls, **kwargs: Any) -> CollectorFactory:
+        """A factory of collectors of this class with these settings (checked now)."""
+        return CollectorFactory(cls, **kwargs)
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        """Extra graph inputs for the next batch (none by default)."""
+        return {}
+
+    @abstractmethod
+    def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
+        """Add this collector's reduction of ``activation`` to ``graph``; return what to
+        fetch per batch."""
+
+    @abstractmethod
+    def observe(self, fetched: list[np.ndarray]) -> None:
+        """Take one batch's fetched results."""
+
+
+class CollectorFactory:
+    """Makes a fresh collector of one class, with fixed settings, per activation.
+
+    The settings are checked when the factory is made, by making one collector.
+    """
+
+    def __init__(self, collector: type[Collector], **kwargs: Any) -> None:
+        self.collector = collector
+        self.kwargs = kwargs
+        collector(**kwargs)  # bad settings fail here, not at calibration time
+
+    def create(self) -> Collector:
+        """A new, empty collector."""
+        return self.collector(**self.kwargs)
+
+
+class VoltageHook(Collector):
+    """Collects the scale of one Relu's output over calibration batches (SPEC §2).
+
+    Per batch it computes a statistic ``s_t`` over the whole output tensor
+    (batch axis included), then ``scale = s_t`` for the first batch and
+    ``scale = (1 - momentum) * scale + momentum * s_t`` after that. With
+    ``per_channel`` the same happens per channel (axis 1), all other axes
+    pooled, and ``scale`` is an array.
+
+    Its reduction is ``ReduceMax`` for "Max" and fractions of the max, and a
+    ``TopK`` of just the elements a percentile needs.
+    """
+
+    def __init__(self, mode: Mode = "Max", momentum: float = 0.1,
+                 per_channel: bool = False) -> None:
+        super().__init__(mode, check_momentum(momentum))
+        self.setting = CalibrationMode.parse(mode)
+        self.per_channel = check_bool(per_channel, "per_channel")
+
+    def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
+        """Add this hook's reduction of ``activation`` to ``graph``; return what to fetch."""
+        make = GraphBuilder(graph, f"{activation.name}__calib_")
+        axes = channel_axes(activation) if self.per_channel else None
+        if self.setting.kind != "percentile":
+            return [make.reduce("ReduceMax", activation, axes, activation.dtype)]
+        return self._percentile_outputs(make, activation)
+
+    def _percentile_outputs(self, make: GraphBuilder, activation: gs.Variable
+                            ) -> list[gs.Variable]:
+        """Per row of [C, n] (C = 1 per layer): TopK of the elements around the
+        percentile's rank, and the [C, n] shape."""
+        if self.per_channel:
+            rank = len(channel_axes(activation)) + 1
+            perm = [CHANNEL_AXIS, 0, *range(2, rank)]
+            rows = make("Transpose", [activation], activation.dtype, {"perm": perm})
+            rows = make("Reshape", [rows, make.const([0, -1])], activation.dtype)
+        else:
+            rows = make("Reshape", [activation, make.const([1, -1])], activation.dtype)
+        shape = make("Shape", [rows], np.int64)
+        count = make("Gather", [shape, make.const(1)], np.int64, {"axis": 0})
+        as_double = make("Cast", [count], np.float64, {"to": onnx.TensorProto.DOUBLE})
+        q = self.setting.value / 100.0
+        index = make("Mul", [make("Sub", [as_double, make.const(1.0, np.float64)], np.float64),
+                             make.const(q, np.float64)], np.float64)
+        below = make("Cast", [make("Floor", [index], np.float64)], np.int64,
+                     {"to": onnx.TensorProto.INT64})
+        largest = q >= 0.5
+        # One element of margin on each side absorbs any rounding between the
+        # graph's index and numpy's; the exact neighbours are picked on the host.
+        wanted = (make("Add", [make("Sub", [count, below], np.int64), make.const(1)], np.int64)
+                  if largest else make("Add", [below, make.const(3)], np.int64))
+        k = make("Reshape", [make("Min", [wanted, count], np.int64), make.const([1])], np.int64)
+        values = gs.Variable(make.name("topk"), activation.dtype)
+        make.graph.nodes.append(gs.Node(
+            "TopK", make.name("topk_node"), attrs={"axis": -1, "largest": int(largest),
+                                                   "sorted": 1},
+            inputs=[rows, k], outputs=[values, gs.Variable(make.name("topk_index"), np.int64)]))
+        return [values, shape]
+
+    def statistic(self, fetched: list[np.ndarray]) -> Scale:
+        """This batch's ``s_t`` from the fetched reduction results."""
+        kind, value = self.setting.kind, self.setting.value
+        if kind == "percentile":
+            values, (_, count) = fetched[0], fetched[1]
+            if value / 100.0 >= 0.5:
+                result = numpy_linear_percentile(count, value, lambda j: values[:, count - 1 - j])
+            else:
+                result = numpy_linear_percentile(count, value, lambda j: values[:, j])
+        else:
+            result = fetched[0]
+            if kind == "fraction":
+                result = np.asarray(result, dtype=np.float64) * value
+        result = np.asarray(result, dtype=np.float64)
+        return result.reshape(-1) if self.per_channel else float(result.reshape(-1)[0])
+
+    def update(self, s_t: Scale) -> None:
+        """Fold one batch's statistic into the moving average."""
+        if self.scale is None:
+            self.scale = s_t
+        else:
+            self.scale = (1.0 - self.momentum) * self.scale + self.momentum * s_t
+        self.batches += 1
+
+    def observe(self, fetched: list[np.ndarray]) -> None:
+        self.update(self.statistic(fetched))
+
+
+
+class ThresholdBalancingHook(Collector):
+    """Local threshold balancing: a per-channel threshold θ, balanced in onnxruntime.
+
+    Per batch and channel: ``θ ← max(θ + 2·mean(relu(x) − θ)⁺, eps)``, starting
+    from 0, and the activation passed downstream is clipped at the new θ, so
+    later layers are calibrated on what the spiking layers will produce
+    (Bu, Li, Yu, "Inference-scale complexity in ANN-SNN conversion for
+    high-performance and low-power applications", CVPR 2025; SPEC §7).
+    """
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        super().__init__("threshold-balancing", None)
+        self.eps = check_float32_normal(eps, "eps")
+        self._input: str | None = None
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        return {self._input: self.scale.astype(np.float32)}
+
+    def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
+        axes = channel_axes(activation)
+        channels = activation.shape[CHANNEL_AXIS]
+        if not isinstance(channels, int):
+            raise OnnxSnnError(f"'{activation.name}': threshold balancing needs a known "
+                               "channel count")
+        consumers = list(activation.outputs)
+        make = GraphBuilder(graph, f"{activation.name}__ltb_")
+        theta_in = gs.Variable(make.name("theta"), np.float32, [channels])
+        graph.inputs.append(theta_in)
+        self._input, self.scale = theta_in.name, np.zeros(channels)
+        view = make.const([channels] + [1] * (len(axes) - 1))
+        overflow = make("Relu", [make("Sub", [activation, make("Reshape", [theta_in, view],
+                                                                     np.float32)], np.float32)],
+                        np.float32)
+        per_channel = make("Div", [make.reduce("ReduceSum", overflow, axes, np.float32),
+                                   make("Cast", [make("Div", [make("Size", [activation], np.int64),
+                                                              make.const(channels)], np.int64)],
+                                        np.float32, {"to": onnx.TensorProto.FLOAT})],
+                           np.float32)
+        theta = make("Max", [make("Add", [theta_in, make("Mul", [per_channel, make.const(
+            2.0, np.float32)], np.float32)], np.float32), make.const(self.eps, np.float32)],
+                     np.float32)
+        clipped = make("Min", [activation, make("Reshape", [theta, view], np.float32)],
+                       np.float32)
+        for consumer in consumers:
+            for index, tensor in enumerate(consumer.inputs):
+                if tensor is activation:
+                    consumer.inputs[index] = clipped
+        return [theta]
+
+    def observe(self, fetched: list[np.ndarray]) -> None:
+        self.scale = np.asarray(fetched[0], dtype=np.float64)
+        self.batches += 1

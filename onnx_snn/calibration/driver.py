@@ -1,0 +1,62 @@
+"""Calibration's driver: run the ANN over the data in onnxruntime and feed each
+activation's collector (SPEC §2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx
+import onnx_graphsurgeon as gs
+from tqdm.auto import tqdm
+
+from onnx_snn.calibration.collectors import Collector
+from onnx_snn.calibration.result import Calibration, LayerCalibration
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.graph.prepare import infer_shapes
+from onnx_snn.io.data import batches, input_specs
+from onnx_snn.runtime.sessions import create_session, run_checked
+
+
+def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
+              batch_size: int = 100, progress: bool = True) -> Calibration:
+    """Run ``model`` over ``data`` in onnxruntime and feed each Relu's hook.
+
+    ``model`` should be prepared (``onnx_snn.graph.prepare.prepare``: opset 13+,
+    node names unique), as ``convert`` does. ``hooks`` maps node names (Relus, or
+    any node whose first output is to be measured) to their collectors. ``data`` is
+    anything ``onnx_snn.io.data.batches`` accepts. Shapes are inferred only when
+    a measured activation's type or rank is not known yet.
+    """
+    if not hooks:
+        raise OnnxSnnError("no Relu to calibrate: hooks is empty")
+    graph = gs.import_onnx(model)
+    nodes = {node.name: node for node in graph.nodes}
+    if any(name in nodes and (nodes[name].outputs[0].dtype is None
+                              or nodes[name].outputs[0].shape is None) for name in hooks):
+        graph = gs.import_onnx(infer_shapes(model))  # hook outputs take their dtypes
+        nodes = {node.name: node for node in graph.nodes}
+    fetches: dict[str, list[gs.Variable]] = {}
+    for name, hook in hooks.items():
+        if name not in nodes:
+            raise OnnxSnnError(f"no node named '{name}' in the model")
+        fetches[name] = hook.graph_outputs(graph, nodes[name].outputs[0])
+    graph.outputs = [tensor for tensors in fetches.values() for tensor in tensors]
+    graph.cleanup()
+    session = create_session(gs.export_onnx(graph), native=False)
+    names = [t.name for t in graph.outputs]
+    stream = batches(data, input_specs(model), batch_size)
+    samples = 0
+    for index, batch in enumerate(tqdm(stream, total=stream.num_batches, desc="calibrating",
+                                       unit="batch", disable=None if progress else True,
+                                       leave=False)):
+        feed = dict(batch)
+        for hook in hooks.values():
+            feed.update(hook.feeds())
+        results = dict(zip(names, run_checked(session, names, feed,
+                                              f"calibration data, batch {index}")))
+        for name, hook in hooks.items():
+            hook.observe([results[t.name] for t in fetches[name]])
+        samples += next(iter(batch.values())).shape[0]
+    layers = [LayerCalibration(name, hook.scale, hook.mode, hook.momentum)
+              for name, hook in hooks.items()]
+    return Calibration(layers, batches=next(iter(hooks.values())).batches, samples=samples)

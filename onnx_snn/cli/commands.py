@@ -1,0 +1,202 @@
+"""What each ``onnx-snn`` command does, given its parsed arguments.
+
+``COMMANDS`` maps each command to its ``run`` (returns the results that ``--json``
+writes) and an optional ``settings`` step that checks option values before any
+work (a bad value is bad usage, status 2). Every file a command writes is staged
+in ``args.outputs`` and committed by ``onnx_snn.cli.main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnx_snn.errors import OnnxSnnError
+
+
+@dataclass(frozen=True)
+class Command:
+    run: Callable[[argparse.Namespace], dict]
+    settings: Callable[[argparse.Namespace], None] | None = None
+
+
+def run_inspect(args: argparse.Namespace) -> dict:
+    from onnx_snn.graph.inspection import inspect_model
+
+    report = inspect_model(args.model, exclude=args.exclude, keep_analog=args.keep_analog,
+                           maxpool=args.maxpool or "keep",
+                           drop_output_softmax=args.drop_softmax)
+    data = report.to_dict()
+
+    def shapes(values: list[dict]) -> str:
+        return ", ".join(f"{v['name']} {v['dtype']} {v['shape']}" for v in values)
+
+    print(f"{args.model} (ai.onnx opset {report.opset})")
+    print(f"  ANN inputs:  {shapes(data['inputs'])}")
+    print(f"  ANN outputs: {shapes(data['outputs'])}")
+    print(f"  SNN inputs:  {shapes(data['spiking_inputs'])}")
+    print(f"  SNN outputs: {shapes(data['spiking_outputs'])}")
+    print("activations:")
+    for entry in report.activations:
+        print(f"  {entry.action:<8} {entry.op:<12} {entry.node}"
+              + (f"  ({entry.note})" if entry.note else ""))
+    if report.caveats:
+        print("caveats:")
+        for entry in report.caveats:
+            print(f"  {entry.op:<12} {entry.node}  {entry.note}")
+    converted = [e for e in report.activations if e.action == "convert"]
+    print(f"{len(converted)} to convert, "
+          f"{sum(e.action == 'refuse' for e in report.activations)} refused")
+    if report.blocker:  # the listing is still the answer: write it, then fail
+        if args.json:
+            args.outputs.add_json(args.json, data)
+            args.outputs.commit()
+        raise OnnxSnnError(f"convert would stop: {report.blocker}")
+    return data
+
+
+def conversion_settings(args: argparse.Namespace) -> None:
+    """``args.config``: the preset's ``ConversionConfig`` with the options given replacing
+    its values (a hook or neuron option replaces the preset's factory settings only)."""
+    from onnx_snn.calibration.factories import BalancingHookFactory, HookFactory
+    from onnx_snn.config import PRESETS, resolve_config
+    from onnx_snn.cli.parser import UNSET
+
+    preset = PRESETS[args.preset or "spikingjelly"]
+    hook = {name: value for name, value in [("mode", args.mode), ("momentum", args.momentum),
+                                             ("per_channel", args.per_channel)]
+            if value is not None}
+    if args.threshold_balancing and hook:
+        raise OnnxSnnError("--threshold-balancing sets its own thresholds: drop --mode "
+                           "and --momentum")
+    neuron = {name: value for name, value in [("v_threshold", args.v_threshold),
+                                               ("v_init", args.v_init)] if value is not None}
+    if args.v_reset is not UNSET:
+        neuron["v_reset"] = args.v_reset
+    args.config = resolve_config(None, args.preset, {
+        "hook_factory": BalancingHookFactory() if args.threshold_balancing else
+        HookFactory(**hook) if hook else None,
+        "neuron_factory": preset.neuron_factory.replace(**neuron) if neuron else None,
+        "batch_size": args.batch_size, "exclude": args.exclude, "maxpool": args.maxpool,
+        "keep_analog": args.keep_analog, "drop_output_softmax": args.drop_softmax,
+        "bias_calibration": args.bias_calibration, "spike_counts": args.spike_counts,
+        "format": args.format})
+
+
+def run_convert(args: argparse.Namespace) -> dict:
+    from onnx_snn.api import convert
+    from onnx_snn.calibration.result import Calibration
+
+    if args.calib is None and args.load_calibration is None:
+        raise OnnxSnnError("give calibration data with --calib or scales with --load-calibration")
+    calibration = Calibration.load(args.load_calibration) if args.load_calibration else None
+    result = convert(args.model, args.calib, args.config, calibration=calibration,
+                     progress=not args.no_progress)
+    result.save(args.output, outputs=args.outputs)
+    if args.save_calibration:
+        args.outputs.add_json(args.save_calibration, result.calibration.to_dict())
+    report = result.report()
+    print(f"converted {len(result.layers)} Relu into spiking neurons -> {args.output} "
+          f"({args.format} format)")
+    for layer in report["layers"]:
+        scale = np.asarray(layer["scale"])
+        described = f"{float(scale):.6g}" if scale.ndim == 0 else \
+            f"{scale.size} channels, {scale.min():.4g}..{scale.max():.4g}"
+        print(f"  {layer['node']:<40} scale {described}")
+    return report
+
+
+def eval_settings(args: argparse.Namespace) -> None:
+    from onnx_snn.measure.evaluation import check_delay_below
+
+    if args.readout_delay != "auto":
+        check_delay_below(args.readout_delay, args.timesteps)
+
+
+def report_settings(args: argparse.Namespace) -> None:
+    if len(args.timesteps) != 1:
+        raise OnnxSnnError("report takes one T, e.g. --timesteps 64")
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
+    from onnx_snn.runtime.predictions import choose_output
+    from onnx_snn.runtime.streaming import open_session
+
+    session = open_session(args.model)
+    scored = choose_output(session.output_types, args.scored_output)
+    ann = ann_accuracy(args.ann, args.data, batch_size=args.batch_size, output=scored.name) \
+        if args.ann else None
+    delays = _readout_delays(args, session, scored.name)
+    snn = {}
+    for delay in sorted(set(delays.values())):  # one run per distinct delay
+        steps = [t for t in args.timesteps if delays[t] == delay]
+        snn.update(snn_accuracy(session, args.data, None, steps, args.batch_size,
+                                readout_delay=delay, output=scored.name))
+    if ann is not None:
+        print(f"ANN accuracy: {ann:.4f}")
+    print(f"scored output: {scored.name}")
+    print(f"{'T':>5}  {'delay':>5}  SNN accuracy")
+    for t in sorted(snn):
+        print(f"{t:>5}  {delays[t]:>5}  {snn[t]:.4f}")
+    return {"ann_accuracy": ann, "output": scored.name,
+            "snn_accuracy": {str(t): snn[t] for t in sorted(snn)},
+            "readout_delay": {str(t): delays[t] for t in sorted(snn)}}
+
+
+def _readout_delays(args: argparse.Namespace, session, output: str) -> dict[int, int]:
+    """The readout delay for each T: fixed, or estimated on calibration data."""
+    if args.readout_delay != "auto":
+        return {t: args.readout_delay for t in args.timesteps}
+    if not args.calib or not args.ann:
+        raise OnnxSnnError("--readout-delay auto needs --calib DATA.npz and --ann ANN.onnx")
+    from onnx_snn.runtime.readout import estimate_readout_delay
+
+    return {t: estimate_readout_delay(session, args.calib, t, ann=args.ann,
+                                      batch_size=args.batch_size, output=output)
+            for t in args.timesteps}
+
+
+def run_report(args: argparse.Namespace) -> dict:
+    from onnx_snn.measure.report import make_report
+
+    result = make_report(args.model, args.data, ann=args.ann, timesteps=args.timesteps[0],
+                         precision=args.precision, batch_size=args.batch_size,
+                         output=args.scored_output)
+    written = result.write(args.out_dir, outputs=args.outputs)
+    print(f"wrote {', '.join(written)} to {args.out_dir}")
+    curve = result.accuracy_curve
+    if result.ann_accuracy is not None:
+        print(f"ANN accuracy: {result.ann_accuracy:.4f}")
+    ratio = result.totals["sop_mac_ratio"]
+    energy = result.totals["energy_ratio"]
+    print(f"SNN accuracy at T = {result.timesteps}: {curve[-1]:.4f} (output "
+          f"'{result.output}'); SOP/MAC ratio "
+          f"{'n/a' if ratio is None else f'{ratio:.3f}'}; energy ratio "
+          f"{'n/a' if energy is None else f'{energy:.3f}'}")
+    return result.to_dict()
+
+
+def run_demo(args: argparse.Namespace) -> dict:
+    from onnx_snn.demo.run import run_demo
+
+    return run_demo(args.out, outputs=args.outputs)
+
+
+def run_doctor(args: argparse.Namespace) -> dict:
+    from onnx_snn.ops.native import native_report
+
+    report = native_report()
+    print(f"IFNode backend: {report['backend']}")
+    print(f"  library:     {report['library'] or 'none found'}")
+    print(f"  why:         {report['reason']}")
+    print(f"  onnxruntime {report['onnxruntime']}, onnx-snn {report['onnx_snn']}")
+    return report
+
+
+COMMANDS = {"inspect": Command(run_inspect), "convert": Command(run_convert, conversion_settings),
+            "eval": Command(run_eval, eval_settings), "report": Command(run_report, report_settings),
+            "demo": Command(run_demo), "doctor": Command(run_doctor)}

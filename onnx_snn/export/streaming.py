@@ -1,0 +1,116 @@
+"""The streaming format: one time step per run, for frame-by-frame inference, with
+the neurons' membrane potentials (and the running sums of label outputs) as explicit
+state inputs and outputs, listed in the metadata (``STREAMING_STATES``);
+``onnx_snn.runtime.streaming.StreamingSession`` runs such a model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.export.common import (
+    IFNeuronStep, custom_nodes, drop_unused_domains, folded_copy, identifier, is_if_node, names,
+    replace_all,
+)
+from onnx_snn.graph.naming import NameScope
+from onnx_snn.io.metadata import ACCUMULATORS, STREAMING_STATES, TIMESTEPS_KEY, metadata
+from onnx_snn.io.models import ModelLike
+from onnx_snn.ops.function_bodies import DOMAIN, IF_OP_TYPE, GraphArithmetic
+
+
+def to_streaming(model: ModelLike) -> onnx.ModelProto:
+    """A model that runs one time step per call, with the neurons' state as inputs/outputs.
+
+    Inputs are one frame each, [1, N, ...] (the onnx-snn format's S = 1),
+    outputs one step, [1, N, ...]; ``timesteps`` is gone (T = 1). Each IFNode
+    ``n`` adds input ``<n>__v`` (an initializer holds its default, v_init·θ
+    as [1, 1]) and output ``<n>__v_next`` [N, F] (F: the layer's features,
+    flattened), both recorded in the metadata under ``STREAMING_STATES``.
+    Other neuron ops are an error.
+    """
+    model, steps = folded_copy(model)
+    graph = model.graph
+    custom = custom_nodes(node for node in graph.node if not is_if_node(node))
+    if custom:
+        raise OnnxSnnError(f"node '{custom[0].name}' is {custom[0].domain}::{custom[0].op_type}; "
+                           f"the streaming format supports {DOMAIN}::{IF_OP_TYPE} neurons only")
+    scope = NameScope(names(graph))
+    graph.initializer.append(numpy_helper.from_array(np.array(1, np.int64), steps))
+    inputs = [value for value in graph.input if value.name != steps]
+    outputs = list(graph.output)
+    for value, axis in [*((i, "S") for i in inputs), *((o, "T") for o in outputs)]:
+        _one_step(value, axis)
+    nodes: list[onnx.NodeProto] = []
+    states = []
+    accumulators = set(json.loads(metadata(model).get(ACCUMULATORS, "[]")))
+    for node in graph.node:
+        if node.name in accumulators:
+            nodes += _running_sum(node, scope, graph, inputs, outputs, states)
+            continue
+        if not is_if_node(node):
+            nodes.append(node)
+            continue
+        base = identifier(node.name)
+        state_in, state_out = scope.name(f"{base}__v"), scope.name(f"{base}__v_next")
+        neuron = IFNeuronStep.of(node, scope.prefix(f"{base}__step_"))
+        p = neuron.prefix
+        ops = GraphArithmetic(p)
+        v_new, fired = neuron.step(ops, state_in, f"{p}x", neuron.hard_reset)
+        frame = node.input[0]
+        if neuron.broadcast_input:  # [1, N, ...]: drop the step axis
+            frame = f"{p}frame"
+            graph.initializer.extend([
+                numpy_helper.from_array(np.array([1], np.int64), f"{p}from_axis1"),
+                numpy_helper.from_array(np.array([np.iinfo(np.int64).max]), f"{p}to_end")])
+            nodes += [helper.make_node("Shape", [node.input[0]], [f"{p}in_shape"]),
+                      helper.make_node("Slice", [f"{p}in_shape", f"{p}from_axis1", f"{p}to_end"],
+                                       [f"{p}frame_shape"]),
+                      helper.make_node("Reshape", [node.input[0], f"{p}frame_shape"], [frame])]
+        nodes += [helper.make_node("Reshape", [frame, f"{p}rows"], [f"{p}x"]),
+                  *ops.nodes,
+                  helper.make_node("Shape", [frame], [f"{p}x_shape"]),
+                  helper.make_node("Reshape", [fired, f"{p}x_shape"], [node.output[0]]),
+                  helper.make_node("Identity", [v_new], [state_out])]
+        graph.initializer.extend([
+            *neuron.constants(), numpy_helper.from_array(np.array([0, -1], np.int64), f"{p}rows"),
+            numpy_helper.from_array(np.full((1, 1), neuron.v_start, np.float32), state_in)])
+        inputs.append(helper.make_tensor_value_info(state_in, TensorProto.FLOAT, [None, None]))
+        outputs.append(helper.make_tensor_value_info(state_out, TensorProto.FLOAT, [None, None]))
+        states.append({"node": node.name, "input": state_in, "output": state_out})
+    if not states:
+        raise OnnxSnnError("the model has no IFNode neurons: nothing to run step by step")
+    replace_all(graph.node, nodes)
+    replace_all(graph.input, inputs)
+    replace_all(graph.output, outputs)
+    del graph.value_info[:]  # T·N rows are N rows now; inference redoes the shapes
+    del model.functions[:]
+    drop_unused_domains(model)
+    props = {e.key: e.value for e in model.metadata_props if e.key != TIMESTEPS_KEY}
+    helper.set_model_props(model, {**props, STREAMING_STATES: json.dumps(states)})
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _running_sum(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
+                 inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
+    """One step of a CumSum over time: the sum so far (a state, 0 at the start) plus
+    this step's value."""
+    state_in = scope.name(f"{identifier(node.name)}__sum")
+    state_out = scope.name(f"{identifier(node.name)}__sum_next")
+    graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), state_in))
+    inputs.append(helper.make_tensor_value_info(state_in, TensorProto.FLOAT, None))
+    outputs.append(helper.make_tensor_value_info(state_out, TensorProto.FLOAT, None))
+    states.append({"node": node.name, "input": state_in, "output": state_out})
+    return [helper.make_node("Add", [state_in, node.input[0]], [node.output[0]],
+                             name=node.name),
+            helper.make_node("Identity", [node.output[0]], [state_out])]
+
+
+def _one_step(value: onnx.ValueInfoProto, axis: str) -> None:
+    """Declare a leading time axis named ``axis`` (``S`` or ``T``) as 1."""
+    dims = value.type.tensor_type.shape.dim
+    if dims and dims[0].dim_param == axis:
+        dims[0].dim_value = 1

@@ -1,0 +1,96 @@
+"""Which activations become spiking neurons, which stay, and which are refused.
+
+- Rectifiers become neurons: ``Relu``, and ``Clip`` with min 0 (ReLU6 and the
+  like), whose scale is then capped at the Clip's max.
+- A ``Softmax``/``LogSoftmax`` at the output (no rectifier or weighted layer
+  after it) is applied per step, or dropped on request.
+- Anything else with no rate-coded equivalent is refused, naming every node,
+  unless the user asks to keep such nodes analog.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnx_snn.graph.registry import facts, ops_where
+
+#: Activations with no rate-coded IF equivalent (a Clip is one unless its min is 0).
+UNCONVERTIBLE = ops_where(lambda f: f.nonlinear)
+
+
+def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
+    """The value of a constant tensor (initializer or Constant node output), else None."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    producer = tensor.inputs[0] if tensor.inputs else None
+    if producer is not None and producer.op == "Constant" and "value" in producer.attrs:
+        return np.asarray(producer.attrs["value"].values)
+    return None
+
+
+def rectifier_cap(node: gs.Node) -> float | None:
+    """``inf`` for a Relu, ``a`` for a Clip(0, a) (``inf`` without a max), else None."""
+    if node.op == "Relu":
+        return math.inf
+    if node.op != "Clip":
+        return None
+    bounds = list(node.inputs[1:3])
+    low = constant_value(bounds[0]) if bounds and bounds[0].name else None
+    high = constant_value(bounds[1]) if len(bounds) > 1 and bounds[1].name else None
+    if low is None or low.size != 1 or float(low) != 0.0:
+        return None
+    if len(bounds) > 1 and bounds[1].name and high is None:
+        return None  # a max that is not a constant
+    cap = math.inf if high is None else float(high)
+    return cap if cap > 0 else None
+
+
+def downstream(graph: gs.Graph, sources: Iterable[gs.Node],
+               tensors: Iterable[gs.Tensor] = ()) -> set[int]:
+    """Ids of every node fed, directly or not, by the nodes ``sources`` (excluded) or
+    by ``tensors``."""
+    seen: set[int] = set()
+    frontier = [out for node in sources for out in node.outputs] + list(tensors)
+    while frontier:
+        tensor = frontier.pop()
+        for consumer in tensor.outputs:
+            if id(consumer) not in seen:
+                seen.add(id(consumer))
+                frontier.extend(consumer.outputs)
+    return seen
+
+
+def is_output_head(node: gs.Node, graph: gs.Graph) -> bool:
+    """A Softmax/LogSoftmax after which no rectifier or weighted layer follows."""
+    if not facts(node.op).output_head:
+        return False
+    after = downstream(graph, [node])
+    return not any(id(n) in after and (facts(n.op).learned or rectifier_cap(n) is not None)
+                   for n in graph.nodes)
+
+
+def unconvertible_activations(graph: gs.Graph) -> list[gs.Node]:
+    """Nodes that would stay analog inside the spiking net, in graph order."""
+    return [node for node in graph.nodes
+            if node.op in UNCONVERTIBLE and rectifier_cap(node) is None
+            and not is_output_head(node, graph)]
+
+
+def drop_output_heads(graph: gs.Graph) -> list[gs.Node]:
+    """Remove output Softmax/LogSoftmax nodes (returned, disconnected); their outputs then
+    carry the logits."""
+    dropped = []
+    for node in [n for n in graph.nodes if is_output_head(n, graph)]:
+        logits, result = node.inputs[0], node.outputs[0]
+        producer = logits.inputs[0] if logits.inputs else None
+        if producer is None or len(logits.outputs) != 1 or logits in graph.outputs:
+            continue  # the logits are an input or used elsewhere: keep the head
+        producer.outputs[producer.outputs.index(logits)] = result
+        node.inputs.clear()
+        node.outputs.clear()
+        dropped.append(node)
+    return dropped

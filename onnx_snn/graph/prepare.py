@@ -1,0 +1,267 @@
+"""Prepare an ANN graph for conversion.
+
+- refuse ops from domains onnxruntime does not know, unless the model defines them;
+- bring the ai.onnx opset up to at least ``MIN_OPSET`` (``onnx.version_converter``);
+- replace ZipMap outputs (scikit-learn converters) by their probability tensors;
+- make the batch axis dynamic (``onnx_snn.graph.dynamic_batch``) and run shape inference;
+- fold a BatchNormalization that follows a Conv or Gemm into that layer;
+- drop Dropout and Identity nodes;
+- give every node a unique name (layers are addressed by node name).
+
+The result computes the same function as the input (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import version_converter
+
+from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL, relax_batch
+from onnx_snn.errors import OnnxSnnError, first_line
+from onnx_snn.graph.registry import MIN_OPSET, ONNXRUNTIME_DOMAINS
+
+
+def ai_onnx_opset(model: onnx.ModelProto) -> int:
+    """The model's ai.onnx opset version."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise OnnxSnnError("the model imports no ai.onnx opset")
+
+
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A cleaned, shape-inferred copy of ``model`` at ai.onnx opset >= MIN_OPSET (see the
+    module doc)."""
+    return gs.export_onnx(prepared_graph(model))
+
+
+def prepared_graph(model: onnx.ModelProto) -> gs.Graph:
+    """``prepare``'s result as a graph. Shape inference runs once (again only after a
+    batch-following Reshape is rewritten); the later steps keep the shapes."""
+    check_domains(model)
+    check_dataflow(model.graph)
+    opset = ai_onnx_opset(model)
+    if opset < MIN_OPSET:
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET)
+        except Exception as error:  # the converter raises several internal types
+            raise OnnxSnnError(f"cannot convert the model from opset {opset} to {MIN_OPSET}: "
+                               f"{first_line(error)}") from None
+    model = replace_zipmaps(model)
+    graph = gs.import_onnx(relax_batch(model, infer_shapes))
+    name_nodes(graph)
+    fold_batch_norms(graph)
+    drop_passthrough_nodes(graph)
+    return graph.cleanup().toposort()
+
+
+def check_domains(model: onnx.ModelProto) -> None:
+    """Refuse, before any work, nodes whose op neither onnxruntime nor the model defines."""
+    defined = {(f.domain, f.name) for f in model.functions}
+    unknown = [f"'{node.name or node.op_type}' ({node.domain}::{node.op_type})"
+               for node in model.graph.node
+               if node.domain not in ONNXRUNTIME_DOMAINS and (node.domain, node.op_type) not in defined]
+    if unknown:
+        raise OnnxSnnError(f"node {', '.join(unknown)} uses an op that onnxruntime does not know "
+                           "and the model does not define as a function")
+
+
+def check_dataflow(graph: onnx.GraphProto) -> None:
+    """Refuse a graph whose tensors are written twice or whose nodes form a cycle."""
+    sources = {value.name for value in graph.input} | {t.name for t in graph.initializer}
+    writer: dict[str, int] = {}  # tensor -> index of the node that writes it
+    for index, node in enumerate(graph.node):
+        for output in filter(None, node.output):
+            if output in sources or output in writer:
+                first = "a graph input or initializer" if output in sources else \
+                    f"node '{_node_name(graph, writer[output])}'"
+                raise OnnxSnnError(f"tensor '{output}' is written twice (by {first} and by node "
+                                   f"'{_node_name(graph, index)}'): not a valid ONNX graph")
+            writer[output] = index
+    # Kahn's algorithm: a node is ready once every node it reads from has run.
+    waiting = {i: {t for t in node.input if t in writer} for i, node in enumerate(graph.node)}
+    readers: dict[str, list[int]] = {}
+    for i, inputs in waiting.items():
+        for tensor in inputs:
+            readers.setdefault(tensor, []).append(i)
+    ready = [i for i, inputs in waiting.items() if not inputs]
+    while ready:
+        for tensor in filter(None, graph.node[ready.pop()].output):
+            for reader in readers.get(tensor, []):
+                waiting[reader].discard(tensor)
+                if not waiting[reader]:
+                    ready.append(reader)
+    stuck = [_node_name(graph, i) for i, inputs in waiting.items() if inputs]
+    if stuck:
+        raise OnnxSnnError(f"the graph has a cycle: node {', '.join(map(repr, stuck[:5]))} "
+                           "never get all their inputs; not a valid ONNX graph")
+
+
+def _node_name(graph: onnx.GraphProto, index: int) -> str:
+    node = graph.node[index]
+    return node.name or f"{node.op_type} #{index}"
+
+
+def replace_zipmaps(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop each ZipMap (probabilities as a sequence of maps) that produces a graph output;
+    the output then carries the probability tensor under the same name."""
+    zipmaps = [n for n in model.graph.node if n.op_type == "ZipMap"
+               and n.output[0] in {o.name for o in model.graph.output}]
+    if not zipmaps:
+        return model
+    model = _copy(model)
+    for zipmap in zipmaps:
+        probabilities, result = zipmap.input[0], zipmap.output[0]
+        model.graph.node.remove(next(n for n in model.graph.node if n.output == zipmap.output))
+        for node in model.graph.node:
+            node.input[:] = [result if name == probabilities else name for name in node.input]
+            node.output[:] = [result if name == probabilities else name for name in node.output]
+        output = next(o for o in model.graph.output if o.name == result)
+        output.type.CopyFrom(onnx.helper.make_tensor_type_proto(
+            onnx.TensorProto.FLOAT, [BATCH_SYMBOL, None]))
+    return model
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference that keeps going where an op has no inference function."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as error:  # inference errors come as several internal types
+        raise OnnxSnnError(f"shape inference failed: {first_line(error)}") \
+            from None
+
+
+def name_nodes(graph: gs.Graph) -> None:
+    """Give unnamed nodes ``<op>_<index>`` names and make repeated names unique.
+
+    Names the user gave win: the first node with a given name keeps it, and
+    generated names avoid every given name.
+    """
+    given = {node.name for node in graph.nodes if node.name}
+    taken: set[str] = set()
+    for index, node in enumerate(graph.nodes):
+        name = node.name if node.name and node.name not in taken else \
+            f"{node.name or node.op}_{index}"
+        while name in taken or (name != node.name and name in given):
+            name = f"{name}_{index}"
+        node.name = name
+        taken.add(name)
+
+
+def _only_consumer(tensor: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
+    if len(tensor.outputs) != 1 or tensor in graph.outputs:
+        return None
+    return tensor.outputs[0]
+
+
+def _batch_norm_affine(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel (scale, shift) of an inference BatchNormalization, in float64."""
+    params = bn.inputs[1:5]
+    if len(params) != 4 or not all(isinstance(p, gs.Constant) for p in params):
+        return None
+    if bn.attrs.get("training_mode", 0) or len(bn.outputs) != 1:
+        return None
+    gamma, beta, mean, var = (np.asarray(p.values, dtype=np.float64) for p in params)
+    scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
+    return scale, beta - mean * scale
+
+
+def fold_batch_norms(graph: gs.Graph) -> int:
+    """Fold each BatchNormalization that is the only consumer of a Conv/Gemm output."""
+    folded = 0
+    for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
+        source = bn.inputs[0]
+        layer = source.inputs[0] if source.inputs else None
+        if layer is None or layer.op not in ("Conv", "Gemm") \
+                or _only_consumer(source, graph) is not bn:
+            continue
+        affine = _batch_norm_affine(bn)
+        if affine is None or not all(isinstance(t, gs.Constant) for t in layer.inputs[1:]):
+            continue
+        if layer.op == "Conv" and _fold_into_conv(layer, *affine) \
+                or layer.op == "Gemm" and _fold_into_gemm(layer, *affine):
+            layer.outputs = [bn.outputs[0]]
+            bn.inputs.clear()
+            bn.outputs.clear()
+            folded += 1
+    return folded
+
+
+def _fold_into_conv(conv: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
+    weight = conv.inputs[1].values
+    if weight.shape[0] != scale.size:
+        return False
+    bias = conv.inputs[2].values if len(conv.inputs) > 2 else np.zeros(weight.shape[0])
+    new_weight = weight.astype(np.float64) * scale.reshape(-1, *([1] * (weight.ndim - 1)))
+    new_bias = bias.astype(np.float64) * scale + shift
+    conv.inputs[1] = gs.Constant(f"{conv.name}_bn_weight", new_weight.astype(weight.dtype))
+    bias_const = gs.Constant(f"{conv.name}_bn_bias", new_bias.astype(weight.dtype))
+    if len(conv.inputs) > 2:
+        conv.inputs[2] = bias_const
+    else:
+        conv.inputs.append(bias_const)
+    return True
+
+
+def _fold_into_gemm(gemm: gs.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
+    if gemm.attrs.get("transA", 0) not in (0, 1):
+        return False
+    weight = gemm.inputs[1].values.astype(np.float64)
+    trans_b = bool(gemm.attrs.get("transB", 0))
+    outputs = weight.shape[0] if trans_b else weight.shape[1]
+    if outputs != scale.size:
+        return False
+    beta = float(gemm.attrs.get("beta", 1.0))
+    bias = gemm.inputs[2].values.astype(np.float64) if len(gemm.inputs) > 2 else np.zeros(1)
+    if bias.size not in (1, outputs) or bias.ndim == 2 and bias.shape[0] != 1:
+        return False  # a per-row bias cannot fold into per-column parameters
+    bias = bias.reshape(-1)
+    new_weight = weight * (scale[:, None] if trans_b else scale[None, :])
+    new_bias = np.broadcast_to(beta * bias, (outputs,)) * scale + shift
+    dtype = gemm.inputs[1].values.dtype
+    gemm.inputs[1] = gs.Constant(f"{gemm.name}_bn_weight", new_weight.astype(dtype))
+    bias_const = gs.Constant(f"{gemm.name}_bn_bias", new_bias.astype(dtype))
+    if len(gemm.inputs) > 2:
+        gemm.inputs[2] = bias_const
+    else:
+        gemm.inputs.append(bias_const)
+    gemm.attrs["beta"] = 1.0
+    return True
+
+
+def drop_passthrough_nodes(graph: gs.Graph) -> int:
+    """Remove Identity nodes and inference Dropouts whose mask is unused."""
+    dropped = 0
+    for node in [n for n in graph.nodes if n.op in ("Identity", "Dropout")]:
+        if node.op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
+            continue
+        source, result = node.inputs[0], node.outputs[0]
+        if result in graph.outputs:
+            producer = source.inputs[0] if source.inputs else None
+            if producer is None or source in graph.outputs:
+                continue  # a graph input or output passes straight through: keep it
+            producer.outputs[producer.outputs.index(source)] = result
+            for consumer in list(source.outputs):
+                if consumer is not node:
+                    _replace_input(consumer, source, result)
+        else:
+            for consumer in list(result.outputs):
+                _replace_input(consumer, result, source)
+        node.inputs.clear()
+        node.outputs.clear()
+        dropped += 1
+    return dropped
+
+
+def _replace_input(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
+    for index, tensor in enumerate(node.inputs):
+        if tensor is old:
+            node.inputs[index] = new

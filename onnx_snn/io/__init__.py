@@ -1,0 +1,2 @@
+"""Files in and out: models (``models``), data readers (``data``), outputs committed
+together (``outputs``), and what a converted model's metadata says (``metadata``)."""

@@ -1,0 +1,90 @@
+"""What a converted model says about itself, in its metadata.
+
+The conversion writes, and every format keeps:
+
+- ``TIMESTEPS_KEY``: the name of the int64 input T (``timesteps`` unless the
+  ANN already uses that name); a streaming model has none;
+- ``OUTPUT_SCALES``: JSON {neuron node: its output scale s, a number or one per
+  channel}; the scales themselves are folded into later weights;
+- ``NEURONS``: JSON list, in graph order, of {"node", "spikes", "activation",
+  "features"}: the neuron node, its spike tensor (the same name in every
+  format), the ANN tensor it replaces (the rectifier's output) and its values
+  per sample per step (null when not static);
+- ``ACCUMULATORS``: JSON list of the CumSum nodes that sum an ArgMax's scores
+  over the steps (a streaming model carries each as a running sum);
+- ``STREAMING_STATES`` (streaming format): JSON list of {"node", "input",
+  "output"}, the state inputs and outputs to feed back from step to step;
+- ``TIME_SUMS``: JSON list of outputs that hold sums over the steps of a run
+  (spike counts); a streaming session adds them up over its steps.
+
+Readers take these facts from here instead of guessing from the graph, so they
+work the same on the onnx-snn, standard and streaming formats and on custom
+neurons.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import onnx
+
+from onnx_snn.errors import OnnxSnnError
+
+VERSION_KEY = "onnx_snn.version"
+TIMESTEPS_KEY = "onnx_snn.timesteps_input"
+OUTPUT_SCALES = "onnx_snn.output_scales"
+NEURONS = "onnx_snn.neurons"
+ACCUMULATORS = "onnx_snn.accumulators"
+STREAMING_STATES = "onnx_snn.streaming_states"
+TIME_SUMS = "onnx_snn.time_sums"
+#: The default name of the T input.
+TIMESTEPS = "timesteps"
+
+
+@dataclass(frozen=True)
+class NeuronInfo:
+    """One neuron layer of a converted model."""
+
+    node: str
+    spikes: str
+    activation: str
+    features: int | None
+
+
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in model.metadata_props}
+
+
+def is_converted(props: Mapping[str, str]) -> bool:
+    """True for the metadata of a model that onnx_snn converted."""
+    return VERSION_KEY in props
+
+
+def neurons(props: Mapping[str, str], where: str = "the model") -> list[NeuronInfo]:
+    """The neuron layers listed in a converted model's metadata."""
+    if not is_converted(props):
+        raise OnnxSnnError(f"{where} is not a converted model: it has no onnx-snn metadata "
+                           f"('{VERSION_KEY}')")
+    if NEURONS not in props:
+        raise OnnxSnnError(f"{where} lists no neurons in its metadata ('{NEURONS}'): it was "
+                           "not converted by this version of onnx-snn; convert it again")
+    try:
+        return [NeuronInfo(**entry) for entry in json.loads(props[NEURONS])]
+    except (ValueError, TypeError) as error:
+        raise OnnxSnnError(f"{where}: metadata '{NEURONS}' is damaged ({error})") from None
+
+
+def neurons_json(layers: list[NeuronInfo]) -> str:
+    return json.dumps([asdict(layer) for layer in layers])
+
+
+def time_summed_outputs(props: Mapping[str, str]) -> list[str]:
+    """The outputs of a model that hold sums over the steps of a run."""
+    return json.loads(props.get(TIME_SUMS, "[]"))
+
+
+def timesteps_input(props: Mapping[str, str]) -> str | None:
+    """The name of a converted model's T input (None for a streaming model)."""
+    return props.get(TIMESTEPS_KEY)

@@ -1,0 +1,92 @@
+"""Loading and saving models, with clear errors and atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from onnx_snn.errors import OnnxSnnError, first_line
+from onnx_snn.io.outputs import OutputSet
+
+ModelLike = Union[str, os.PathLike, onnx.ModelProto]
+#: Above this size a model is saved with its tensors in an external data file.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+#: protobuf cannot hold, copy or serialize a model above 2 GiB in one message.
+MAX_MODEL_BYTES = 2**31 - 1
+
+
+def load_model(model: ModelLike) -> onnx.ModelProto:
+    """A ModelProto from a path (external data included) or a ModelProto."""
+    if isinstance(model, onnx.ModelProto):
+        _check_size(Path("the model"), model.ByteSize())
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        raise OnnxSnnError(f"expected a model path or onnx.ModelProto, got {type(model).__name__}")
+    path = Path(model)
+    if not path.is_file():
+        raise OnnxSnnError(f"{path}: no such model file")
+    try:
+        loaded = onnx.load(str(path), load_external_data=False)
+        _check_size(path, path.stat().st_size + _external_bytes(loaded, path.parent))
+        onnx.load_external_data_for_model(loaded, str(path.parent))
+    except (DecodeError, RuntimeWarning, ValueError, TypeError) as error:
+        raise OnnxSnnError(f"{path}: not a valid ONNX model ({first_line(error)})") from None
+    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError) as error:
+        raise OnnxSnnError(f"{path}: cannot load the model or its external data "
+                           f"({first_line(error)})") from None
+    if not loaded.HasField("graph") or not loaded.graph.node:
+        raise OnnxSnnError(f"{path}: not a valid ONNX model (no graph nodes)")
+    return loaded
+
+
+def _external_bytes(model: onnx.ModelProto, base: Path) -> int:
+    """Total size of the external data files a model refers to."""
+    locations = {entry.value for tensor in model.graph.initializer
+                 for entry in tensor.external_data if entry.key == "location"}
+    return sum((base / location).stat().st_size for location in locations
+               if (base / location).is_file())
+
+
+def _check_size(path: Path, size: int) -> None:
+    if size > MAX_MODEL_BYTES:
+        raise OnnxSnnError(f"{path}: the model is {size:,} bytes with its external data; "
+                           "onnx-snn converts models up to 2 GiB (the protobuf limit)")
+
+
+def model_files(path: str | os.PathLike) -> list[Path]:
+    """A model file and the external data files it refers to (those that exist)."""
+    path = Path(path)
+    try:
+        header = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not a model: only the file itself is an input
+        return [path]
+    locations = {entry.value for tensor in header.graph.initializer
+                 for entry in tensor.external_data if entry.key == "location"}
+    return [path, *(path.parent / name for name in sorted(locations))]
+
+
+def stage_model(outputs: OutputSet, model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Stage ``model`` as the output ``path`` of ``outputs``; a model over ~1.8 GB keeps
+    its tensors in ``<name>.data`` beside it."""
+    if model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+        return outputs.add_file(path, lambda staged: onnx.save(model, str(staged)))
+    data_name = f"{Path(path).name}.data"
+
+    def write(staged: Path) -> None:
+        external = onnx.ModelProto()
+        external.CopyFrom(model)  # saving with external data moves the tensors out of the proto
+        # Tensors under 1 KB stay inline: shape inference must read shape constants.
+        onnx.save(external, str(staged), save_as_external_data=True, location=data_name)
+
+    return outputs.add_files(path, write)
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Save atomically (``onnx_snn.io.outputs``); a model over ~1.8 GB keeps its tensors in
+    ``<name>.data``, and both files appear together."""
+    with OutputSet() as outputs:
+        return stage_model(outputs, model, path)

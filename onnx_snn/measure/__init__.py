@@ -1,0 +1,2 @@
+"""Measuring spiking models: accuracy (``evaluation``), in-graph spike counts
+(``instrument``), operation counts (``costs``), the report and its plots."""

@@ -1,0 +1,75 @@
+"""Accuracy of a spiking model at several T from one run, and of the ANN.
+
+Both read the data batch by batch (``onnx_snn.io.data.labelled_batches``: arrays
+with labels, an .npz with ``y``, (input, label) pairs, a DataLoader), so memory
+stays at one batch. The scored output is chosen once
+(``onnx_snn.runtime.predictions.choose_output``):
+the first output with class scores [N, classes], or else an integer label
+output; ``output=`` picks another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from onnx_snn.io.data import labelled_batches
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.io.models import ModelLike
+from onnx_snn.runtime.predictions import ann_predictions, check_delay, choose_output
+from onnx_snn.runtime.sessions import AnnSession, SpikingSession, check_timesteps
+
+
+def check_delay_below(delay: int, steps: Sequence[int]) -> None:
+    """A readout delay must leave steps to read at every T."""
+    short = [t for t in steps if t <= delay]
+    if short:
+        raise OnnxSnnError(f"readout delay {delay} leaves nothing to read at T = {short[0]}: "
+                           "the delay must be below every T")
+
+
+def snn_accuracy(model: ModelLike | SpikingSession, data: Any, labels: Any = None,
+                 timesteps: Sequence[int] = (64,), batch_size: int = 256,
+                 progress: bool = False, readout_delay: int = 0,
+                 output: str | None = None) -> dict[int, float]:
+    """Accuracy after each T in ``timesteps`` (direct encoding), from one run at max(T).
+
+    ``data``: inputs in any form ``labelled_batches`` takes, with ``labels``
+    when they are not part of it. The prediction after t steps is the argmax of
+    the sum of outputs 1..t; outputs at step t do not depend on later steps, so
+    one run serves every T. ``readout_delay`` t0 > 0 uses the delayed readout
+    (``onnx_snn.runtime.readout``): the sum of outputs t0+1..T; it must be below every T.
+    """
+    readout_delay = check_delay(readout_delay)
+    session = model if isinstance(model, SpikingSession) else SpikingSession(model)
+    steps = sorted({check_timesteps(t) for t in timesteps})
+    check_delay_below(readout_delay, steps)
+    scored = choose_output(session.output_types, output)
+    correct = np.zeros(len(steps), dtype=np.int64)
+    total = 0
+    stream = labelled_batches(data, session.batch_specs, batch_size, labels)
+    for batch in tqdm(stream, total=stream.num_batches, desc="evaluating", unit="batch",
+                      disable=None if progress else True, leave=False):
+        scored.check_labels(batch.labels, batch.start)
+        predictions = session.run(batch.feed, steps[-1]).predictions(readout_delay, scored.name)
+        correct += [(predictions[t - 1] == batch.labels).sum() for t in steps]
+        total += len(batch.labels)
+    return {t: float(c) / total for t, c in zip(steps, correct)}
+
+
+def ann_accuracy(model: ModelLike, data: Any, labels: Any = None, batch_size: int = 256,
+                 output: str | None = None) -> float:
+    """Accuracy of the original ANN on ``data`` (as ``snn_accuracy`` takes it)."""
+    ann = AnnSession(model)
+    scored = choose_output(ann.output_types, output)
+    ann.outputs = [scored.name]
+    correct = total = 0
+    for batch in labelled_batches(data, ann.specs, batch_size, labels):
+        scored.check_labels(batch.labels, batch.start)
+        values = ann.run(batch.feed, where=f"samples {batch.start}-")[0]
+        correct += int((ann_predictions(scored, values) == batch.labels).sum())
+        total += len(batch.labels)
+    return correct / total

@@ -1,0 +1,235 @@
+"""What a spiking net does: accuracy over time, firing rates, synaptic operations,
+energy, and how well each layer's rate matches the ANN (SPEC §9).
+
+Everything is measured in onnxruntime during real runs over the data, batch by
+batch: spike counts and time-averaged outputs are reductions added to the
+model (``onnx_snn.measure.instrument``); the host keeps running sums only, so memory
+stays bounded however many samples there are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from tqdm.auto import tqdm
+
+from onnx_snn.measure.costs import model_costs
+from onnx_snn.io.data import check_batch_size, labelled_batches
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.runtime.predictions import ann_predictions
+from onnx_snn.measure.instrument import instrument
+from onnx_snn.io.metadata import OUTPUT_SCALES, metadata, neurons
+from onnx_snn.io.models import ModelLike, load_model
+from onnx_snn.io.outputs import OutputSet
+from onnx_snn.graph.prepare import replace_zipmaps
+from onnx_snn.runtime.predictions import choose_output
+from onnx_snn.runtime.sessions import AnnSession, SpikingOutput, check_timesteps
+from onnx_snn.runtime.streaming import open_session
+
+#: Energy per operation at 45 nm, pJ (Horowitz 2014): (MAC, accumulate).
+ENERGY_PJ = {"fp32": (4.6, 0.9), "fp16": (1.5, 0.4), "int8": (0.23, 0.03)}
+
+
+@dataclass
+class LayerReport:
+    """One neuron layer, per sample unless stated."""
+
+    node: str
+    neurons: int
+    firing_rate: float        # spikes / (neurons × T), averaged over samples
+    spikes: float             # per sample, over T steps
+    sops: float               # synaptic operations per sample over T steps
+    ann_macs: int             # MACs of the ANN layers this layer feeds
+    rate_vs_ann_r: float | None  # Pearson r of rate × scale against the ANN activation
+
+
+@dataclass
+class SnnReport:
+    """The numbers of ``onnx-snn report``; ``to_dict()`` is ``report.json``."""
+
+    timesteps: int
+    samples: int
+    accuracy_curve: list[float]
+    ann_accuracy: float | None
+    layers: list[LayerReport]
+    energy: dict[str, Any]
+    totals: dict[str, float | None]
+    scatter: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    output: str | None = None  # the scored output
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("scatter")
+        return data
+
+    def write(self, out_dir: str | os.PathLike, outputs: OutputSet | None = None) -> list[str]:
+        """Write report.json, the PNG plots and report.md into the folder ``out_dir``,
+        all at once (``onnx_snn.io.outputs``); returns the file names. With ``outputs``
+        the folder is only staged there, to be committed with the command's other
+        outputs."""
+        from onnx_snn.measure.plots import REPORT_FILES, write_plots, write_summary
+
+        written: list[str] = []
+
+        def fill(folder: Path) -> tuple[str, ...]:
+            (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            plots = write_plots(self, folder)
+            (folder / "report.md").write_text(write_summary(self, plots))
+            written.extend(["report.json", *(plot.name for plot in plots), "report.md"])
+            return REPORT_FILES
+
+        with OutputSet() as own:
+            (outputs or own).add_folder(out_dir, fill)
+        return written
+
+
+class _Correlation:
+    """Streaming Pearson correlation of paired samples: (count, means, co-moments)
+    merged batch by batch with Chan's formula, which does not cancel like raw
+    power sums do."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.means = np.zeros(2)
+        self.moments = np.zeros(3)  # Σ(a-ā)², Σ(b-b̄)², Σ(a-ā)(b-b̄)
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+        n = a.size
+        if n == 0:
+            return
+        means = np.array([a.mean(), b.mean()])
+        da, db = a - means[0], b - means[1]
+        moments = np.array([da @ da, db @ db, da @ db])
+        delta = means - self.means
+        total = self.count + n
+        self.moments += moments + np.array([delta[0] ** 2, delta[1] ** 2, delta[0] * delta[1]]) \
+            * self.count * n / total
+        self.means += delta * n / total
+        self.count = total
+
+    def value(self) -> float | None:
+        var_a, var_b, cov = self.moments
+        if self.count < 2 or var_a <= 0 or var_b <= 0:
+            return None
+        return float(cov / np.sqrt(var_a * var_b))
+
+
+def _ann_session(ann: ModelLike, scored: str, activations: list[str]) -> AnnSession:
+    """The ANN, fetching the scored output and the activations the neurons replaced."""
+    model = replace_zipmaps(load_model(ann))
+    known = {t for node in model.graph.node for t in node.output}
+    missing = [name for name in activations if name not in known]
+    if missing:
+        name = ann if isinstance(ann, (str, os.PathLike)) else "the model"
+        raise OnnxSnnError(f"the ANN {name} has no tensor {', '.join(map(repr, missing))}: is "
+                           "it the model this SNN was converted from?")
+    outputs = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name)
+                              for name in dict.fromkeys(activations) if name not in outputs)
+    return AnnSession(model, [scored, *activations])
+
+
+def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
+                ann: ModelLike | None = None, timesteps: int = 64, precision: str = "fp32",
+                batch_size: int = 128, scatter_points: int = 2000, progress: bool = True,
+                seed: int = 0, output: str | None = None) -> SnnReport:
+    """Run ``snn`` (any format) on ``data`` for ``timesteps`` steps and measure it
+    (see module doc).
+
+    ``data``: inputs with labels in any form ``onnx_snn.io.data.labelled_batches``
+    takes (``labels`` separately for an array). ``ann``: the original ANN, for its
+    accuracy and the rate-against-activation comparison. ``precision`` picks the
+    energy per operation (fp32, fp16, int8). ``output`` picks the scored output.
+    """
+    timesteps = check_timesteps(timesteps)
+    if precision not in ENERGY_PJ:
+        raise OnnxSnnError(f"precision {precision!r} is not valid: use one of "
+                           f"{', '.join(ENERGY_PJ)}")
+    batch_size = check_batch_size(batch_size)
+    model = load_model(snn)
+    props = metadata(model)
+    layers_info = neurons(props, str(snn) if isinstance(snn, (str, os.PathLike)) else "the SNN")
+    names = [layer.node for layer in layers_info]
+    instrumented = instrument(model, counts=True, sums=ann is not None)
+    session = open_session(instrumented.model)
+    session.check_memory(timesteps)  # before the counters over T are allocated
+    scored = choose_output({name: session.output_types[name] for name in session.output_types
+                            if name in {o.name for o in model.graph.output}}, output)
+    scales = json.loads(props[OUTPUT_SCALES])
+    if ann is not None:
+        ann_session = _ann_session(ann, scored.name, [layer.activation for layer in layers_info])
+
+    rng = np.random.default_rng(seed)
+    correct = np.zeros(timesteps, dtype=np.int64)
+    ann_correct = samples = 0
+    spikes = dict.fromkeys(names, 0.0)
+    correlations = {name: _Correlation() for name in names}
+    scatter = {name: [] for name in names}
+    costs = None
+    stream = labelled_batches(data, session.batch_specs, batch_size, labels)
+    per_batch_points = max(1, scatter_points // max(1, stream.num_batches or 1))
+    for batch in tqdm(stream, total=stream.num_batches, desc="report", unit="batch",
+                      disable=None if progress else True, leave=False):
+        if costs is None:
+            costs = model_costs(model, batch.feed)
+        scored.check_labels(batch.labels, batch.start)
+        outputs = session.run(batch.feed, timesteps).outputs
+        correct += (SpikingOutput(outputs).predictions(0, scored.name)
+                    == batch.labels).sum(axis=1)
+        samples += len(batch.labels)
+        for name in names:
+            spikes[name] += float(outputs[instrumented.counts[name]].sum())
+        if ann is None:
+            continue
+        ann_results = ann_session.run(batch.feed, where=f"samples {batch.start}-")
+        ann_correct += int((ann_predictions(scored, ann_results[0]) == batch.labels).sum())
+        for layer, activation in zip(layers_info, ann_results[1:]):
+            rate = _scaled_rate(outputs[instrumented.sums[layer.node]] / timesteps,
+                                scales[layer.node])
+            activation = activation.reshape(-1)
+            if activation.size != rate.size:
+                raise OnnxSnnError(f"neuron layer '{layer.node}' has {rate.size} values in a "
+                                   f"batch, its ANN tensor '{layer.activation}' "
+                                   f"{activation.size}: is the ANN the model this SNN was "
+                                   "converted from?")
+            correlations[layer.node].add(activation, rate)
+            pick = rng.choice(rate.size, size=min(per_batch_points, rate.size), replace=False)
+            scatter[layer.node].append(np.stack([activation[pick], rate[pick]], axis=1))
+
+    mac_pj, ac_pj = ENERGY_PJ[precision]
+    layers = []
+    for cost in costs.layers:
+        per_sample = spikes[cost.node] / samples
+        layers.append(LayerReport(
+            cost.node, cost.neurons, per_sample / (cost.neurons * timesteps), per_sample,
+            per_sample * cost.fan_out, cost.ann_macs,
+            correlations[cost.node].value() if ann is not None else None))
+    total_sops = sum(layer.sops for layer in layers)
+    energy = {"ann_pj": mac_pj * costs.total_macs,
+              "snn_pj": mac_pj * costs.analog_macs + ac_pj * total_sops,
+              "precision": precision}
+    totals = {"ann_macs": costs.total_macs, "analog_macs": costs.analog_macs, "sops": total_sops,
+              "sop_mac_ratio": total_sops / costs.total_macs if costs.total_macs else None,
+              "energy_ratio": energy["snn_pj"] / energy["ann_pj"] if costs.total_macs
+              else None}
+    return SnnReport(timesteps, samples, (correct / samples).tolist(),
+                     ann_correct / samples if ann is not None else None, layers, energy, totals,
+                     {name: np.concatenate(points) for name, points in scatter.items()
+                      if points}, scored.name)
+
+
+def _scaled_rate(rate: np.ndarray, scale: Any) -> np.ndarray:
+    """Rates [N, F] times the layer's output scale (one, or one per channel: F = C·rest)."""
+    scale = np.asarray(scale, np.float32)
+    if scale.ndim:
+        rate = rate.reshape(len(rate), scale.size, -1) * scale[:, None]
+    else:
+        rate = rate * scale
+    return rate.reshape(-1)

@@ -1,0 +1,264 @@
+"""ONNX function bodies for neuron ops, and the one for ``IFNode``.
+
+Every neuron op has the signature ``Op(X, T) -> S``: ``X`` is the time-folded
+input [T·N, ...] (or [S, N, ...] with a ``broadcast_input`` attribute set), ``T``
+the number of steps (int64 scalar), ``S`` the 0/1 spikes [T·N, ...].
+``scan_neuron_function`` builds such a body from a *step* written against
+``Arithmetic`` (``onnx_snn.ops.dynamics``): it reshapes ``X`` to [T, F] and runs
+the step in a Scan over T (``scan_node``). An ``If`` on the ``hard_reset``
+attribute picks the Scan for the reset mode once per call, so each step does only
+the arithmetic of its own reset. ``scan_nodes`` builds the same for one fixed
+reset mode, without the function: the plain-ONNX neurons of the standard format
+(``onnx_snn.export.formats``).
+
+The body is a model-local function, so a converted model runs on plain
+onnxruntime, in any binding, with nothing registered (SPEC §8).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from onnx_snn.graph.registry import MIN_OPSET  # the bodies need GreaterOrEqual, Slice inputs
+from onnx_snn.ops.dynamics import if_step
+
+DOMAIN = "onnx_snn"
+DOMAIN_VERSION = 1
+IF_OP_TYPE = "IFNode"
+#: Attributes of IFNode and their kinds, in the order the function declares them.
+#: ``broadcast_input``: 0 when X is [T·N, ...], one slice per step; 1 when X is
+#: [S, N, ...] with S = 1 (direct encoding: the input is the same at every step,
+#: and is not copied T times) or S = T. The spikes are [T·N, ...] either way.
+IF_ATTRIBUTE_KINDS = {"v_threshold": "float", "v_reset": "float", "v_init": "float",
+                      "hard_reset": "int", "broadcast_input": "int"}
+IF_ATTRIBUTES = tuple(IF_ATTRIBUTE_KINDS)
+
+#: ``step(ops, v, x, hard_reset) -> (v_new, spikes)``; tensor names in, tensor names out.
+Step = Callable[["GraphArithmetic", str, str, bool], "tuple[str, str]"]
+
+
+class GraphArithmetic:
+    """``Arithmetic`` that appends one ONNX node per operation to ``nodes``.
+
+    Values are tensor names. Inside a step, each float attribute of the
+    function is available as a tensor of the same name.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self._prefix = prefix
+        self._ids = itertools.count()
+
+    def _emit(self, op: str, inputs: list[str], **attrs) -> str:
+        out = f"{self._prefix}{op.lower()}{next(self._ids)}"
+        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def add(self, a: str, b: str) -> str:
+        return self._emit("Add", [a, b])
+
+    def sub(self, a: str, b: str) -> str:
+        return self._emit("Sub", [a, b])
+
+    def mul(self, a: str, b: str) -> str:
+        return self._emit("Mul", [a, b])
+
+    def at_least(self, h: str, theta: str) -> str:
+        return self._emit("GreaterOrEqual", [h, theta])
+
+    def as_float(self, mask: str) -> str:
+        return self._emit("Cast", [mask], to=TensorProto.FLOAT)
+
+    def select(self, mask: str, a: str, b: str) -> str:
+        return self._emit("Where", [mask, a, b])
+
+
+def _attribute_constant(attribute: str, kind: str) -> onnx.NodeProto:
+    """A Constant named ``attribute`` whose value is that function attribute."""
+    node = helper.make_node("Constant", [], [attribute])
+    value_type = onnx.AttributeProto.FLOAT if kind == "float" else onnx.AttributeProto.INT
+    node.attribute.append(helper.make_attribute_ref(f"value_{kind}", value_type,
+                                                    ref_attr_name=attribute))
+    return node
+
+
+def _int_constants(p: str) -> list[onnx.NodeProto]:
+    """1-D int64 constants ``{p}i_zero``, ``{p}i_one``, ``{p}i_two``, ``{p}i_minus_one``
+    and ``{p}i_end``."""
+    values = {"zero": 0, "one": 1, "two": 2, "minus_one": -1, "end": np.iinfo(np.int64).max}
+    return [helper.make_node("Constant", [], [f"{p}i_{name}"], value=helper.make_tensor(
+        f"{p}i_{name}", TensorProto.INT64, [1], [value])) for name, value in values.items()]
+
+
+def _sequence_nodes(x: str, c: str, p: str, broadcast: bool) -> list[onnx.NodeProto]:
+    """``x`` as ``{p}seq`` [T, F], and the spikes' shape as ``{p}out_shape``.
+
+    ``x`` is [T·N, ...], or with ``broadcast`` [S, N, ...] where S = 1 (shown
+    at every step) or S = T; the spikes are [T·N, ...] either way. Reads
+    ``_int_constants(c)``, ``{c}t1`` (T as [1]) and ``{c}x_shape`` (x's shape).
+    """
+    make = helper.make_node
+    if not broadcast:
+        return [make("Concat", [f"{c}t1", f"{c}i_minus_one"], [f"{p}seq_shape"], axis=0),
+                make("Reshape", [x, f"{p}seq_shape"], [f"{p}seq"]),
+                make("Identity", [f"{c}x_shape"], [f"{p}out_shape"])]
+    return [make("Slice", [f"{c}x_shape", f"{c}i_zero", f"{c}i_one"], [f"{p}s1"]),
+            make("Concat", [f"{p}s1", f"{c}i_minus_one"], [f"{p}rows_shape"], axis=0),
+            make("Reshape", [x, f"{p}rows_shape"], [f"{p}rows"]),
+            make("Concat", [f"{c}t1", f"{c}i_one"], [f"{p}tile_shape"], axis=0),
+            make("Expand", [f"{p}rows", f"{p}tile_shape"], [f"{p}seq"]),
+            make("Slice", [f"{c}x_shape", f"{c}i_two", f"{c}i_end"], [f"{p}sample_dims"]),
+            make("Concat", [f"{c}i_minus_one", f"{p}sample_dims"], [f"{p}out_shape"], axis=0)]
+
+
+def _time_major_nodes(x: str, timesteps: str, v_start: str, p: str,
+                      broadcast: bool | str) -> list[onnx.NodeProto]:
+    """``x`` as ``{p}seq`` [T, F], the spikes' shape ``{p}out_shape``, and the
+    scalar ``v_start`` expanded to ``{p}v0`` [F].
+
+    ``broadcast`` is fixed (a bool), or the name of a bool tensor that an If
+    reads at run time (the function's ``broadcast_input`` attribute).
+    """
+    make = helper.make_node
+    if isinstance(broadcast, bool):
+        sequence = _sequence_nodes(x, p, p, broadcast)
+    else:
+        def branch(flag: bool) -> onnx.GraphProto:
+            tag = f"{p}{'bcast' if flag else 'steps'}_"
+            return helper.make_graph(_sequence_nodes(x, p, tag, flag), tag + "sequence",
+                                     inputs=[], outputs=[
+                helper.make_tensor_value_info(f"{tag}seq", TensorProto.FLOAT, [None, None]),
+                helper.make_tensor_value_info(f"{tag}out_shape", TensorProto.INT64, [None])])
+        sequence = [make("If", [broadcast], [f"{p}seq", f"{p}out_shape"],
+                         then_branch=branch(True), else_branch=branch(False))]
+    return [
+        *_int_constants(p),
+        make("Shape", [x], [f"{p}x_shape"]),
+        make("Reshape", [timesteps, f"{p}i_one"], [f"{p}t1"]),
+        *sequence,
+        make("Shape", [f"{p}seq"], [f"{p}seq_dims"]),
+        make("Slice", [f"{p}seq_dims", f"{p}i_one", f"{p}i_two"], [f"{p}features"]),
+        make("Expand", [v_start, f"{p}features"], [f"{p}v0"]),
+    ]
+
+
+def scan_node(step: Step, hard_reset: bool, v0: str, seq: str, spikes: str,
+              prefix: str) -> onnx.NodeProto:
+    """A Scan of ``step`` (one reset mode) over the rows of ``seq`` [T, F] from ``v0`` [F].
+
+    Its outputs are the final potential ``{prefix}v_final`` and the spikes
+    ``spikes`` [T, F]; the body's names start with ``prefix``, and the step's
+    constants come from the enclosing scope.
+    """
+    ops = GraphArithmetic(prefix=prefix)
+    v_new, fired = step(ops, f"{prefix}v", f"{prefix}x", hard_reset)
+    feature = [None]  # rank only: named dims would be shared by every inlined neuron
+    body = helper.make_graph(
+        ops.nodes, f"{prefix}step",
+        inputs=[helper.make_tensor_value_info(f"{prefix}v", TensorProto.FLOAT, feature),
+                helper.make_tensor_value_info(f"{prefix}x", TensorProto.FLOAT, feature)],
+        outputs=[helper.make_tensor_value_info(v_new, TensorProto.FLOAT, feature),
+                 helper.make_tensor_value_info(fired, TensorProto.FLOAT, feature)])
+    return helper.make_node("Scan", [v0, seq], [f"{prefix}v_final", spikes], body=body,
+                            num_scan_inputs=1)
+
+
+def scan_nodes(step: Step, hard_reset: bool, x: str, timesteps: str, v_start: str,
+               spikes: str, prefix: str, broadcast: bool = False) -> list[onnx.NodeProto]:
+    """A neuron of one reset mode as plain nodes: ``x`` in, ``spikes`` [T·N, ...] out.
+
+    ``x`` is [T·N, ...], or with ``broadcast`` [S, N, ...] (S = 1 or T);
+    ``timesteps`` is the int64 scalar T and ``v_start`` the scalar initial
+    potential; every new tensor name starts with ``prefix``.
+    """
+    return [*_time_major_nodes(x, timesteps, v_start, prefix, broadcast),
+            scan_node(step, hard_reset, f"{prefix}v0", f"{prefix}seq",
+                      f"{prefix}spikes_seq", prefix=f"{prefix}step_"),
+            helper.make_node("Reshape", [f"{prefix}spikes_seq", f"{prefix}out_shape"], [spikes])]
+
+
+def _reset_branch(step: Step, hard_reset: bool) -> onnx.GraphProto:
+    """An If branch: the Scan for one reset mode on the function's ``seq`` and ``v0``."""
+    tag = "hard" if hard_reset else "soft"
+    return helper.make_graph(
+        [scan_node(step, hard_reset, "v0", "seq", f"{tag}_spikes", prefix=f"{tag}_")],
+        f"{tag}_reset", inputs=[],
+        outputs=[helper.make_tensor_value_info(f"{tag}_spikes", TensorProto.FLOAT,
+                                               [None, None])])
+
+
+def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str], step: Step,
+                         opset: int, doc: str = "") -> onnx.FunctionProto:
+    """The function body of a neuron op ``Op(X, T) -> S`` whose dynamics are ``step``.
+
+    ``attributes`` maps attribute names to ``"float"`` or ``"int"``; it must
+    contain ``v_threshold`` (float) and ``hard_reset`` (int, picks the reset
+    branch), and may contain ``v_init`` (float: the initial potential as a
+    fraction of ``v_threshold``; 0 otherwise) and ``broadcast_input`` (int: 1
+    when ``X`` is [S, N, ...] with S = 1, the same input at every step, or
+    S = T; see ``IF_ATTRIBUTE_KINDS``). Float attributes are tensors of the same
+    name inside ``step``.
+    """
+    if opset < MIN_OPSET:
+        raise ValueError(f"neuron functions need ai.onnx opset >= {MIN_OPSET}, got {opset}")
+    if attributes.get("hard_reset") != "int" or attributes.get("v_threshold") != "float":
+        raise ValueError("a neuron function needs attributes 'v_threshold' (float) and "
+                         "'hard_reset' (int)")
+    const = helper.make_tensor
+    broadcast = ([helper.make_node("Cast", ["broadcast_input"], ["broadcast"], to=TensorProto.BOOL)]
+                 if attributes.get("broadcast_input") == "int" else [])
+    initial = (helper.make_node("Mul", ["v_init", "v_threshold"], ["v_start"])
+               if attributes.get("v_init") == "float" else
+               helper.make_node("Constant", [], ["v_start"],
+                                value=const("v_start", TensorProto.FLOAT, [], [0.0])))
+    nodes = [_attribute_constant(name, kind) for name, kind in attributes.items()] + [
+        initial,
+        *broadcast,
+        *_time_major_nodes("X", "T", "v_start", p="",
+                           broadcast="broadcast" if broadcast else False),
+        helper.make_node("Cast", ["hard_reset"], ["hard"], to=TensorProto.BOOL),
+        helper.make_node("If", ["hard"], ["spikes_seq"],
+                         then_branch=_reset_branch(step, hard_reset=True),
+                         else_branch=_reset_branch(step, hard_reset=False)),
+        helper.make_node("Reshape", ["spikes_seq", "out_shape"], ["S"]),
+    ]
+    return helper.make_function(
+        domain, op_type, inputs=["X", "T"], outputs=["S"], nodes=nodes,
+        opset_imports=[helper.make_opsetid("", opset)], attributes=list(attributes),
+        doc_string=doc)
+
+
+def _if_function_step(ops: GraphArithmetic, v: str, x: str, hard_reset: bool) -> tuple[str, str]:
+    return if_step(ops, v, x, "v_threshold", "v_reset", hard_reset)
+
+
+def if_node_function(opset: int) -> onnx.FunctionProto:
+    """The ``IFNode`` function for a model whose ai.onnx opset is ``opset``."""
+    return scan_neuron_function(
+        DOMAIN, IF_OP_TYPE, IF_ATTRIBUTE_KINDS, _if_function_step, opset,
+        doc="Integrate-and-fire neuron over a time-folded input [T*N, ...].")
+
+
+def if_node_model(attributes: Mapping[str, Any], x_dims: Sequence[int | str | None],
+                  opset: int = 17) -> onnx.ModelProto:
+    """A model of one IFNode with its function: inputs ``X`` (float32, ``x_dims``)
+    and ``T``, output ``S`` [T·N, ...]. For probing a backend, benchmarks and tests."""
+    node = helper.make_node(IF_OP_TYPE, ["X", "T"], ["S"], name="ifnode", domain=DOMAIN,
+                            **attributes)
+    sample_dims = x_dims[2:] if attributes.get("broadcast_input") else x_dims[1:]
+    graph = helper.make_graph(
+        [node], "ifnode",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_dims)),
+         helper.make_tensor_value_info("T", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("S", TensorProto.FLOAT, [None, *sample_dims])])
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
+    model = helper.make_model(graph, functions=[if_node_function(opset)], opset_imports=opsets)
+    # the oldest IR the opset allows (older runtimes load it), and 8 for model functions
+    model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
+    return model

@@ -1,0 +1,256 @@
+"""Running converted models in onnxruntime.
+
+``session_options()`` registers the project's native kernel library
+(``onnx_snn.ops.native``) when it loads; otherwise onnxruntime runs the IFNode
+function body, which gives the same spikes. ``SpikingSession`` feeds inputs and
+time steps and returns per-step outputs; ``run_snn`` is the one-call version.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from onnx_snn.io.data import InputSpec, input_specs, validate_batch
+from onnx_snn.errors import OnnxSnnError, first_line
+from onnx_snn.io.metadata import NEURONS, TIMESTEPS, neurons, timesteps_input
+from onnx_snn.io.models import ModelLike, load_model
+from onnx_snn.ops.native import register_native
+from onnx_snn.runtime.predictions import check_delay, delayed_predictions
+from onnx_snn.graph.prepare import replace_zipmaps
+from onnx_snn.validation import check_positive_int
+
+#: numpy dtypes of onnxruntime's input type strings.
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+               "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def session_options(native: bool = True) -> ort.SessionOptions:
+    """Session options with the native kernels registered (``native``) when they load."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # fatal only: errors come back as OnnxSnnErrors
+    if native:
+        register_native(options)
+    return options
+
+
+def create_session(model: ModelLike, native: bool = True) -> ort.InferenceSession:
+    """An onnxruntime CPU session for a model (path or ModelProto).
+
+    A path goes to onnxruntime as it is (external data included); only when
+    loading fails is the file read in Python, to name what is wrong with it.
+    """
+    is_path = isinstance(model, (str, os.PathLike))
+    source = str(model) if is_path else load_model(model).SerializeToString()
+    try:
+        return ort.InferenceSession(source, session_options(native),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        if is_path:
+            load_model(model)  # a missing, corrupt or non-ONNX file: its own clear error
+        raise OnnxSnnError(f"onnxruntime cannot load the model: "
+                           f"{first_line(error)}") from None
+
+
+def _output_types(values: list[Any], time_axis: bool) -> dict[str, tuple[np.dtype | None, tuple]]:
+    """onnxruntime's output descriptions as (dtype, per-sample shape with N first);
+    ``time_axis`` drops the leading T of a converted model's outputs."""
+    return {value.name: (np.dtype(_ORT_DTYPES[value.type]) if value.type in _ORT_DTYPES
+                         else None,
+                         tuple(d if isinstance(d, int) else None
+                               for d in value.shape[int(time_axis):]))
+            for value in values}
+
+
+def run_checked(session: ort.InferenceSession, names: list[str] | None,
+                feed: dict[str, np.ndarray], where: str = "") -> list[np.ndarray]:
+    """``session.run``, with onnxruntime's errors as one-line OnnxSnnErrors."""
+    try:
+        return session.run(names, feed)
+    except Exception as error:  # onnxruntime raises its own exception types
+        place = f" on {where}" if where else ""
+        raise OnnxSnnError(f"onnxruntime failed{place}: "
+                           f"{first_line(error)}") from None
+
+
+class AnnSession:
+    """The original ANN in onnxruntime, fed batches checked against its inputs.
+
+    A ZipMap output (scikit-learn converters) gives its probability tensor, as in
+    the converted model.
+    """
+
+    def __init__(self, model: ModelLike, outputs: list[str] | None = None) -> None:
+        ann = replace_zipmaps(load_model(model))
+        self.specs = input_specs(ann)
+        self.outputs = outputs
+        self.session = create_session(ann, native=False)
+        self.output_types = _output_types(self.session.get_outputs(), time_axis=False)
+
+    def run(self, batch: Any, where: str = "batch") -> list[np.ndarray]:
+        """The requested outputs (all by default) for one batch."""
+        return run_checked(self.session, self.outputs, validate_batch(batch, self.specs, where),
+                           where)
+
+
+@dataclass
+class SpikingOutput:
+    """Outputs of one run: each model output per time step, [T, N, ...]."""
+
+    outputs: dict[str, np.ndarray]
+
+    @property
+    def per_step(self) -> np.ndarray:
+        """The first output, per step: [T, N, ...]."""
+        return next(iter(self.outputs.values()))
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The first output averaged over time: [N, ...]."""
+        return self.per_step.mean(axis=0)
+
+    def predictions(self, delay: int = 0, output: str | None = None) -> np.ndarray:
+        """Class predictions after each step t, [T, N]: argmax of the sum of outputs 1..t.
+
+        ``output`` names the output to read (default: the first). An integer
+        output holds labels already: the conversion makes a label output the
+        label of the scores summed over steps 1..t. ``delay`` t0 > 0 gives the
+        delayed readout (``onnx_snn.runtime.predictions``) of a scores output: the sum of
+        outputs t0+1..t for t > t0, and of outputs 1..t for t <= t0.
+        """
+        per_step = self.per_step if output is None else self.outputs[output]
+        if per_step.dtype.kind in "iu":
+            if check_delay(delay):
+                raise OnnxSnnError("a readout delay needs class scores, not the labels of "
+                                   "an integer output")
+            return per_step
+        return delayed_predictions(per_step, delay)
+
+
+class SpikingSession:
+    """A converted model loaded in onnxruntime, run for a chosen number of steps."""
+
+    def __init__(self, model: ModelLike | ort.InferenceSession, native: bool = True) -> None:
+        self.session = model if isinstance(model, ort.InferenceSession) \
+            else create_session(model, native)
+        props = self.session.get_modelmeta().custom_metadata_map
+        names = [i.name for i in self.session.get_inputs()]
+        self.timesteps_name = timesteps_input(props) or TIMESTEPS
+        if self.timesteps_name not in names:
+            raise OnnxSnnError(f"not a converted model: it has no '{self.timesteps_name}' input")
+        self._describe(hidden_inputs={self.timesteps_name}, hidden_outputs=set())
+
+    def _describe(self, hidden_inputs: set[str], hidden_outputs: set[str]) -> None:
+        """The inputs and outputs ``run`` deals in: all but those it handles itself,
+        and the largest layer (values per sample per step), for the memory check."""
+        props = self.session.get_modelmeta().custom_metadata_map
+        known = [(layer.features, layer.node) for layer in neurons(props)
+                 if layer.features] if NEURONS in props else []
+        #: (values per sample per step, node) of the largest neuron layer, or None.
+        self.largest_layer = max(known, default=None)
+        #: Each input as given to ``run`` in a sequence: [T, N, ...].
+        self.sequence_specs = [
+            InputSpec(i.name, np.dtype(_ORT_DTYPES.get(i.type, np.float32)),
+                      (None, *(d if isinstance(d, int) else None for d in i.shape[1:])))
+            for i in self.session.get_inputs() if i.name not in hidden_inputs]
+        #: Each input as one batch, shown at every step: [N, ...].
+        self.batch_specs = [InputSpec(s.name, s.dtype, s.shape[1:]) for s in self.sequence_specs]
+        self.input_names = [spec.name for spec in self.sequence_specs]
+        self.output_names = [o.name for o in self.session.get_outputs()
+                             if o.name not in hidden_outputs]
+        self.output_types = _output_types(
+            [o for o in self.session.get_outputs() if o.name in self.output_names],
+            time_axis=True)
+
+    def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], timesteps: int | None = None,
+            sequence: bool = False) -> SpikingOutput:
+        """Run for ``timesteps`` steps.
+
+        ``inputs``: an array for single-input models, or ``{name: array}``.
+        Direct encoding (default): each array is one batch [N, ...], presented
+        at every step. ``sequence=True``: each array is [T, N, ...], one slice
+        per step, and ``timesteps`` defaults to T.
+        """
+        feed, timesteps = self._inputs(inputs, timesteps, sequence)
+        feed[self.timesteps_name] = np.array(timesteps, dtype=np.int64)
+        return SpikingOutput(dict(zip(self.output_names, self._run(self.output_names, feed))))
+
+    def _inputs(self, inputs: np.ndarray | Mapping[str, np.ndarray], timesteps: int | None,
+                sequence: bool) -> tuple[dict[str, np.ndarray], int]:
+        """The checked inputs as arrays [S, N, ...] by name, and the number of steps."""
+        feed = dict(inputs) if isinstance(inputs, Mapping) else self._single(inputs)
+        missing = [n for n in self.input_names if n not in feed]
+        if missing:
+            raise OnnxSnnError(f"missing input {', '.join(map(repr, missing))}")
+        if sequence:
+            feed = validate_batch(feed, self.sequence_specs, where="sequence")
+            if timesteps is None:
+                timesteps = next(iter(feed.values())).shape[0]
+        else:
+            feed = {name: array[None] for name, array
+                    in validate_batch(feed, self.batch_specs, where="batch").items()}
+        if timesteps is None:
+            raise OnnxSnnError("give the number of time steps")
+        timesteps = check_timesteps(timesteps)
+        self.check_memory(timesteps, next(iter(feed.values())).shape[1])
+        return feed, timesteps
+
+    def check_memory(self, timesteps: int, rows: int = 1) -> None:
+        """Refuse a run whose largest layer alone needs more memory than there is."""
+        if self.largest_layer is None:
+            return
+        features, node = self.largest_layer
+        needed = timesteps * rows * features * 4
+        available = available_memory()
+        if available is not None and needed > available:
+            raise OnnxSnnError(
+                f"T = {timesteps} needs at least {needed:,} bytes for {rows} samples (neuron "
+                f"layer '{node}' holds {features} float32 values per sample and step), but "
+                f"{available:,} bytes of memory are available: use a smaller T or batch size")
+
+    def _run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return run_checked(self.session, names, feed)
+
+    def _single(self, inputs: Any) -> dict[str, Any]:
+        if len(self.input_names) != 1:
+            raise OnnxSnnError(f"the model has inputs {', '.join(self.input_names)}; "
+                               "pass a dict")
+        return {self.input_names[0]: inputs}
+
+
+def check_timesteps(timesteps: Any) -> int:
+    """The number of time steps as a positive int; errors otherwise."""
+    return check_positive_int(timesteps, "time steps")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (None where unknown)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def run_snn(model: ModelLike | SpikingSession, inputs: np.ndarray | Mapping[str, np.ndarray],
+            timesteps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run one batch (direct encoding) for ``timesteps`` steps.
+
+    Returns ``(per_step, mean)``: the first output per step [T, N, ...] and its
+    average over time [N, ...].
+    """
+    session = model if isinstance(model, SpikingSession) else SpikingSession(model)
+    result = session.run(inputs, timesteps)
+    return result.per_step, result.mean
