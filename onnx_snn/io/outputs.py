@@ -103,7 +103,6 @@ class _Staged:
     target: Path
     staged: Path
     cleanup: Path  # what to delete if the output is discarded
-    folder: bool = False
     companions: tuple[Path, ...] = ()  # more staged files moved beside the target
 
 
@@ -195,7 +194,7 @@ class OutputSet:
         target = self._target(path, folder=True)
         staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         os.chmod(staged, _default_mode(0o777))  # mkdtemp creates 0700
-        entry = _Staged(Path(path), target, staged, staged, folder=True)
+        entry = _Staged(Path(path), target, staged, staged)
         self._staged.append(entry)
         try:
             owned = set(fill(staged))

@@ -84,17 +84,18 @@ def model_costs(snn: onnx.ModelProto, sample: Batch) -> ModelCosts:
 def _measure(snn: onnx.ModelProto, props: dict[str, str], sample: Batch,
              names: list[str]) -> dict[str, tuple[int, ...]]:
     """Per-sample shapes of tensors ``names``, from a run on one sample for one step."""
+    names = list(dict.fromkeys(names))
     probe = onnx.ModelProto()
     probe.CopyFrom(snn)
     existing = {output.name for output in probe.graph.output}
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name)
-                              for name in dict.fromkeys(names) if name not in existing)
+                              for name in names if name not in existing)
     feed = {name: np.asarray(array)[:1][None] for name, array in sample.items()}
     steps = timesteps_input(props)
     if steps:
         feed[steps] = np.array(1, np.int64)
-    values = run_checked(create_session(probe), list(dict.fromkeys(names)), feed, _SAMPLE)
-    return {name: tuple(value.shape[1:]) for name, value in zip(dict.fromkeys(names), values)}
+    values = run_checked(create_session(probe), names, feed, _SAMPLE)
+    return {name: tuple(value.shape[1:]) for name, value in zip(names, values)}
 
 
 def _weighted_layers_fed(spikes: gs.Tensor, weighted: set[str], neuron_spikes: set[str]

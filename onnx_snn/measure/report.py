@@ -160,8 +160,9 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
     instrumented = instrument(model, counts=True, sums=ann is not None)
     session = open_session(instrumented.model)
     session.check_memory(timesteps)  # before the counters over T are allocated
-    scored = choose_output({name: session.output_types[name] for name in session.output_types
-                            if name in {o.name for o in model.graph.output}}, output)
+    model_outputs = {o.name for o in model.graph.output}  # not the instrumentation's
+    scored = choose_output({name: kind for name, kind in session.output_types.items()
+                            if name in model_outputs}, output)
     scales = json.loads(props[OUTPUT_SCALES])
     if ann is not None:
         ann_session = _ann_session(ann, scored.name, [layer.activation for layer in layers_info])
