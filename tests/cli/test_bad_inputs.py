@@ -472,10 +472,16 @@ def _(d: Path):
     return eval_argv(d, "test.npz", "--json", d / "test.npz"), ["test.npz"]
 
 
+#: The cases that are bad usage (an option value out of range): exit status 2.
+USAGE = {"calib-batch-size-zero", "mode-unknown-string", "mode-fraction-above-one",
+         "momentum-negative", "momentum-nan", "eval-timesteps-zero", "eval-timesteps-negative",
+         "eval-batch-size-zero"}
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_gives_one_line_error(name: str, work: Path, capsys) -> None:
     argv, needles = CASES[name](work)
-    expect_error(argv, capsys, [work], needles)
+    expect_error(argv, capsys, [work], needles, status=2 if name in USAGE else 1)
 
 
 def test_output_is_input_spelled_relative_with_dot_dot(work: Path, capsys,
