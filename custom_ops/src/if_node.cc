@@ -1,6 +1,7 @@
 #include "if_node.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #if defined(__SSE2__)
@@ -28,9 +29,25 @@ inline float Step(float& v, float x, float threshold, float v_reset) {
   return spike;
 }
 
+// One element of the burst / signed dynamics; returns the spikes k and updates v.
+// The clamp is written with compares, so a NaN k stays NaN, as in numpy and Clip.
+template <bool kHardReset>
+inline float QuantizedStep(float& v, float x, const IFParams& p) {
+  const float h = v + x;
+  float k = std::floor(h / p.threshold);
+  k = k < p.spikes_low ? p.spikes_low : (k > p.spikes_high ? p.spikes_high : k);
+  v = kHardReset ? (k != 0.0f ? p.v_reset : h) : h - k * p.threshold;
+  return k;
+}
+
 template <bool kHardReset>
 void StepRow(float* v, const float* x, float* s, int64_t count, float threshold, float v_reset) {
   for (int64_t i = 0; i < count; ++i) s[i] = Step<kHardReset>(v[i], x[i], threshold, v_reset);
+}
+
+template <bool kHardReset>
+void QuantizedRow(float* v, const float* x, float* s, int64_t count, const IFParams& p) {
+  for (int64_t i = 0; i < count; ++i) s[i] = QuantizedStep<kHardReset>(v[i], x[i], p);
 }
 
 #if defined(__SSE2__)
@@ -60,7 +77,7 @@ void StepRowStreaming(float* v, const float* x, float* s, int64_t count, float t
 }
 #endif
 
-template <bool kHardReset, bool kStream>
+template <bool kHardReset, bool kStream, bool kQuantized>
 void RunBlocks(const IFParams& p, const float* x, int64_t x_stride, float* s, int64_t steps,
                int64_t features, int64_t begin, int64_t end) {
   float v[kBlock];
@@ -70,6 +87,10 @@ void RunBlocks(const IFParams& p, const float* x, int64_t x_stride, float* s, in
     for (int64_t t = 0; t < steps; ++t) {
       const float* xt = x + t * x_stride + first;
       float* st = s + t * features + first;
+      if (kQuantized) {
+        QuantizedRow<kHardReset>(v, xt, st, count, p);
+        continue;
+      }
 #if defined(__SSE2__)
       if (kStream) {
         StepRowStreaming<kHardReset>(v, xt, st, count, p.threshold, p.v_reset);
@@ -80,7 +101,7 @@ void RunBlocks(const IFParams& p, const float* x, int64_t x_stride, float* s, in
     }
   }
 #if defined(__SSE2__)
-  if (kStream) _mm_sfence();  // make the streamed spikes visible to other threads
+  if (kStream && !kQuantized) _mm_sfence();  // make the streamed spikes visible to other threads
 #endif
 }
 
@@ -92,8 +113,12 @@ void RunIF(const IFParams& params, const float* x, int64_t x_stride, float* s, i
   const bool stream = !CheckedMul(steps, features, &bytes) ||
                       !CheckedMul(bytes, static_cast<int64_t>(sizeof(float)), &bytes) ||
                       bytes >= kStreamBytes;
-  const auto run = params.hard_reset ? (stream ? RunBlocks<true, true> : RunBlocks<true, false>)
-                                     : (stream ? RunBlocks<false, true> : RunBlocks<false, false>);
+  const auto run =
+      params.quantized
+          ? (params.hard_reset ? RunBlocks<true, false, true> : RunBlocks<false, false, true>)
+      : params.hard_reset
+          ? (stream ? RunBlocks<true, true, false> : RunBlocks<true, false, false>)
+          : (stream ? RunBlocks<false, true, false> : RunBlocks<false, false, false>);
   run(params, x, x_stride, s, steps, features, begin, end);
 }
 

@@ -8,6 +8,12 @@
 //     v = h - s * threshold                  (soft reset)
 //     v = (h >= threshold) ? v_reset : h     (hard reset: a select)
 //
+// A burst or signed neuron (quantized) fires k spikes a step instead (SPEC §11):
+//
+//     k = clamp(floor(h / threshold), spikes_low, spikes_high)   (NaN stays NaN)
+//     v = h - k * threshold                  (soft reset)
+//     v = (k != 0) ? v_reset : h             (hard reset)
+//
 // Keep the operations and their order exactly as written: float32 arithmetic
 // without contraction into fused multiply-adds (the build passes
 // -ffp-contract=off) gives the same bits as numpy and onnxruntime's Add/Mul.
@@ -24,9 +30,12 @@ struct IFParams {
   float v_reset;    // used by the hard reset only
   float v_start;    // initial potential: v_init * v_threshold
   bool hard_reset;
+  bool quantized;     // a burst or signed neuron: max_spikes > 1 or signed
+  float spikes_low;   // quantized only: -max_spikes if signed, else 0
+  float spikes_high;  // quantized only: max_spikes
 };
 
-// Runs features [begin, end) through the neuron for all steps, writing 0/1
+// Runs features [begin, end) through the neuron for all steps, writing the
 // spikes [steps, features] (row-major) to s. Step t reads x + t * x_stride:
 // x_stride = features for an input [steps, features], 0 for one row shown at
 // every step. steps * features * sizeof(float) may be anything (the caller

@@ -6,7 +6,8 @@
 //
 // IFNode(X: float32, T: int64 scalar) -> S: float32 0/1 spikes [T*N, ...].
 // Attributes: v_threshold, v_reset, v_init (a fraction of v_threshold), hard_reset,
-// broadcast_input (0: X is [T*N, ...], one slice per step; 1: X is [S, N, ...]
+// max_spikes and signed (optional, 1 and 0 when absent: a burst neuron fires up
+// to max_spikes a step, a signed one down to -max_spikes), broadcast_input (0: X is [T*N, ...], one slice per step; 1: X is [S, N, ...]
 // with S = 1, the same input at every step, or S = T). From API 17 the op also
 // tells onnxruntime the spikes' shape (InferShape): X's, or [T*N, X[2:]...].
 //
@@ -107,17 +108,37 @@ OrtStatus* ReadInt(const OrtKernelInfo* info, const char* name, int64_t* out) {
   return Fail(std::string("missing int attribute '") + name + "'");
 }
 
+// An optional int attribute: *out keeps its default when the node lacks it.
+void ReadOptionalInt(const OrtKernelInfo* info, const char* name, int64_t* out) {
+  int64_t value = 0;
+  OrtStatus* status = g_api->KernelInfoGetAttribute_int64(info, name, &value);
+  if (status == nullptr) {
+    *out = value;
+  } else {
+    g_api->ReleaseStatus(status);
+  }
+}
+
 OrtStatus* CreateKernelImpl(const OrtKernelInfo* info, void** kernel) {
   float threshold = 0.0f, v_reset = 0.0f, v_init = 0.0f;
-  int64_t hard_reset = 0, broadcast_input = 0;
+  int64_t hard_reset = 0, broadcast_input = 0, max_spikes = 1, is_signed = 0;
   RETURN_IF_ERROR(ReadFloat(info, "v_threshold", &threshold));
   RETURN_IF_ERROR(ReadFloat(info, "v_reset", &v_reset));
   RETURN_IF_ERROR(ReadFloat(info, "v_init", &v_init));
   RETURN_IF_ERROR(ReadInt(info, "hard_reset", &hard_reset));
   RETURN_IF_ERROR(ReadInt(info, "broadcast_input", &broadcast_input));
+  ReadOptionalInt(info, "max_spikes", &max_spikes);
+  ReadOptionalInt(info, "signed", &is_signed);
+  if (max_spikes < 1 || max_spikes > (int64_t{1} << 24)) {
+    return Fail("attribute 'max_spikes' must be in [1, 2^24], got " + std::to_string(max_spikes));
+  }
   // The same float32 product as the function body's Mul(v_init, v_threshold).
   const float v_start = v_init * threshold;
-  *kernel = new Kernel{{threshold, v_reset, v_start, hard_reset != 0}, broadcast_input != 0};
+  const float high = static_cast<float>(max_spikes);
+  const bool quantized = max_spikes > 1 || is_signed != 0;
+  *kernel = new Kernel{{threshold, v_reset, v_start, hard_reset != 0, quantized,
+                        is_signed != 0 ? -high : 0.0f, high},
+                       broadcast_input != 0};
   return nullptr;
 }
 

@@ -73,7 +73,9 @@ def conversion_settings(args: argparse.Namespace) -> None:
         raise OnnxSnnError("--threshold-balancing sets its own thresholds: drop --mode "
                            "and --momentum")
     neuron = {name: value for name, value in [("v_threshold", args.v_threshold),
-                                               ("v_init", args.v_init)] if value is not None}
+                                               ("v_init", args.v_init),
+                                               ("max_spikes", args.max_spikes)]
+              if value is not None}
     if args.v_reset is not UNSET:
         neuron["v_reset"] = args.v_reset
     args.config = resolve_config(None, args.preset, {

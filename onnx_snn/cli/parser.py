@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--v-init", type=_float, default=None, metavar="FRACTION",
                          help="initial potential as a fraction of the threshold; 0.5 helps "
                               "at small T (default 0, or 0.5 with --preset best)")
+    convert.add_argument("--max-spikes", type=_positive_int("max spikes"), default=None,
+                         metavar="B",
+                         help="burst neurons: up to B spikes a step, so T steps resolve B*T "
+                              "levels (default 1)")
     convert.add_argument("--bias-calibration", type=_positive_int("bias calibration steps"),
                          default=None, metavar="T",
                          help="light bias calibration at T steps (Li et al., ICML 2021)")

@@ -16,8 +16,10 @@ from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.registry import STANDARD_DOMAINS
 from onnx_snn.io.metadata import TIMESTEPS, TIMESTEPS_KEY, metadata
 from onnx_snn.io.models import ModelLike, load_model
-from onnx_snn.ops.dynamics import if_step
-from onnx_snn.ops.function_bodies import DOMAIN, IF_ATTRIBUTES, IF_OP_TYPE, GraphArithmetic
+from onnx_snn.ops.dynamics import if_step, spike_range
+from onnx_snn.ops.function_bodies import (
+    DOMAIN, IF_ATTRIBUTE_DEFAULTS, IF_ATTRIBUTES, IF_OP_TYPE, GraphArithmetic,
+)
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,13 @@ class IFNeuronStep:
     v_start: np.float32
     hard_reset: bool
     broadcast_input: bool
+    #: (least, most) spikes a step of a burst or signed neuron; None for the plain one.
+    spike_range: tuple[np.float32, np.float32] | None
 
     @classmethod
     def of(cls, node: onnx.NodeProto, prefix: str) -> IFNeuronStep:
-        values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        values = {**IF_ATTRIBUTE_DEFAULTS,
+                  **{a.name: helper.get_attribute_value(a) for a in node.attribute}}
         missing = [name for name in IF_ATTRIBUTES if name not in values]
         if missing:
             raise OnnxSnnError(f"IFNode '{node.name}' lacks attribute(s) {', '.join(missing)}; "
@@ -41,20 +46,25 @@ class IFNeuronStep:
         theta = np.float32(values["v_threshold"])
         return cls(prefix, theta, np.float32(values["v_reset"]),
                    np.float32(values["v_init"]) * theta, bool(values["hard_reset"]),
-                   bool(values["broadcast_input"]))
+                   bool(values["broadcast_input"]),
+                   spike_range(values["max_spikes"], bool(values["signed"])))
 
     def constants(self) -> list[TensorProto]:
-        """Initializers for the names ``step`` uses (θ; v_reset for hard reset)."""
+        """Initializers for the names ``step`` uses (θ; v_reset for hard reset; the
+        spike range of a burst or signed neuron)."""
         values = {"theta": self.theta}
         if self.hard_reset:
             values["v_reset"] = self.v_reset
+        if self.spike_range is not None:
+            values["spikes_low"], values["spikes_high"] = self.spike_range
         return [numpy_helper.from_array(np.asarray(value, np.float32), self.prefix + name)
                 for name, value in values.items()]
 
     def step(self, ops: GraphArithmetic, v: str, x: str, hard_reset: bool) -> tuple[str, str]:
         """``if_step`` on this neuron's constants."""
         p = self.prefix
-        return if_step(ops, v, x, f"{p}theta", f"{p}v_reset", hard_reset)
+        limits = None if self.spike_range is None else (f"{p}spikes_low", f"{p}spikes_high")
+        return if_step(ops, v, x, f"{p}theta", f"{p}v_reset", hard_reset, limits)
 
 
 def folded_copy(model: ModelLike) -> tuple[onnx.ModelProto, str]:

@@ -10,7 +10,8 @@ import onnx_graphsurgeon as gs
 from onnx_snn.graph.naming import NameScope
 
 #: ai.onnx opset from which these reductions take ``axes`` as an input.
-_AXES_AS_INPUT = {"ReduceSum": 13, "ReduceMax": 18, "ReduceMin": 18, "ReduceMean": 18}
+_AXES_AS_INPUT = {"ReduceSum": 13, "ReduceMax": 18, "ReduceMin": 18, "ReduceMean": 18,
+                  "ReduceL1": 18}
 
 
 class GraphBuilder:

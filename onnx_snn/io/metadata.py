@@ -4,7 +4,8 @@ The conversion writes, and every format keeps:
 
 - ``TIMESTEPS_KEY``: the name of the int64 input T (``timesteps`` unless the
   ANN already uses that name); a streaming model has none;
-- ``OUTPUT_SCALES``: JSON {neuron node: its output scale s, a number or one per
+- ``OUTPUT_SCALES``: JSON {neuron node: its output scale, what one spike stands
+  for (the calibrated scale s, or s/B for a burst neuron), a number or one per
   channel}; the scales themselves are folded into later weights;
 - ``NEURONS``: JSON list, in graph order, of {"node", "spikes", "activation",
   "features"}: the neuron node, its spike tensor (the same name in every

@@ -2,7 +2,8 @@
 
 ``add_spike_counts`` gives every neuron layer an extra output
 ``<layer>__spike_count``: the number of spikes per sample over all T steps,
-shape [N]. ``instrument`` can also add ``<layer>__spike_sum``: each neuron's
+shape [N]; every spike counts, so a burst of k is k and a negative spike is one
+too (SPEC §11). ``instrument`` can also add ``<layer>__spike_sum``: each neuron's
 spikes summed over the steps, shape [N, F] (F: the layer's values per sample).
 Both are reductions inside the graph, so a run returns a few numbers per layer
 instead of the spike trains.
@@ -30,6 +31,8 @@ from onnx_snn.graph.naming import NameScope
 
 SPIKE_COUNT_SUFFIX = "__spike_count"
 SPIKE_SUM_SUFFIX = "__spike_sum"
+
+
 def _per_step(make: GraphBuilder, tensor: gs.Tensor, steps: gs.Tensor) -> gs.Variable:
     """``tensor`` [steps·N, ...] viewed as [steps, N, F] (F: everything else, flattened)."""
     steps = make("Reshape", [steps, make.const([1])], np.int64)
@@ -62,20 +65,21 @@ def instrument(model: onnx.ModelProto, counts: bool = True, sums: bool = False) 
     steps = tensors[steps_name] if steps_name else gs.Constant(
         scope.name("one_step"), np.array(1, np.int64))
     result = Instrumented(model)
-    wanted = [(suffix, axes, shape, names) for suffix, axes, shape, names, on in [
-        (SPIKE_COUNT_SUFFIX, [0, 2], ["N"], result.counts, counts),
-        (SPIKE_SUM_SUFFIX, [0], ["N", None], result.sums, sums)] if on]
+    wanted = [(suffix, reduce, axes, shape, names)
+              for suffix, reduce, axes, shape, names, on in [
+                  (SPIKE_COUNT_SUFFIX, "ReduceL1", [0, 2], ["N"], result.counts, counts),
+                  (SPIKE_SUM_SUFFIX, "ReduceSum", [0], ["N", None], result.sums, sums)] if on]
     for layer in neurons(props):
         make = GraphBuilder(graph, f"{layer.node}__activity_", scope)
         per_step = _per_step(make, tensors[layer.spikes], steps)
-        for suffix, axes, shape, names in wanted:
+        for suffix, reduce, axes, shape, names in wanted:
             output = gs.Variable(scope.name(f"{layer.node}{suffix}"), np.float32, shape)
-            graph.outputs.append(make("Identity", [make.reduce("ReduceSum", per_step, axes,
+            graph.outputs.append(make("Identity", [make.reduce(reduce, per_step, axes,
                                                                np.float32)],
                                       np.float32, output=output))
             names[layer.node] = output.name
     result.model = _export_like(graph, model)
-    added = [name for _, _, _, names in wanted for name in names.values()]
+    added = [name for *_, names in wanted for name in names.values()]
     onnx.helper.set_model_props(result.model, {
         **props, TIME_SUMS: json.dumps(time_summed_outputs(props) + added)})
     return result

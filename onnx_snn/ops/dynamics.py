@@ -13,6 +13,9 @@ Per element, with membrane potential ``v`` (SPEC §4)::
     v = h - s * theta                # soft reset (v_reset is None)
     v = v_reset if s else h          # hard reset
 
+A burst neuron fires up to B spikes a step, a signed one also down to -B
+(SPEC §11): ``s = clip(floor(h / theta), least, most)``, then the same resets.
+
 The soft reset is arithmetic, exact and cheap (SPEC §8). The hard reset is a
 select: the arithmetic form ``h * (1 - s) + s * v_reset`` turns h = +inf into
 NaN (inf * 0), while a select keeps every finite and infinite potential.
@@ -40,14 +43,33 @@ class Arithmetic(Protocol):
     def select(self, mask: Any, a: Any, b: Any) -> Any:
         """``a`` where ``mask`` holds, else ``b``."""
         ...
+    def floor_ratio(self, h: Any, theta: Any) -> Any:
+        """``floor(h / theta)``, a true division (float32)."""
+        ...
+    def clip(self, a: Any, low: Any, high: Any) -> Any:
+        """``a`` limited to [low, high]; NaN stays NaN."""
+        ...
+    def nonzero(self, a: Any) -> Any:
+        """The boolean mask ``a != 0``."""
+        ...
 
 
-def if_step(ops: Arithmetic, v: Any, x: Any, theta: Any, v_reset: Any,
-            hard_reset: bool) -> tuple[Any, Any]:
-    """One time step of the IF neuron: returns ``(new potential, spikes)``."""
+def if_step(ops: Arithmetic, v: Any, x: Any, theta: Any, v_reset: Any, hard_reset: bool,
+            spike_range: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
+    """One time step of the IF neuron: returns ``(new potential, spikes)``.
+
+    ``spike_range`` is None for the plain neuron (one spike at most, fired at
+    ``h >= θ``), or the (least, most) spikes per step of a burst or signed
+    neuron (SPEC §11): ``k = clip(floor(h / θ), least, most)`` spikes, e.g.
+    (0, B) or (-B, B); the hard reset then applies wherever ``k != 0``.
+    """
     h = ops.add(v, x)
-    fired = ops.at_least(h, theta)
-    s = ops.as_float(fired)
+    if spike_range is None:
+        fired = ops.at_least(h, theta)
+        s = ops.as_float(fired)
+    else:
+        s = ops.clip(ops.floor_ratio(h, theta), *spike_range)
+        fired = ops.nonzero(s) if hard_reset else None
     if hard_reset:
         v_new = ops.select(fired, v_reset, h)
     else:
@@ -76,15 +98,34 @@ class NumpyArithmetic:
     def select(self, mask, a, b):
         return np.where(mask, a, b).astype(np.float32)
 
+    def floor_ratio(self, h, theta):
+        return np.floor(np.divide(h, theta))
+
+    def clip(self, a, low, high):
+        return np.where(a < low, low, np.where(a > high, high, a)).astype(np.float32)
+
+    def nonzero(self, a):
+        return np.not_equal(a, 0)
+
+
+def spike_range(max_spikes: int, signed: bool) -> tuple[np.float32, np.float32] | None:
+    """The (least, most) spikes per step of a neuron that emits up to ``max_spikes`` a
+    step, of either sign when ``signed``; None for the plain IF neuron."""
+    if max_spikes == 1 and not signed:
+        return None
+    return np.float32(-max_spikes if signed else 0), np.float32(max_spikes)
+
 
 def simulate_if(x_seq: np.ndarray, v_threshold: float = 1.0, v_reset: float | None = None,
-                v_init: float = 0.0) -> np.ndarray:
+                v_init: float = 0.0, max_spikes: int = 1, signed: bool = False) -> np.ndarray:
     """Numpy reference: spikes for an input sequence ``x_seq`` of shape [T, ...].
 
     ``v_reset=None`` means soft (subtractive) reset. ``v_init`` is the initial
     potential as a fraction of the threshold (0.5 starts half-way to the first
-    spike). Computation is float32, like the ONNX function and the native
-    kernel, so results agree bit for bit.
+    spike). ``max_spikes`` B > 1 makes a burst neuron (up to B spikes a step),
+    ``signed`` one that also fires negative spikes (SPEC §11). Computation is
+    float32, like the ONNX function and the native kernel, so results agree bit
+    for bit.
     """
     x_seq = np.asarray(x_seq, dtype=np.float32)
     dtype = np.float32
@@ -94,5 +135,6 @@ def simulate_if(x_seq: np.ndarray, v_threshold: float = 1.0, v_reset: float | No
     spikes = np.empty_like(x_seq)
     ops = NumpyArithmetic()
     for t in range(x_seq.shape[0]):
-        v, spikes[t] = if_step(ops, v, x_seq[t], theta, reset, hard_reset=v_reset is not None)
+        v, spikes[t] = if_step(ops, v, x_seq[t], theta, reset, v_reset is not None,
+                               spike_range(max_spikes, signed))
     return spikes

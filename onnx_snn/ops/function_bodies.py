@@ -2,12 +2,14 @@
 
 Every neuron op has the signature ``Op(X, T) -> S``: ``X`` is the time-folded
 input [T·N, ...] (or [S, N, ...] with a ``broadcast_input`` attribute set), ``T``
-the number of steps (int64 scalar), ``S`` the 0/1 spikes [T·N, ...].
+the number of steps (int64 scalar), ``S`` the spikes [T·N, ...] (0/1; spike counts
+for burst and signed neurons).
 ``scan_neuron_function`` builds such a body from a *step* written against
 ``Arithmetic`` (``onnx_snn.ops.dynamics``): it reshapes ``X`` to [T, F] and runs
 the step in a Scan over T (``scan_node``). An ``If`` on the ``hard_reset``
 attribute picks the Scan for the reset mode once per call, so each step does only
-the arithmetic of its own reset. ``scan_nodes`` builds the same for one fixed
+the arithmetic of its own reset; IFNode's burst and signed dynamics (its
+``max_spikes`` and ``signed`` attributes) are picked the same way. ``scan_nodes`` builds the same for one fixed
 reset mode, without the function: the plain-ONNX neurons of the standard format
 (``onnx_snn.export.formats``).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,8 +38,14 @@ IF_OP_TYPE = "IFNode"
 #: ``broadcast_input``: 0 when X is [T·N, ...], one slice per step; 1 when X is
 #: [S, N, ...] with S = 1 (direct encoding: the input is the same at every step,
 #: and is not copied T times) or S = T. The spikes are [T·N, ...] either way.
+#: ``max_spikes``: the most spikes a step, B (1: the plain IF neuron; more: a burst
+#: neuron); ``signed``: 1 when the neuron also fires negative spikes, down to -B
+#: (SPEC §11). Models converted before these existed lack them: they mean 1 and 0.
 IF_ATTRIBUTE_KINDS = {"v_threshold": "float", "v_reset": "float", "v_init": "float",
-                      "hard_reset": "int", "broadcast_input": "int"}
+                      "hard_reset": "int", "broadcast_input": "int", "max_spikes": "int",
+                      "signed": "int"}
+#: The value an IFNode attribute has where a node lacks it.
+IF_ATTRIBUTE_DEFAULTS = {"max_spikes": 1, "signed": 0}
 IF_ATTRIBUTES = tuple(IF_ATTRIBUTE_KINDS)
 
 #: ``step(ops, v, x, hard_reset) -> (v_new, spikes)``; tensor names in, tensor names out.
@@ -77,6 +86,22 @@ class GraphArithmetic:
 
     def select(self, mask: str, a: str, b: str) -> str:
         return self._emit("Where", [mask, a, b])
+
+    def floor_ratio(self, h: str, theta: str) -> str:
+        return self._emit("Floor", [self._emit("Div", [h, theta])])
+
+    def clip(self, a: str, low: str, high: str) -> str:
+        return self._emit("Clip", [a, low, high])
+
+    def nonzero(self, a: str) -> str:
+        return self._emit("Not", [self._emit("Equal", [a, self._zero()])])
+
+    def _zero(self) -> str:
+        zero = f"{self._prefix}zero"
+        if not any(zero in node.output for node in self.nodes):
+            self.nodes.append(helper.make_node("Constant", [], [zero], value=helper.make_tensor(
+                zero, TensorProto.FLOAT, [], [0.0])))
+        return zero
 
 
 def _attribute_constant(attribute: str, kind: str) -> onnx.NodeProto:
@@ -183,9 +208,9 @@ def scan_nodes(step: Step, hard_reset: bool, x: str, timesteps: str, v_start: st
             helper.make_node("Reshape", [f"{prefix}spikes_seq", f"{prefix}out_shape"], [spikes])]
 
 
-def _reset_branch(step: Step, hard_reset: bool) -> onnx.GraphProto:
+def _reset_branch(step: Step, hard_reset: bool, prefix: str) -> onnx.GraphProto:
     """An If branch: the Scan for one reset mode on the function's ``seq`` and ``v0``."""
-    tag = "hard" if hard_reset else "soft"
+    tag = f"{prefix}{'hard' if hard_reset else 'soft'}"
     return helper.make_graph(
         [scan_node(step, hard_reset, "v0", "seq", f"{tag}_spikes", prefix=f"{tag}_")],
         f"{tag}_reset", inputs=[],
@@ -193,8 +218,33 @@ def _reset_branch(step: Step, hard_reset: bool) -> onnx.GraphProto:
                                                [None, None])])
 
 
+def _reset_switch(step: Step, output: str, prefix: str = "") -> onnx.NodeProto:
+    """An If on ``hard`` that runs the Scan of ``step`` for the function's reset mode."""
+    return helper.make_node("If", ["hard"], [output],
+                            then_branch=_reset_branch(step, True, prefix),
+                            else_branch=_reset_branch(step, False, prefix))
+
+
+def _as_branch(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
+    """A graph (an If branch) of ``node`` alone, returning its one output."""
+    return helper.make_graph([node], name, inputs=[], outputs=[
+        helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, [None, None])])
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Other dynamics inside one neuron function: where the bool scalar ``condition``
+    holds, the function runs ``step`` instead of its default step. ``nodes`` compute
+    ``condition``, and any tensors ``step`` reads, from the attribute tensors."""
+
+    nodes: Sequence[onnx.NodeProto]
+    condition: str
+    step: Step
+
+
 def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str], step: Step,
-                         opset: int, doc: str = "") -> onnx.FunctionProto:
+                         opset: int, doc: str = "",
+                         variant: Variant | None = None) -> onnx.FunctionProto:
     """The function body of a neuron op ``Op(X, T) -> S`` whose dynamics are ``step``.
 
     ``attributes`` maps attribute names to ``"float"`` or ``"int"``; it must
@@ -202,8 +252,9 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
     branch), and may contain ``v_init`` (float: the initial potential as a
     fraction of ``v_threshold``; 0 otherwise) and ``broadcast_input`` (int: 1
     when ``X`` is [S, N, ...] with S = 1, the same input at every step, or
-    S = T; see ``IF_ATTRIBUTE_KINDS``). Float attributes are tensors of the same
-    name inside ``step``.
+    S = T; see ``IF_ATTRIBUTE_KINDS``). Every attribute is a tensor of the same
+    name inside ``step`` (float32 or int64 scalar). A ``variant`` adds a second
+    step, picked once per call like the reset mode.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"neuron functions need ai.onnx opset >= {MIN_OPSET}, got {opset}")
@@ -223,11 +274,16 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
         *_time_major_nodes("X", "T", "v_start", p="",
                            broadcast="broadcast" if broadcast else False),
         helper.make_node("Cast", ["hard_reset"], ["hard"], to=TensorProto.BOOL),
-        helper.make_node("If", ["hard"], ["spikes_seq"],
-                         then_branch=_reset_branch(step, hard_reset=True),
-                         else_branch=_reset_branch(step, hard_reset=False)),
-        helper.make_node("Reshape", ["spikes_seq", "out_shape"], ["S"]),
     ]
+    if variant is None:
+        nodes.append(_reset_switch(step, "spikes_seq"))
+    else:
+        nodes += [*variant.nodes, helper.make_node(
+            "If", [variant.condition], ["spikes_seq"],
+            then_branch=_as_branch(_reset_switch(variant.step, "variant_spikes", "variant_"),
+                                   "variant"),
+            else_branch=_as_branch(_reset_switch(step, "default_spikes"), "default"))]
+    nodes.append(helper.make_node("Reshape", ["spikes_seq", "out_shape"], ["S"]))
     return helper.make_function(
         domain, op_type, inputs=["X", "T"], outputs=["S"], nodes=nodes,
         opset_imports=[helper.make_opsetid("", opset)], attributes=list(attributes),
@@ -238,19 +294,43 @@ def _if_function_step(ops: GraphArithmetic, v: str, x: str, hard_reset: bool) ->
     return if_step(ops, v, x, "v_threshold", "v_reset", hard_reset)
 
 
+def _burst_function_step(ops: GraphArithmetic, v: str, x: str,
+                         hard_reset: bool) -> tuple[str, str]:
+    return if_step(ops, v, x, "v_threshold", "v_reset", hard_reset,
+                   spike_range=("spikes_low", "spikes_high"))
+
+
+def _burst_variant() -> Variant:
+    """The burst / signed dynamics, where ``max_spikes > 1`` or ``signed``: spikes
+    from ``spikes_low`` (-max_spikes if signed, else 0) to ``spikes_high`` (max_spikes)."""
+    make, const = helper.make_node, helper.make_tensor
+    return Variant(nodes=[
+        make("Cast", ["max_spikes"], ["spikes_high"], to=TensorProto.FLOAT),
+        make("Cast", ["signed"], ["is_signed"], to=TensorProto.BOOL),
+        make("Neg", ["spikes_high"], ["spikes_high_negated"]),
+        make("Constant", [], ["no_spikes"], value=const("no_spikes", TensorProto.FLOAT, [], [0])),
+        make("Where", ["is_signed", "spikes_high_negated", "no_spikes"], ["spikes_low"]),
+        make("Constant", [], ["one_spike"], value=const("one_spike", TensorProto.INT64, [], [1])),
+        make("Greater", ["max_spikes", "one_spike"], ["bursts"]),
+        make("Or", ["bursts", "is_signed"], ["quantized"]),
+    ], condition="quantized", step=_burst_function_step)
+
+
 def if_node_function(opset: int) -> onnx.FunctionProto:
     """The ``IFNode`` function for a model whose ai.onnx opset is ``opset``."""
     return scan_neuron_function(
         DOMAIN, IF_OP_TYPE, IF_ATTRIBUTE_KINDS, _if_function_step, opset,
-        doc="Integrate-and-fire neuron over a time-folded input [T*N, ...].")
+        doc="Integrate-and-fire neuron over a time-folded input [T*N, ...].",
+        variant=_burst_variant())
 
 
 def if_node_model(attributes: Mapping[str, Any], x_dims: Sequence[int | str | None],
                   opset: int = 17) -> onnx.ModelProto:
     """A model of one IFNode with its function: inputs ``X`` (float32, ``x_dims``)
-    and ``T``, output ``S`` [T·N, ...]. For probing a backend, benchmarks and tests."""
+    and ``T``, output ``S`` [T·N, ...]; attributes not given take their defaults
+    (``IF_ATTRIBUTE_DEFAULTS``). For probing a backend, benchmarks and tests."""
     node = helper.make_node(IF_OP_TYPE, ["X", "T"], ["S"], name="ifnode", domain=DOMAIN,
-                            **attributes)
+                            **{**IF_ATTRIBUTE_DEFAULTS, **attributes})
     sample_dims = x_dims[2:] if attributes.get("broadcast_input") else x_dims[1:]
     graph = helper.make_graph(
         [node], "ifnode",

@@ -66,7 +66,7 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
     helper.set_model_props(snn, {VERSION_KEY: __version__,
                                  TIMESTEPS_KEY: timesteps.name,
                                  OUTPUT_SCALES: json.dumps({layer.node: np.asarray(
-                                     layer.scale, np.float32).tolist() for layer in layers}),
+                                     layer.spike_value, np.float32).tolist() for layer in layers}),
                                  NEURONS: neurons_json(replaced),
                                  ACCUMULATORS: json.dumps(time_folding.accumulators)})
     return snn

@@ -13,12 +13,25 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.ops.function_bodies import DOMAIN, IF_OP_TYPE, if_node_function
-from onnx_snn.validation import check_finite, check_float32_normal
+from onnx_snn.validation import check_bool, check_finite, check_float32_normal
+
+#: The most spikes a step a burst neuron may fire: counts stay exact in float32.
+MAX_SPIKES_LIMIT = 1 << 24
+
+
+def check_max_spikes(value: Any) -> int:
+    """``value`` if it is a whole number of spikes per step in [1, 2^24]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or not 1 <= value <= MAX_SPIKES_LIMIT:
+        raise OnnxSnnError(f"max_spikes is the most spikes a step, a whole number in "
+                           f"[1, {MAX_SPIKES_LIMIT}], got {value!r}")
+    return int(value)
 
 
 class Neuron:
@@ -52,6 +65,12 @@ class Neuron:
         """Every attribute of the node, written out explicitly."""
         raise NotImplementedError
 
+    @property
+    def max_spikes(self) -> int:
+        """The most spikes the neuron fires in one step: at the calibrated scale it
+        fires this many, so one spike stands for the scale divided by it."""
+        return 1
+
     def function(self, opset: int) -> onnx.FunctionProto:
         """The model-local ONNX function that defines the op (ai.onnx ``opset``)."""
         raise NotImplementedError
@@ -72,17 +91,29 @@ class IFNeuron(Neuron):
     threshold. 0 is the classic conversion; 0.5 rounds instead of floors the
     rate and helps most at small T (Bu et al., "Optimized potential
     initialization for low-latency spiking neural networks", AAAI 2022).
+
+    ``max_spikes`` B > 1 makes a burst neuron, which fires up to B spikes in
+    one step, so T steps resolve B·T levels (Li & Zeng, "Efficient and accurate
+    conversion of spiking neural network with burst spikes", IJCAI 2022).
+    ``signed`` adds a negative threshold: down to -B spikes a step, for values
+    of either sign (SPEC §11).
     """
 
     op_type = IF_OP_TYPE
     domain = DOMAIN
 
     def __init__(self, v_threshold: float = 1.0, v_reset: float | None = None,
-                 v_init: float = 0.0) -> None:
+                 v_init: float = 0.0, max_spikes: int = 1, signed: bool = False) -> None:
         super().__init__(v_threshold, v_reset)
         self.v_init = check_finite(v_init, "v_init")
         if not 0.0 <= self.v_init <= 1.0:
             raise OnnxSnnError(f"v_init is a fraction of the threshold in [0, 1], got {v_init!r}")
+        self._max_spikes = check_max_spikes(max_spikes)
+        self.signed = check_bool(signed, "signed")
+
+    @property
+    def max_spikes(self) -> int:
+        return self._max_spikes
 
     def attributes(self) -> dict[str, Any]:
         return {
@@ -91,6 +122,8 @@ class IFNeuron(Neuron):
             "v_init": self.v_init,
             "hard_reset": int(self.v_reset is not None),
             "broadcast_input": 0,  # the time folding sets 1 where it feeds [1, N, ...]
+            "max_spikes": self.max_spikes,
+            "signed": int(self.signed),
         }
 
     def function(self, opset: int) -> onnx.FunctionProto:

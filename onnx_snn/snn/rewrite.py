@@ -1,5 +1,6 @@
 """The built-in rewrite: each chosen rectifier (Relu, Clip(0, a)) becomes
-Mul(θ/s) -> neuron -> Mul(s).
+Mul(θ/s) -> neuron -> Mul(s), or Mul(θ·B/s) -> neuron -> Mul(s/B) for a neuron
+that fires up to B spikes a step.
 
 θ is the neuron's threshold and s the Relu's calibrated scale (SPEC §1, §4):
 one number per layer, or one per channel (axis 1), when the scalers become
@@ -45,17 +46,23 @@ class NeuronPlan:
         return np.ndim(self.scale) > 0
 
     @property
+    def spike_value(self) -> Scale:
+        """What one spike stands for: s, or s/B for a neuron that fires B spikes a
+        step at the scale s (a burst neuron)."""
+        return self.scale / self.neuron.max_spikes if self.neuron.max_spikes > 1 else self.scale
+
+    @property
     def input_gain(self) -> np.ndarray:
-        """float32(θ/s), computed in double; 0 where s is 0."""
-        scale = np.asarray(self.scale, dtype=np.float64)
+        """float32(θ/v) for the spike value v, computed in double; 0 where v is 0."""
+        value = np.asarray(self.spike_value, dtype=np.float64)
         with np.errstate(divide="ignore"):
-            gain = np.where(scale > 0, float(self.neuron.v_threshold) / scale, 0.0)
+            gain = np.where(value > 0, float(self.neuron.v_threshold) / value, 0.0)
         return gain.astype(np.float32)
 
 
 def check_layer(layer: NeuronPlan, activation: gs.Tensor) -> NeuronPlan:
     """Refuse a layer whose per-channel scales do not match the activation's channels,
-    or whose input gain θ/s leaves float32's normal range."""
+    whose neuron is signed, or whose input gain θ/s leaves float32's normal range."""
     scale = np.asarray(layer.scale)
     if scale.ndim:
         channels = activation.shape[1] if activation.shape and len(activation.shape) > 1 \
@@ -65,7 +72,11 @@ def check_layer(layer: NeuronPlan, activation: gs.Tensor) -> NeuronPlan:
             raise OnnxSnnError(f"Relu '{layer.node}': {scale.size} per-channel scales for an "
                                f"activation of shape {activation.shape}: expected one per "
                                "channel (axis 1)")
-    positive = scale[scale > 0].astype(np.float64)
+    if getattr(layer.neuron, "signed", False):
+        raise OnnxSnnError(f"Relu '{layer.node}': a signed neuron fires negative spikes, but a "
+                           "rectifier's output is never negative; signed neurons are for "
+                           "values of either sign (SPEC §11)")
+    positive = np.asarray(layer.spike_value)[scale > 0].astype(np.float64)
     gain = layer.neuron.v_threshold / positive
     if not np.all((gain >= FLOAT32_TINY) & (gain <= FLOAT32_MAX)):
         raise OnnxSnnError(f"Relu '{layer.node}': the input gain θ/s = "
@@ -134,6 +145,6 @@ class ReluToNeuron(Pattern):
             gs.Node(neuron.op_type, name, attrs=neuron.attributes(),
                     inputs=[scaled, self.timesteps], outputs=[spikes], domain=neuron.domain),
             gs.Node("Mul", f"{p}output_scaler",
-                    inputs=[spikes, constant("output_scale", layer.scale)],
+                    inputs=[spikes, constant("output_scale", layer.spike_value)],
                     outputs=list(node.outputs)),
         ]

@@ -40,12 +40,18 @@ def sessions():
     """
     cache: dict[tuple, dict[str, SpikingSession]] = {}
 
-    def get(kind: str, v_reset: float | None, v_init: float) -> dict[str, SpikingSession]:
-        key = (kind, v_reset, v_init)
+    def get(kind: str, v_reset: float | None, v_init: float, max_spikes: int = 1,
+            signed: bool = False) -> dict[str, SpikingSession]:
+        key = (kind, v_reset, v_init, max_spikes, signed)
         if key not in cache:
-            factory = NeuronFactory(v_reset=v_reset, v_init=v_init)
+            factory = NeuronFactory(v_reset=v_reset, v_init=v_init, max_spikes=max_spikes)
             model = convert(ann_model(kind), samples(kind, 32), neuron_factory=factory,
                             spike_counts=True, progress=False).model
+            if signed:  # convert refuses signed neurons on Relus; the formats take them
+                for node in model.graph.node:
+                    for attribute in node.attribute:
+                        if node.op_type == "IFNode" and attribute.name == "signed":
+                            attribute.i = 1
             cache[key] = {"onnx-snn": SpikingSession(model),
                           "function body": SpikingSession(model, native=False),
                           "standard": SpikingSession(to_standard(model)),
@@ -78,6 +84,22 @@ def test_formats_agree_bit_for_bit(sessions, kind, v_reset, v_init, steps, batch
     counts = sum(v.sum() for name, v in results["onnx-snn"].outputs.items()
                  if name.endswith("__spike_count"))
     assert counts > 0 or steps == 1  # the neurons fire: the comparison is not vacuous
+    assert_same_outputs(results, steps, batch)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("v_reset", [None, 0.0], ids=["soft", "hard"])
+@pytest.mark.parametrize("neuron", [{"max_spikes": 4}, {"max_spikes": 2, "signed": True}],
+                         ids=["burst", "signed"])
+@pytest.mark.parametrize("sequence", [False, True], ids=["direct", "sequence"])
+def test_burst_and_signed_formats_agree_bit_for_bit(sessions, kind, v_reset, neuron,
+                                                    sequence) -> None:
+    steps, batch = 5, 3
+    x = samples(kind, steps, batch, seed=7) if sequence else samples(kind, batch)
+    results = {fmt: session.run(x, steps, sequence=sequence)
+               for fmt, session in sessions(kind, v_reset, 0.5, **neuron).items()}
+    counts = results["onnx-snn"].outputs
+    assert sum(v.sum() for name, v in counts.items() if name.endswith("__spike_count")) > 0
     assert_same_outputs(results, steps, batch)
 
 

@@ -166,6 +166,24 @@ def simulate_mlp(ann: onnx.ModelProto, snn, x: np.ndarray, timesteps: int) -> li
     return spikes
 
 
+def test_every_spike_of_a_burst_counts() -> None:
+    """The model above with burst neurons of up to B = 4 spikes a step (T = 4, scale 1):
+    one spike stands for 1/4, so the input gain is θ·B/s = 4. Channel 0 gets 4 per step
+    -> 4 spikes every step, 16 per neuron; channel 1 gets 2 -> 2 a step, 8 per neuron.
+    Spikes per sample: 9·16 + 9·8 = 216, SOPs 216·4 = 864 (fan-out 4), 3 spikes per
+    neuron and step. Rate × spike value: 16/4·1/4 = 1.0 and 8/4·1/4 = 0.5, the ANN's."""
+    from onnx_snn import NeuronFactory
+
+    ann = conv_gemm_model()
+    snn = convert(ann, np.ones((1, 1, 3, 3), np.float32),
+                  neuron_factory=NeuronFactory(max_spikes=4), progress=False)
+    x, y = np.ones((2, 1, 3, 3), np.float32), np.zeros(2, np.int64)
+    [layer] = make_report(snn.model, x, y, ann=ann, timesteps=4, progress=False).layers
+    assert (layer.spikes, layer.sops, layer.neurons) == (216, 864, 18)
+    assert layer.firing_rate == pytest.approx(3.0, abs=1e-12)
+    assert layer.rate_vs_ann_r == pytest.approx(1.0, abs=1e-9)
+
+
 # --- 2. firing rates against the numpy simulation --------------------------------------------
 
 def test_firing_rates_match_a_numpy_simulation(mlp) -> None:

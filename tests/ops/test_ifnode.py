@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx.reference import ReferenceEvaluator
 
+from onnx_snn import OnnxSnnError
 from onnx_snn.snn.neurons import IFNeuron
 from onnx_snn.ops.dynamics import simulate_if
 from onnx_snn.ops.function_bodies import IF_ATTRIBUTES, if_node_model
@@ -54,6 +55,28 @@ def test_soft_reset_keeps_the_surplus() -> None:
     assert run_if(x, IFNeuron(1.0, v_reset=0.0))[:, 0, 0].tolist() == [1, 1, 1, 1]
     x = np.full((4, 1, 1), 0.6, dtype=np.float32)
     assert run_if(x, IFNeuron(1.0))[:, 0, 0].tolist() == [0, 1, 0, 1]  # 0.6, 1.2->0.2, 0.8, 1.4
+
+
+def test_hand_computed_burst_and_signed_neurons() -> None:
+    """k = clip(floor(h/θ), least, most) spikes a step, then v = h - k·θ (soft) or
+    v_reset where k != 0 (hard); θ = 1 throughout."""
+    def spikes(inputs: list[float], neuron: IFNeuron) -> list[float]:
+        return run_if(np.array(inputs, np.float32).reshape(-1, 1, 1), neuron)[:, 0, 0].tolist()
+
+    # h = 2.5 -> 2 (v 0.5); 0.75 -> 0; 4.75 -> 3 at most (v 1.75); 1.75 -> 1 (v 0.75)
+    assert spikes([2.5, 0.25, 4.0, 0.0], IFNeuron(1.0, max_spikes=3)) == [2, 0, 3, 1]
+    # h = -1.5 -> -2 (v 0.5); 0.75 -> 0; 3.75 -> 2 at most (v 1.75)
+    assert spikes([-1.5, 0.25, 3.0], IFNeuron(1.0, max_spikes=2, signed=True)) == [-2, 0, 2]
+    # one spike of either sign: h = -0.5 -> -1 (v 0.5); 0.5 -> 0; 1.5 -> 1
+    assert spikes([-0.5, 0.0, 1.0], IFNeuron(1.0, signed=True)) == [-1, 0, 1]
+    # hard reset to 0: h = 2.5 -> 2 (v 0); 0.75 -> 0 (v 0.75); 1.25 -> 1
+    assert spikes([2.5, 0.75, 0.5], IFNeuron(1.0, v_reset=0.0, max_spikes=2)) == [2, 0, 1]
+
+
+@pytest.mark.parametrize("value", [0, 2.5, True, 2**24 + 1])
+def test_max_spikes_must_be_a_whole_number_from_one(value) -> None:
+    with pytest.raises(OnnxSnnError, match="max_spikes"):
+        IFNeuron(max_spikes=value)
 
 
 def test_v_init_is_a_fraction_of_the_threshold() -> None:

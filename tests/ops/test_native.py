@@ -179,10 +179,14 @@ def test_broadcast_input_with_a_wrong_step_count_is_an_error(library) -> None:
 # mistake those share with the kernel or the function body.
 
 def oracle(x_seq: np.ndarray, neuron: IFNeuron) -> np.ndarray:
-    """Spikes of the IF neuron for ``x_seq`` [T, ...], one element and one step at a time."""
+    """Spikes of the IF neuron for ``x_seq`` [T, ...], one element and one step at a time;
+    a burst or signed neuron fires k = floor(h/θ) spikes, limited to [-B or 0, B]."""
     theta = np.float32(neuron.v_threshold)
     start = np.float32(neuron.v_init) * theta
     one, zero = np.float32(1.0), np.float32(0.0)
+    most = np.float32(neuron.max_spikes)
+    least = -most if neuron.signed else zero
+    plain = neuron.max_spikes == 1 and not neuron.signed
     steps = x_seq.shape[0]
     columns = np.asarray(x_seq, np.float32).reshape(steps, -1)
     spikes = np.empty(columns.shape, np.float32)
@@ -191,11 +195,17 @@ def oracle(x_seq: np.ndarray, neuron: IFNeuron) -> np.ndarray:
             v = start
             for t in range(steps):
                 h = v + columns[t, j]
-                s = one if h >= theta else zero
+                if plain:
+                    s = one if h >= theta else zero
+                    fired = h >= theta
+                else:
+                    s = np.floor(h / theta)  # float32 scalars; NaN passes both limits
+                    s = least if s < least else most if s > most else s
+                    fired = s != zero
                 if neuron.v_reset is None:
                     v = h - s * theta
                 else:
-                    v = np.float32(neuron.v_reset) if h >= theta else h
+                    v = np.float32(neuron.v_reset) if fired else h
                 assert type(v) is np.float32
                 spikes[t, j] = s
     return spikes.reshape(x_seq.shape)
@@ -222,7 +232,9 @@ def special_columns(neuron: IFNeuron, steps: int, width: int, rng) -> np.ndarray
             [np.nan] + [theta] * (steps - 1),
             [np.float32(1e30), np.float32(-1e30)] + [theta] * (steps - 2),
             [-0.0] * steps,
-            [-np.inf, np.inf] + [theta] * (steps - 2)]        # -inf + inf = NaN
+            [-np.inf, np.inf] + [theta] * (steps - 2),        # -inf + inf = NaN
+            [theta * np.float32(3.5)] * steps,                # bursts of 3 or 4
+            [theta * np.float32(-2.5)] * steps]               # negative bursts
     for j, column in enumerate(made):
         x[:, j] = np.array(column, np.float32)[:steps]
     return x
@@ -230,7 +242,10 @@ def special_columns(neuron: IFNeuron, steps: int, width: int, rng) -> np.ndarray
 
 ORACLE_NEURONS = [IFNeuron(1.0), IFNeuron(0.37, v_init=0.5), IFNeuron(2.5, v_init=0.25),
                   IFNeuron(1.0, v_reset=0.0), IFNeuron(0.6, v_reset=-0.3, v_init=0.5),
-                  IFNeuron(3.0, v_reset=0.5, v_init=1.0), IFNeuron(0.1, v_reset=-0.0)]
+                  IFNeuron(3.0, v_reset=0.5, v_init=1.0), IFNeuron(0.1, v_reset=-0.0),
+                  IFNeuron(0.37, v_init=0.5, max_spikes=4), IFNeuron(1.0, signed=True),
+                  IFNeuron(0.6, v_reset=-0.3, max_spikes=3, signed=True),
+                  IFNeuron(2.5, v_reset=0.0, v_init=0.5, max_spikes=8)]
 
 
 @pytest.mark.parametrize("neuron", ORACLE_NEURONS, ids=repr)
@@ -264,7 +279,8 @@ def test_hard_reset_of_an_infinite_potential_is_v_reset(library) -> None:
     assert_same_bits(run(x, neuron, None), expected)
 
 
-@pytest.mark.parametrize("neuron", [ORACLE_NEURONS[1], ORACLE_NEURONS[4]], ids=repr)
+@pytest.mark.parametrize("neuron", [ORACLE_NEURONS[1], ORACLE_NEURONS[4], ORACLE_NEURONS[9]],
+                         ids=repr)
 def test_the_streaming_path_matches_the_oracle(library, neuron, rng) -> None:
     """A 32 MiB output (the SSE streaming path) of 37 distinct columns repeated: every
     column starts at every SSE lane, and the odd width misaligns the rows."""
@@ -367,3 +383,25 @@ def test_the_inferred_shape_matches_every_run(library, capfd) -> None:
                                    "T": np.array(steps, np.int64)})[0]
         assert spikes.shape == (4 * steps, 5)
     assert "does not match actual shape" not in capfd.readouterr().err
+
+
+def test_a_node_without_the_burst_attributes_is_a_plain_neuron(library, rng) -> None:
+    """Models converted before burst neurons existed lack ``max_spikes`` and ``signed``:
+    the kernel reads them as 1 and 0."""
+    neuron = IFNeuron(0.5, v_init=0.5)
+    model = if_model([6, 7], neuron)
+    node = model.graph.node[0]
+    kept = [a for a in node.attribute if a.name not in ("max_spikes", "signed")]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    x = rng.normal(0.4, 1.0, (3, 2, 7)).astype(np.float32)
+    spikes = session(model, library).run(None, {"X": x.reshape(6, 7), "T": np.array(3, np.int64)})
+    assert_same_bits(spikes[0].reshape(3, 2, 7), oracle(x, neuron))
+
+
+def test_max_spikes_below_one_is_refused_by_the_kernel(library) -> None:
+    model = if_model([2, 3], IFNeuron())
+    next(a for a in model.graph.node[0].attribute if a.name == "max_spikes").i = 0
+    with pytest.raises(Exception, match="'max_spikes' must be in"):
+        session(model, library).run(None, {"X": np.zeros((2, 3), np.float32),
+                                           "T": np.array(1, np.int64)})

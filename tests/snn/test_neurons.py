@@ -4,10 +4,11 @@ passes treat them like the built-in IFNode."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import load_example, mlp_model
-from onnx import helper
+from onnx import helper, numpy_helper
 
-from onnx_snn import NeuronFactory, convert
+from onnx_snn import NeuronFactory, OnnxSnnError, convert
 from onnx_snn.ops.function_bodies import scan_neuron_function
 from onnx_snn.runtime import SpikingSession
 from onnx_snn.snn.neurons import IFNeuron, Neuron
@@ -56,3 +57,26 @@ def test_a_custom_first_neuron_reads_its_static_input_once() -> None:
     plain = convert(ann, x, neuron_factory=NeuronFactory(EXAMPLE.LIFNeuron, decay=0.9),
                     progress=False).model
     np.testing.assert_array_equal(direct, SpikingSession(plain).run(x, timesteps=6).per_step)
+
+
+def test_burst_neurons_spike_for_a_fraction_of_the_scale() -> None:
+    """With up to B spikes a step, the input gain is θ·B/s and each spike stands for s/B,
+    s being the calibrated scale: here the max of the Relu's output, computed in numpy."""
+    model, x = mlp_model([4, 6, 2], seed=1), np.random.default_rng(0).random((8, 4), np.float32)
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    scale = np.maximum(x @ weights["w0"] + weights["b0"], 0).max()
+    result = convert(model, x, neuron_factory=NeuronFactory(v_threshold=2.0, max_spikes=5),
+                     progress=False)
+    [layer] = result.layers
+    assert layer.scale == pytest.approx(scale, rel=1e-6)
+    assert layer.spike_value == layer.scale / 5
+    assert layer.input_gain == np.float32(2.0 * 5 / layer.scale)
+
+
+def test_signed_neurons_are_refused_on_rectifiers() -> None:
+    """A signed neuron's output can be negative; a Relu's never is."""
+    neurons = NeuronFactory(signed=True)
+    assert neurons.create(1.0).attributes()["signed"] == 1
+    with pytest.raises(OnnxSnnError, match="Relu 'relu0': a signed neuron fires negative"):
+        convert(mlp_model([4, 6, 2]), np.ones((2, 4), np.float32), neuron_factory=neurons,
+                progress=False)
