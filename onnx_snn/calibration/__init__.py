@@ -2,16 +2,17 @@
 
 - ``modes``: the calibration modes, parsed once; numpy's percentile arithmetic.
 - ``collectors``: the ``Collector`` base class, ``VoltageHook`` (the moving
-  average of a per-batch statistic), ``ThresholdBalancingHook``.
+  average of a per-batch statistic).
+- ``balancing``: ``ThresholdBalancingHook``, thresholds that minimise the spiking
+  rate's error, iterated over epochs; ``histogram``, its batch-independent statistics.
 - ``factories``: ``HookFactory`` and ``BalancingHookFactory``, the public API.
 - ``driver``: ``calibrate``, which runs the ANN and feeds the collectors.
 - ``result``: ``Calibration``, checked and saved as JSON.
 - ``bias``: light bias calibration, layer by layer on the spiking model.
 """
 
-from onnx_snn.calibration.collectors import (
-    Collector, CollectorFactory, ThresholdBalancingHook, VoltageHook,
-)
+from onnx_snn.calibration.balancing import ThresholdBalancingHook
+from onnx_snn.calibration.collectors import Collector, CollectorFactory, VoltageHook
 from onnx_snn.calibration.driver import calibrate
 from onnx_snn.calibration.factories import BalancingHookFactory, HookFactory
 from onnx_snn.calibration.modes import CalibrationMode, Mode

@@ -22,7 +22,7 @@ from onnx_snn.calibration.modes import (
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.builder import GraphBuilder
 from onnx_snn.snn.rewrite import Scale
-from onnx_snn.validation import check_bool, check_float32_normal
+from onnx_snn.validation import check_bool
 
 CHANNEL_AXIS = 1
 
@@ -40,10 +40,15 @@ class Collector(ABC):
 
     The driver calls ``graph_outputs`` once, to add the collector's reduction
     to the calibration graph, then per batch ``feeds`` (extra graph inputs) and
-    ``observe`` (the fetched results). ``scale`` is the result so far and
-    ``batches`` how many batches made it; ``mode`` and ``momentum`` describe
-    the setting in a saved calibration.
+    ``observe`` (the fetched results), and after each pass over the data
+    ``epoch_done``; it passes over the data again, up to ``max_passes`` times in
+    all, while any collector ``wants_another_pass``. ``scale`` is the result so
+    far and ``batches`` how many batches made it; ``mode`` and ``momentum``
+    describe the setting in a saved calibration.
     """
+
+    #: The most passes over the data this collector may ask for (one by default).
+    max_passes = 1
 
     def __init__(self, mode: Mode | str, momentum: float | None) -> None:
         self.mode = mode
@@ -68,6 +73,13 @@ class Collector(ABC):
     @abstractmethod
     def observe(self, fetched: list[np.ndarray]) -> None:
         """Take one batch's fetched results."""
+
+    def epoch_done(self) -> None:
+        """A pass over the data has ended (nothing to do by default)."""
+
+    def wants_another_pass(self) -> bool:
+        """Whether to pass over the data again (no, by default: one pass)."""
+        return False
 
 
 class CollectorFactory:
@@ -171,58 +183,3 @@ class VoltageHook(Collector):
 
     def observe(self, fetched: list[np.ndarray]) -> None:
         self.update(self.statistic(fetched))
-
-
-
-class ThresholdBalancingHook(Collector):
-    """Local threshold balancing: a per-channel threshold θ, balanced in onnxruntime.
-
-    Per batch and channel: ``θ ← max(θ + 2·mean(relu(x) − θ)⁺, eps)``, starting
-    from 0, and the activation passed downstream is clipped at the new θ, so
-    later layers are calibrated on what the spiking layers will produce
-    (Bu, Li, Yu, "Inference-scale complexity in ANN-SNN conversion for
-    high-performance and low-power applications", CVPR 2025; SPEC §7).
-    """
-
-    def __init__(self, eps: float = 1e-6) -> None:
-        super().__init__("threshold-balancing", None)
-        self.eps = check_float32_normal(eps, "eps")
-        self._input: str | None = None
-
-    def feeds(self) -> dict[str, np.ndarray]:
-        return {self._input: self.scale.astype(np.float32)}
-
-    def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
-        axes = channel_axes(activation)
-        channels = activation.shape[CHANNEL_AXIS]
-        if not isinstance(channels, int):
-            raise OnnxSnnError(f"'{activation.name}': threshold balancing needs a known "
-                               "channel count")
-        consumers = list(activation.outputs)
-        make = GraphBuilder(graph, f"{activation.name}__ltb_")
-        theta_in = gs.Variable(make.name("theta"), np.float32, [channels])
-        graph.inputs.append(theta_in)
-        self._input, self.scale = theta_in.name, np.zeros(channels)
-        view = make.const([channels] + [1] * (len(axes) - 1))
-        overflow = make("Relu", [make("Sub", [activation, make("Reshape", [theta_in, view],
-                                                                     np.float32)], np.float32)],
-                        np.float32)
-        per_channel = make("Div", [make.reduce("ReduceSum", overflow, axes, np.float32),
-                                   make("Cast", [make("Div", [make("Size", [activation], np.int64),
-                                                              make.const(channels)], np.int64)],
-                                        np.float32, {"to": onnx.TensorProto.FLOAT})],
-                           np.float32)
-        theta = make("Max", [make("Add", [theta_in, make("Mul", [per_channel, make.const(
-            2.0, np.float32)], np.float32)], np.float32), make.const(self.eps, np.float32)],
-                     np.float32)
-        clipped = make("Min", [activation, make("Reshape", [theta, view], np.float32)],
-                       np.float32)
-        for consumer in consumers:
-            for index, tensor in enumerate(consumer.inputs):
-                if tensor is activation:
-                    consumer.inputs[index] = clipped
-        return [theta]
-
-    def observe(self, fetched: list[np.ndarray]) -> None:
-        self.scale = np.asarray(fetched[0], dtype=np.float64)
-        self.batches += 1

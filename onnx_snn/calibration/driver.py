@@ -13,7 +13,7 @@ from onnx_snn.calibration.collectors import Collector
 from onnx_snn.calibration.result import Calibration, LayerCalibration
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.prepare import infer_shapes
-from onnx_snn.io.data import batches, input_specs
+from onnx_snn.io.data import BatchStream, batches, input_specs
 from onnx_snn.runtime.sessions import create_session, run_checked
 
 
@@ -24,8 +24,10 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
     ``model`` should be prepared (``onnx_snn.graph.prepare.prepare``: opset 13+,
     node names unique), as ``convert`` does. ``hooks`` maps node names (Relus, or
     any node whose first output is to be measured) to their collectors. ``data`` is
-    anything ``onnx_snn.io.data.batches`` accepts. Shapes are inferred only when
-    a measured activation's type or rank is not known yet.
+    anything ``onnx_snn.io.data.batches`` accepts; it is read again for each further
+    pass that a collector asks for (``Collector.wants_another_pass``), each collector
+    observing at most ``max_passes`` passes. Shapes are inferred only when a measured
+    activation's type or rank is not known yet.
     """
     if not hooks:
         raise OnnxSnnError("no Relu to calibrate: hooks is empty")
@@ -43,20 +45,41 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
     graph.outputs = [tensor for tensors in fetches.values() for tensor in tensors]
     graph.cleanup()
     session = create_session(gs.export_onnx(graph), native=False)
-    names = [t.name for t in graph.outputs]
     stream = batches(data, input_specs(model), batch_size)
-    samples = 0
-    for index, batch in enumerate(tqdm(stream, total=stream.num_batches, desc="calibrating",
+    most = max(hook.max_passes for hook in hooks.values())
+    epoch = 0
+    while True:
+        epoch += 1
+        active = {name: hook for name, hook in hooks.items() if hook.max_passes >= epoch}
+        desc = "calibrating" if most == 1 else f"calibrating, epoch {epoch} (at most {most})"
+        count, samples = _one_pass(session, stream, hooks, active, fetches, desc, progress,
+                                   "" if epoch == 1 else f"epoch {epoch}, ")
+        for hook in active.values():
+            hook.epoch_done()
+        if not any(hook.wants_another_pass() for hook in active.values()):
+            break
+    layers = [LayerCalibration(name, hook.scale, hook.mode, hook.momentum)
+              for name, hook in hooks.items()]
+    return Calibration(layers, batches=count, samples=samples, epochs=epoch)
+
+
+def _one_pass(session: Any, stream: BatchStream, hooks: dict[str, Collector],
+              active: dict[str, Collector], fetches: dict[str, list[gs.Variable]], desc: str,
+              progress: bool, where: str) -> tuple[int, int]:
+    """One pass over the data: every hook feeds its inputs, the ``active`` ones observe
+    their results. Returns the batch and sample counts."""
+    names = [t.name for tensors in fetches.values() for t in tensors]
+    samples = count = 0
+    for index, batch in enumerate(tqdm(stream, total=stream.num_batches, desc=desc,
                                        unit="batch", disable=None if progress else True,
                                        leave=False)):
         feed = dict(batch)
         for hook in hooks.values():
             feed.update(hook.feeds())
         results = dict(zip(names, run_checked(session, names, feed,
-                                              f"calibration data, batch {index}")))
-        for name, hook in hooks.items():
+                                              f"calibration data, {where}batch {index}")))
+        for name, hook in active.items():
             hook.observe([results[t.name] for t in fetches[name]])
         samples += next(iter(batch.values())).shape[0]
-    layers = [LayerCalibration(name, hook.scale, hook.mode, hook.momentum)
-              for name, hook in hooks.items()]
-    return Calibration(layers, batches=next(iter(hooks.values())).batches, samples=samples)
+        count += 1
+    return count, samples

@@ -73,36 +73,6 @@ def test_per_channel_scales_track_each_channel_better_than_per_layer() -> None:
     assert errors[True] < errors[False] / 4
 
 
-def test_threshold_balancing_matches_the_recurrence() -> None:
-    """θ ← max(θ + 2·mean((relu(x) − θ)⁺), eps) per channel from 0, clipping the
-    activation at the new θ for the next layer, batch after batch."""
-    rng = np.random.default_rng(2)
-    w = rng.normal(size=(3, 2)).astype(np.float32)
-    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu1"),
-             helper.make_node("MatMul", ["a", "w"], ["h"]),
-             helper.make_node("Relu", ["h"], ["y"], name="relu2")]
-    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
-                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-                       {"w": w})
-    x = rng.normal(size=(12, 3)).astype(np.float32)
-    result = convert(model, x, batch_size=5, hook_factory=BalancingHookFactory(eps=1e-6),
-                     progress=False)
-
-    def balance(theta: np.ndarray, activation: np.ndarray) -> np.ndarray:
-        overflow = np.maximum(activation - theta, 0).mean(axis=0)
-        return np.maximum(theta + 2 * overflow, 1e-6)
-
-    theta1, theta2 = np.zeros(3), np.zeros(2)
-    for start in range(0, 12, 5):
-        a1 = np.maximum(x[start:start + 5].astype(np.float64), 0)
-        theta1 = balance(theta1, a1)
-        a2 = np.maximum(np.minimum(a1, theta1) @ w.astype(np.float64), 0)
-        theta2 = balance(theta2, a2)
-    scales = result.calibration.scales
-    np.testing.assert_allclose(scales["relu1"], theta1, rtol=1e-5)
-    np.testing.assert_allclose(scales["relu2"], theta2, rtol=1e-5)
-
-
 def test_bias_calibration_matches_a_hand_computation() -> None:
     """y = relu(x) on x = 0.3, 0.7, 1.0 with Max scale 1 and T = 4 (soft reset, from 0):
     the SNN fires 1, 2 and 4 times (mean rate 7/12), the ANN's mean is 2/3, so the bias

@@ -1,0 +1,113 @@
+"""Threshold balancing: per-channel thresholds that minimise the error of the spiking
+rate, iterated over epochs to a fixed point (SPEC §7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnx_snn.calibration.collectors import CHANNEL_AXIS, Collector
+from onnx_snn.calibration.histogram import ChannelHistogram
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.graph.builder import GraphBuilder
+from onnx_snn.validation import check_finite, check_float32_normal, check_positive_int
+
+#: The default number of levels L balanced for: a few-step target.
+BALANCED_TIMESTEPS = 16
+
+
+class ThresholdBalancingHook(Collector):
+    """Per channel (axis 1), the threshold θ that minimises Σ (q_θ(x) − x)² over all the
+    calibration values x of the channel, where ``q_θ(x) = θ·clip(floor(L·x/θ + v_init),
+    0, L)/L`` is the rate of an IF neuron with soft reset driven for L = ``timesteps``
+    levels by x (Li et al., ICML 2021; Bu et al., ICLR 2022, QCFS).
+
+    Epoch 1 measures the ANN; each later epoch runs it with every calibrated activation
+    replaced downstream by q_θ(x) at the last epoch's θ, and recomputes each θ from
+    that epoch's histograms over all the data (``histogram.ChannelHistogram``, which
+    does not depend on the batching; the candidates, a grid of step at most max/1024,
+    are in ``best_thresholds``). Stopping rule: calibration ends after the first
+    epoch, from the second on, in which no θ of any layer moved by more than
+    ``tolerance`` times its previous value, or after ``max_epochs`` epochs
+    (``Calibration.epochs`` says how many ran). θ is never below ``eps``.
+    """
+
+    def __init__(self, timesteps: int = BALANCED_TIMESTEPS, v_init: float = 0.5,
+                 eps: float = 1e-6, tolerance: float = 1e-3, max_epochs: int = 8) -> None:
+        super().__init__("threshold-balancing", None)
+        self.timesteps = check_positive_int(timesteps, "timesteps")
+        self.v_init = check_finite(v_init, "v_init")
+        if not 0.0 <= self.v_init <= 1.0:
+            raise OnnxSnnError(f"v_init is a fraction of the threshold in [0, 1], got {v_init!r}")
+        self.eps = check_float32_normal(eps, "eps")
+        self.tolerance = check_finite(tolerance, "tolerance")
+        if self.tolerance < 0:
+            raise OnnxSnnError(f"tolerance must be >= 0, got {tolerance!r}")
+        self.max_passes = check_positive_int(max_epochs, "max_epochs")
+        #: θ after each epoch so far, oldest first.
+        self.history: list[np.ndarray] = []
+        self._name = ""
+        self._inputs: tuple[str, str, np.dtype] | None = None
+        self._histogram: ChannelHistogram | None = None
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        theta_name, gate_name, dtype = self._inputs
+        quantise = self.scale is not None
+        theta = self.scale if quantise else np.ones(self._histogram.zeros.shape)
+        return {theta_name: theta.astype(dtype), gate_name: np.array(quantise)}
+
+    def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
+        """Route ``activation``'s consumers through q_θ (once θ is known); fetch it raw."""
+        shape = activation.shape
+        channels = shape[CHANNEL_AXIS] if shape is not None and len(shape) >= 2 else None
+        if not isinstance(channels, int):
+            raise OnnxSnnError(f"'{activation.name}': threshold balancing needs a known rank "
+                               f">= 2 and channel count (axis 1), got shape {shape}")
+        consumers = list(activation.outputs)
+        dtype = activation.dtype
+        make = GraphBuilder(graph, f"{activation.name}__balance_")
+        theta = gs.Variable(make.name("theta"), dtype, [channels])
+        gate = gs.Variable(make.name("quantise"), np.bool_, [])
+        graph.inputs.extend([theta, gate])
+        view = make("Reshape", [theta, make.const([channels] + [1] * (len(shape) - 2))], dtype)
+        levels = float(self.timesteps)
+        scaled = make("Add", [make("Mul", [make("Div", [activation, view], dtype),
+                                           make.const(levels, dtype)], dtype),
+                              make.const(self.v_init, dtype)], dtype)
+        count = make("Clip", [make("Floor", [scaled], dtype), make.const(0.0, dtype),
+                              make.const(levels, dtype)], dtype)
+        rate = make("Mul", [count, make("Div", [view, make.const(levels, dtype)], dtype)], dtype)
+        quantised = make("Where", [gate, rate, activation], dtype)
+        for consumer in consumers:
+            for index, tensor in enumerate(consumer.inputs):
+                if tensor is activation:
+                    consumer.inputs[index] = quantised
+        self._name, self._inputs = activation.name, (theta.name, gate.name, np.dtype(dtype))
+        self._histogram = ChannelHistogram(channels)
+        return [activation]
+
+    def observe(self, fetched: list[np.ndarray]) -> None:
+        self._histogram.add(fetched[0], self._name)
+        self.batches += 1
+
+    def epoch_done(self) -> None:
+        """θ from this epoch's histograms; a fresh histogram for the next epoch."""
+        theta = np.maximum(self._histogram.best_thresholds(self.timesteps, self.v_init),
+                           self.eps)
+        self.history.append(theta)
+        self.scale = theta
+        self._histogram = ChannelHistogram(len(theta))
+
+    def wants_another_pass(self) -> bool:
+        """Another epoch unless ``max_epochs`` ran or this epoch moved no θ by more than
+        ``tolerance``·θ (always after the first epoch)."""
+        if self.epochs >= self.max_passes:
+            return False
+        if self.epochs < 2:
+            return True
+        previous, theta = self.history[-2], self.history[-1]
+        return bool((np.abs(theta - previous) > self.tolerance * previous).any())
