@@ -9,6 +9,7 @@ requested format (``onnx_snn.export``). The settings come from a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -24,16 +25,18 @@ from onnx_snn.calibration.bias import calibrate_biases
 from onnx_snn.calibration.collectors import CollectorFactory
 from onnx_snn.calibration.driver import calibrate
 from onnx_snn.calibration.result import Calibration, check_scales
-from onnx_snn.config import ConversionConfig, resolve_config
+from onnx_snn.config import AUTO, ConversionConfig, resolve_config
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.formats import export_format
 from onnx_snn.graph.activations import rectifier_cap
 from onnx_snn.graph.convertibility import check_activations, check_convertible, kept_analog_warning
 from onnx_snn.graph.inspection import conversion_graph, spiking_caveats
 from onnx_snn.io.data import DataSource
-from onnx_snn.io.models import ModelLike, stage_model
+from onnx_snn.io.models import ModelLike, load_model, stage_model
 from onnx_snn.io.outputs import OutputSet
+from onnx_snn.measure.agreement import ann_agreement
 from onnx_snn.measure.instrument import add_spike_counts
+from onnx_snn.search import SEARCH_SAMPLES, SearchResult, candidates, search
 from onnx_snn.snn.assembly import build_spiking_model
 from onnx_snn.snn.neurons import NeuronFactory
 from onnx_snn.snn.rewrite import NeuronPlan, check_layer
@@ -47,14 +50,20 @@ class SpikingModel:
     model: onnx.ModelProto
     calibration: Calibration
     layers: list[NeuronPlan]
+    #: With preset auto: what the search tried and chose.
+    search: SearchResult | None = None
 
     def report(self) -> dict[str, Any]:
         """Machine-readable summary: one entry per converted Relu, in graph order."""
-        return {"layers": [{"node": layer.node, "scale": np.asarray(layer.scale).tolist(),
-                            "v_threshold": layer.neuron.v_threshold,
-                            "neuron": layer.neuron.op_type} for layer in self.layers],
-                "calibration": {"batches": self.calibration.batches,
-                                "samples": self.calibration.samples}}
+        report = {"layers": [{"node": layer.node, "scale": np.asarray(layer.scale).tolist(),
+                              "v_threshold": layer.neuron.v_threshold,
+                              "neuron": layer.neuron.op_type} for layer in self.layers],
+                  "calibration": {"batches": self.calibration.batches,
+                                  "samples": self.calibration.samples,
+                                  "epochs": self.calibration.epochs}}
+        if self.search is not None:
+            report["search"] = self.search.to_dict()
+        return report
 
     def save(self, path: str | os.PathLike, report: str | os.PathLike | None = None,
              outputs: OutputSet | None = None) -> Path:
@@ -96,19 +105,34 @@ def convert(model: ModelLike, data: Any = None, config: ConversionConfig | None 
     if calibration is not None and not isinstance(calibration, Calibration):
         raise OnnxSnnError(f"calibration must be a Calibration, got "
                            f"{type(calibration).__name__}")
+    data = None if data is None else DataSource(data)  # read once per pass, however given
+    if preset == AUTO:
+        return _searched(model, data, config, set(settings), calibration, progress)
+    return _convert(model, data, config, calibration, progress)
+
+
+def _convert(model: ModelLike, data: DataSource | None, config: ConversionConfig,
+             calibration: Calibration | None, progress: bool,
+             calibrations: dict | None = None) -> SpikingModel:
+    """``convert`` with one config; ``calibrations`` keeps the calibrations made, by
+    hook factory and graph, for later calls with the same ones."""
     graph, _ = conversion_graph(model, config.maxpool, config.drop_output_softmax)
     kept = check_activations(graph, config.keep_analog)
     if kept:
-        warnings.warn(kept_analog_warning(kept), stacklevel=2)
+        warnings.warn(kept_analog_warning(kept), stacklevel=3)
     plan = _plan(graph, config,
                  name=str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     check_convertible(graph, plan)
-    for caveat in spiking_caveats(graph, plan):
-        warnings.warn(f"{caveat.op} '{caveat.node}' {caveat.note}", stacklevel=2)
+    for caveat in spiking_caveats(graph, plan, config.maxpool):
+        warnings.warn(f"{caveat.op} '{caveat.node}' {caveat.note}", stacklevel=3)
     ann = gs.export_onnx(graph.cleanup().toposort())
 
-    data = None if data is None else DataSource(data)  # read once per pass, however given
+    key = (id(config.hook_factory), config.maxpool == "before", config.drop_output_softmax)
+    if calibrations is not None and key in calibrations:
+        calibration = calibrations[key]
     calibration = _calibration(ann, data, calibration, plan, config.batch_size, progress)
+    if calibrations is not None:
+        calibrations[key] = calibration
     rectifiers = {node.name: node for node in graph.nodes if node.name in plan}
     layers = []
     for name, calibrated in calibration.scales.items():
@@ -120,11 +144,41 @@ def convert(model: ModelLike, data: Any = None, config: ConversionConfig | None 
         if data is None:
             raise OnnxSnnError("bias calibration needs calibration data")
         layers = calibrate_biases(ann, layers, data, config.bias_calibration,
-                                  partial(build_spiking_model, fold_scales=False),
+                                  partial(build_spiking_model, fold_scales=False,
+                                          maxpool=config.maxpool),
                                   batch_size=config.batch_size, progress=progress)
-    snn = build_spiking_model(ann, layers)
+    snn = build_spiking_model(ann, layers, maxpool=config.maxpool)
     snn = add_spike_counts(snn) if config.spike_counts else snn
     return SpikingModel(export_format(snn, config.format), calibration, layers)
+
+
+def _searched(model: ModelLike, data: DataSource | None, base: ConversionConfig,
+              given: set[str], calibration: Calibration | None,
+              progress: bool) -> SpikingModel:
+    """``convert`` with preset auto: the best of the searched combinations
+    (``onnx_snn.search``), converted with the settings given."""
+    if calibration is not None or data is None:
+        raise OnnxSnnError("preset auto calibrates every combination it tries: give "
+                           "calibration data, not a saved calibration")
+    ann = load_model(model)
+    has_maxpool = any(node.op_type == "MaxPool" for node in ann.graph.node)
+    calibrations: dict = {}
+    steps = base.target_timesteps
+    plain = {"format": "onnx-snn", "spike_counts": False}  # scored in the fastest form
+
+    def trial(config: ConversionConfig) -> SpikingModel:
+        with warnings.catch_warnings():  # the chosen one's warnings come with the final run
+            warnings.simplefilter("ignore")
+            return _convert(ann, data, config.replace(**plain), None, progress, calibrations)
+
+    chosen, record = search(
+        candidates(base, steps, given, has_maxpool), steps, convert=trial,
+        score=lambda converted: ann_agreement(converted.model, ann, data, steps,
+                                              batch_size=base.batch_size,
+                                              max_samples=SEARCH_SAMPLES))
+    final = _convert(ann, data, chosen, None, progress, calibrations)
+    final.search = record
+    return final
 
 
 def _calibration(ann: onnx.ModelProto, data: DataSource | None,
@@ -142,8 +196,8 @@ def _calibration(ann: onnx.ModelProto, data: DataSource | None,
         if missing:
             raise OnnxSnnError(f"the calibration has no scale for Relu "
                                f"{', '.join(map(repr, missing))}")
-        calibration = Calibration([layer for layer in calibration.layers if layer.node in plan],
-                                  calibration.batches, calibration.samples)
+        calibration = dataclasses.replace(
+            calibration, layers=[layer for layer in calibration.layers if layer.node in plan])
     check_scales(calibration)
     return calibration
 

@@ -36,12 +36,13 @@ class ConversionConfig:
     ``neuron_factory`` its neuron; ``factories(node)`` may choose both per node.
     ``exclude`` names Relus that stay analog. ``keep_analog`` keeps activations
     with no spiking equivalent instead of refusing them. ``maxpool`` is the
-    MaxPool policy ("keep", "before", "avg"); ``drop_output_softmax`` removes a
+    MaxPool policy (``onnx_snn.graph.pooling``); ``drop_output_softmax`` removes a
     Softmax at the output. ``bias_calibration=T`` shifts each layer's bias so its
     mean output at T steps matches the ANN. ``spike_counts`` adds an output
     ``<layer>__spike_count`` per neuron layer. ``format`` is the model's form:
-    "onnx-snn", "standard" or "streaming". Every value is checked when the
-    config is made.
+    "onnx-snn", "standard" or "streaming". ``target_timesteps`` is the T that
+    the ``auto`` preset chooses its methods for (``onnx_snn.search``). Every
+    value is checked when the config is made.
     """
 
     hook_factory: CollectorFactory = field(default_factory=HookFactory)
@@ -55,6 +56,7 @@ class ConversionConfig:
     bias_calibration: int | None = None
     spike_counts: bool = False
     format: str = "onnx-snn"
+    target_timesteps: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("hook_factory", "neuron_factory"):
@@ -74,6 +76,8 @@ class ConversionConfig:
         if self.bias_calibration is not None:
             check_bias_steps(self.bias_calibration)
         check_format(self.format)
+        if self.target_timesteps is not None:
+            check_positive_int(self.target_timesteps, "target timesteps")
 
     def replace(self, **settings: Any) -> ConversionConfig:
         """A copy with ``settings`` changed; settings given as None keep their value."""
@@ -96,14 +100,28 @@ PRESETS: dict[str, ConversionConfig] = {
 }
 
 
+#: The preset that is a search, not a config: ``onnx_snn.search`` tries combinations of
+#: methods at ``target_timesteps`` and keeps the one that follows the ANN best.
+AUTO = "auto"
+#: Every preset name ``convert`` and ``--preset`` take.
+PRESET_NAMES = (*PRESETS, AUTO)
+
+
 def resolve_config(config: ConversionConfig | None, preset: str | None,
                    settings: dict[str, Any]) -> ConversionConfig:
-    """``config``, or the preset named ``preset`` (default ``spikingjelly``), with
-    ``settings`` replaced."""
+    """``config``, or the preset named ``preset`` (default ``spikingjelly``; for
+    ``auto``, the settings the search starts from), with ``settings`` replaced."""
     if config is not None and preset is not None:
         raise OnnxSnnError("give a config or a preset, not both")
     if config is not None and not isinstance(config, ConversionConfig):
         raise OnnxSnnError(f"config must be a ConversionConfig, got {type(config).__name__}")
-    if preset is not None and preset not in PRESETS:
-        raise OnnxSnnError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
-    return (config or PRESETS[preset or "spikingjelly"]).replace(**settings)
+    if preset is not None and preset not in PRESET_NAMES:
+        raise OnnxSnnError(f"unknown preset {preset!r}: use one of {', '.join(PRESET_NAMES)}")
+    resolved = (config or PRESETS["spikingjelly" if preset in (None, AUTO) else preset]
+                ).replace(**settings)
+    if (preset == AUTO) != (resolved.target_timesteps is not None):
+        raise OnnxSnnError("preset auto needs a target T (target_timesteps, "
+                           "--target-timesteps)" if preset == AUTO else
+                           "target_timesteps is the T that preset auto aims at: use it "
+                           "with preset auto")
+    return resolved

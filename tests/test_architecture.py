@@ -23,6 +23,7 @@ LAYERS = [
     ["onnx_snn.export"],
     ["onnx_snn.measure"],
     ["onnx_snn.config"],
+    ["onnx_snn.search"],
     ["onnx_snn.api"],
     ["onnx_snn.demo"],
     ["onnx_snn.cli"],

@@ -59,33 +59,49 @@ def run_inspect(args: argparse.Namespace) -> dict:
 
 
 def conversion_settings(args: argparse.Namespace) -> None:
-    """``args.config``: the preset's ``ConversionConfig`` with the options given replacing
-    its values (a hook or neuron option replaces the preset's factory settings only)."""
-    from onnx_snn.calibration.factories import BalancingHookFactory, HookFactory
-    from onnx_snn.config import PRESETS, resolve_config
+    """``args.settings``: the conversion settings the options give, checked now against
+    the preset (a hook or neuron option replaces the preset's factory settings only).
+    ``--target-timesteps`` is the T that ``--preset auto`` searches for, or that
+    ``--threshold-balancing`` balances for."""
+    from onnx_snn.calibration.factories import (
+        BALANCED_TIMESTEPS, BalancingHookFactory, HookFactory,
+    )
+    from onnx_snn.config import AUTO, PRESETS, resolve_config
     from onnx_snn.cli.parser import UNSET
+    from onnx_snn.snn.neurons import NeuronFactory
 
-    preset = PRESETS[args.preset or "spikingjelly"]
+    auto = args.preset == AUTO
     hook = {name: value for name, value in [("mode", args.mode), ("momentum", args.momentum),
                                              ("per_channel", args.per_channel)]
             if value is not None}
     if args.threshold_balancing and hook:
         raise OnnxSnnError("--threshold-balancing sets its own thresholds: drop --mode "
                            "and --momentum")
+    if args.target_timesteps is not None and not (auto or args.threshold_balancing):
+        raise OnnxSnnError("--target-timesteps is the T that --preset auto or "
+                           "--threshold-balancing aims at: add one of them")
     neuron = {name: value for name, value in [("v_threshold", args.v_threshold),
                                                ("v_init", args.v_init),
                                                ("max_spikes", args.max_spikes)]
               if value is not None}
     if args.v_reset is not UNSET:
         neuron["v_reset"] = args.v_reset
-    args.config = resolve_config(None, args.preset, {
-        "hook_factory": BalancingHookFactory() if args.threshold_balancing else
-        HookFactory(**hook) if hook else None,
-        "neuron_factory": preset.neuron_factory.replace(**neuron) if neuron else None,
+    # auto's own candidates start half-way to the threshold; so do given neurons there
+    neurons = NeuronFactory(v_init=0.5) if auto else PRESETS[args.preset or
+                                                              "spikingjelly"].neuron_factory
+    neurons = neurons.replace(**neuron) if neuron else neurons
+    made = neurons.make()
+    levels = (args.target_timesteps or BALANCED_TIMESTEPS) * made.max_spikes
+    settings = {
+        "hook_factory": BalancingHookFactory(timesteps=levels, v_init=made.v_init)
+        if args.threshold_balancing else HookFactory(**hook) if hook else None,
+        "neuron_factory": neurons if neuron else None,
         "batch_size": args.batch_size, "exclude": args.exclude, "maxpool": args.maxpool,
         "keep_analog": args.keep_analog, "drop_output_softmax": args.drop_softmax,
         "bias_calibration": args.bias_calibration, "spike_counts": args.spike_counts,
-        "format": args.format})
+        "format": args.format, "target_timesteps": args.target_timesteps if auto else None}
+    args.settings = {name: value for name, value in settings.items() if value is not None}
+    resolve_config(None, args.preset, args.settings)  # every value checked before any work
 
 
 def run_convert(args: argparse.Namespace) -> dict:
@@ -95,12 +111,14 @@ def run_convert(args: argparse.Namespace) -> dict:
     if args.calib is None and args.load_calibration is None:
         raise OnnxSnnError("give calibration data with --calib or scales with --load-calibration")
     calibration = Calibration.load(args.load_calibration) if args.load_calibration else None
-    result = convert(args.model, args.calib, args.config, calibration=calibration,
-                     progress=not args.no_progress)
+    result = convert(args.model, args.calib, preset=args.preset, calibration=calibration,
+                     progress=not args.no_progress, **args.settings)
     result.save(args.output, outputs=args.outputs)
     if args.save_calibration:
         args.outputs.add_json(args.save_calibration, result.calibration.to_dict())
     report = result.report()
+    if result.search is not None:
+        print(result.search.summary())
     print(f"converted {len(result.layers)} Relu into spiking neurons -> {args.output} "
           f"({args.format} format)")
     for layer in report["layers"]:

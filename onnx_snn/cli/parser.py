@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from onnx_snn.config import PRESETS
+from onnx_snn.config import PRESET_NAMES
 from onnx_snn.export.formats import FORMATS
 from onnx_snn.graph.pooling import MAXPOOL_POLICIES
 from onnx_snn.version import __version__
@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                                help="keep unconvertible activations (Sigmoid, Tanh, ...) analog")
     graph_options.add_argument("--maxpool", choices=MAXPOOL_POLICIES, default=None,
                                help="MaxPool policy: keep (warns after neurons), before (max "
-                                    "of potentials, exact), avg (AveragePool); default keep, "
+                                    "of potentials, exact), avg (AveragePool), td (difference "
+                                    "of the max of running sums: exact on rates), gated (the "
+                                    "input of the highest running rate); default keep, "
                                     "or before with --preset best")
     graph_options.add_argument("--drop-softmax", action="store_true",
                                help="remove a Softmax at the output (outputs carry the logits)")
@@ -146,10 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--batch-size", type=_positive_int("batch size"), default=100,
                          metavar="N",
                          help="calibration batch size (default 100)")
-    convert.add_argument("--preset", choices=sorted(PRESETS),
+    convert.add_argument("--preset", choices=sorted(PRESET_NAMES),
                          help="spikingjelly: the classic per-layer conversion; best: threshold "
-                              "balancing + half-threshold start + MaxPool before the neuron "
-                              "(explicit options below override the preset)")
+                              "balancing + half-threshold start + MaxPool before the neuron; "
+                              "auto: tries the methods on the calibration data and keeps the "
+                              "one closest to the ANN at --target-timesteps (explicit options "
+                              "below override the preset)")
+    convert.add_argument("--target-timesteps", type=_positive_int("target timesteps"),
+                         default=None, metavar="T",
+                         help="the T to aim at: --preset auto searches the methods for it, "
+                              "--threshold-balancing balances for it (default 16)")
     convert.add_argument("--mode", type=_mode, default=None, metavar="max|P%|FRACTION",
                          help="scale statistic: max, P%% (e.g. 99.9%%) or a fraction of the "
                               "max in (0, 1] (default max)")

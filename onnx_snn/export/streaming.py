@@ -1,6 +1,7 @@
 """The streaming format: one time step per run, for frame-by-frame inference, with
-the neurons' membrane potentials (and the running sums of label outputs) as explicit
-state inputs and outputs, listed in the metadata (``STREAMING_STATES``);
+the neurons' membrane potentials (and the running sums and previous steps of label
+outputs and temporal MaxPools) as explicit state inputs and outputs, listed in the
+metadata (``STREAMING_STATES``);
 ``onnx_snn.runtime.streaming.StreamingSession`` runs such a model."""
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from onnx_snn.export.common import (
     replace_all,
 )
 from onnx_snn.graph.naming import NameScope
-from onnx_snn.io.metadata import ACCUMULATORS, STREAMING_STATES, TIMESTEPS_KEY, metadata
+from onnx_snn.io.metadata import (
+    ACCUMULATORS, DIFFERENCES, STREAMING_STATES, TIMESTEPS_KEY, metadata,
+)
 from onnx_snn.io.models import ModelLike
 from onnx_snn.ops.function_bodies import DOMAIN, IF_OP_TYPE, GraphArithmetic
 
@@ -29,7 +32,9 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     outputs one step, [1, N, ...]; ``timesteps`` is gone (T = 1). Each IFNode
     ``n`` adds input ``<n>__v`` (an initializer holds its default, v_init·θ
     as [1, 1]) and output ``<n>__v_next`` [N, F] (F: the layer's features,
-    flattened), both recorded in the metadata under ``STREAMING_STATES``.
+    flattened), both recorded in the metadata under ``STREAMING_STATES``; so are
+    the running sums (``ACCUMULATORS``) and previous steps (``DIFFERENCES``) that
+    the conversion lists, and nodes and initializers no output needs are dropped.
     Other neuron ops are an error.
     """
     model, steps = folded_copy(model)
@@ -47,9 +52,13 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     nodes: list[onnx.NodeProto] = []
     states = []
     accumulators = set(json.loads(metadata(model).get(ACCUMULATORS, "[]")))
+    differences = set(json.loads(metadata(model).get(DIFFERENCES, "[]")))
     for node in graph.node:
         if node.name in accumulators:
             nodes += _running_sum(node, scope, graph, inputs, outputs, states)
+            continue
+        if node.name in differences:
+            nodes += _previous_step(node, scope, graph, inputs, outputs, states)
             continue
         if not is_if_node(node):
             nodes.append(node)
@@ -83,7 +92,10 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
         states.append({"node": node.name, "input": state_in, "output": state_out})
     if not states:
         raise OnnxSnnError("the model has no IFNode neurons: nothing to run step by step")
+    nodes = _used(nodes, {value.name for value in outputs})
+    read = set().union(*map(_read_names, nodes), (value.name for value in inputs))
     replace_all(graph.node, nodes)
+    replace_all(graph.initializer, [init for init in graph.initializer if init.name in read])
     replace_all(graph.input, inputs)
     replace_all(graph.output, outputs)
     del graph.value_info[:]  # T·N rows are N rows now; inference redoes the shapes
@@ -107,6 +119,39 @@ def _running_sum(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
     return [helper.make_node("Add", [state_in, node.input[0]], [node.output[0]],
                              name=node.name),
             helper.make_node("Identity", [node.output[0]], [state_out])]
+
+
+def _previous_step(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
+                   inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
+    """One step of a Sub of the previous step: its second input becomes a state (0 at
+    the start) whose next value is this step's first input."""
+    state_in = scope.name(f"{identifier(node.name)}__previous")
+    state_out = scope.name(f"{identifier(node.name)}__previous_next")
+    graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), state_in))
+    inputs.append(helper.make_tensor_value_info(state_in, TensorProto.FLOAT, None))
+    outputs.append(helper.make_tensor_value_info(state_out, TensorProto.FLOAT, None))
+    states.append({"node": node.name, "input": state_in, "output": state_out})
+    return [helper.make_node("Sub", [node.input[0], state_in], [node.output[0]],
+                             name=node.name),
+            helper.make_node("Identity", [node.input[0]], [state_out])]
+
+
+def _used(nodes: list[onnx.NodeProto], wanted: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` (in order) without those whose outputs nothing in ``wanted`` needs."""
+    kept = []
+    for node in reversed(nodes):
+        if wanted.intersection(node.output):
+            kept.append(node)
+            wanted.update(_read_names(node))
+    return kept[::-1]
+
+
+def _read_names(node: onnx.NodeProto) -> set[str]:
+    """The names ``node`` reads: its inputs and those of the nodes of its subgraphs."""
+    graphs = [attribute.g for attribute in node.attribute if attribute.HasField("g")]
+    graphs += [graph for attribute in node.attribute for graph in attribute.graphs]
+    return set(node.input).union(*(_read_names(inner) for graph in graphs
+                                   for inner in graph.node))
 
 
 def _one_step(value: onnx.ValueInfoProto, axis: str) -> None:

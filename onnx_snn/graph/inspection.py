@@ -24,7 +24,7 @@ from onnx_snn.graph.convertibility import check_activations, check_convertible
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.metadata import TIMESTEPS, is_converted, metadata
 from onnx_snn.io.models import ModelLike, load_model
-from onnx_snn.graph.pooling import apply_maxpool_policy
+from onnx_snn.graph.pooling import TEMPORAL_POLICIES, apply_maxpool_policy
 from onnx_snn.graph.prepare import ai_onnx_opset, prepared_graph
 
 
@@ -61,8 +61,10 @@ class ModelInspection:
         return data
 
 
-def spiking_caveats(graph: gs.Graph, converted: Collection[str]) -> list[Entry]:
-    """Layers that a spiking net computes only approximately, after converted neurons."""
+def spiking_caveats(graph: gs.Graph, converted: Collection[str], maxpool: str = "keep"
+                    ) -> list[Entry]:
+    """Layers that a spiking net computes only approximately, after converted neurons;
+    ``maxpool`` is the MaxPool policy (its ``TEMPORAL_POLICIES`` pool spikes exactly)."""
     after = downstream(graph, [n for n in graph.nodes if n.name in converted])
     caveats = []
     for node in graph.nodes:
@@ -70,9 +72,11 @@ def spiking_caveats(graph: gs.Graph, converted: Collection[str]) -> list[Entry]:
             continue
         if is_output_head(node, graph):
             caveats.append(Entry(node.name, node.op, "keep", OUTPUT_HEAD_NOTE))
-        elif node.op == "MaxPool" and not _feeds_a_neuron(node, converted):
+        elif node.op == "MaxPool" and maxpool not in TEMPORAL_POLICIES \
+                and not _feeds_a_neuron(node, converted):
             caveats.append(Entry(node.name, node.op, "keep", "follows spiking neurons: the max "
-                                 "over spikes over-counts; use maxpool='before' or 'avg'"))
+                                 "over spikes over-counts; use maxpool='td', 'gated', "
+                                 "'before' or 'avg'"))
         elif node.op == "LRN":
             caveats.append(Entry(node.name, node.op, "keep", "kept: LRN is not linear, so on "
                                  "spikes it only approximates the ANN"))
@@ -156,4 +160,4 @@ def inspect_model(model: ModelLike, *, exclude: Collection[str] = (), keep_analo
     return ModelInspection(ai_onnx_opset(prepared),
                            _values(list(prepared.graph.input), initializers),
                            _values(list(prepared.graph.output), set()),
-                           entries, spiking_caveats(graph, converted), blocker)
+                           entries, spiking_caveats(graph, converted, maxpool), blocker)

@@ -12,7 +12,14 @@ Policies:
   deep networks to efficient event-driven networks for image classification",
   Frontiers in Neuroscience 11:682, 2017);
 - ``"avg"``: replace every MaxPool by an AveragePool over the same windows,
-  which is exact on rates but changes the ANN (a warning says so).
+  which is exact on rates but changes the ANN (a warning says so);
+- ``"td"`` and ``"gated"`` (``TEMPORAL_POLICIES``): the ANN is kept as it is;
+  in the spiking model, each MaxPool that reads time-varying values pools the
+  input summed over the steps so far, S_t (``onnx_snn.snn.temporal_pooling``).
+  ``"td"`` emits maxpool(S_t) − maxpool(S_{t−1}), so the mean output is exactly
+  the max of the mean input (SPEC §10; SpikingJelly's ``TDModule`` family);
+  ``"gated"`` passes this step's input at the element with the highest
+  running rate (Rueckauer et al., 2017, above).
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from onnx_snn.graph.activations import rectifier_cap
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.graph.patterns import Pattern, PatternPass
 
-MAXPOOL_POLICIES = ("keep", "before", "avg")
+#: Policies that change only the spiking model's MaxPools, not the ANN.
+TEMPORAL_POLICIES = ("td", "gated")
+MAXPOOL_POLICIES = ("keep", "before", "avg", *TEMPORAL_POLICIES)
 
 
 def check_policy(policy: str) -> str:
@@ -38,7 +47,8 @@ def check_policy(policy: str) -> str:
 
 
 def apply_maxpool_policy(graph: gs.Graph, policy: str) -> None:
-    """Rewrite the MaxPools of a prepared ANN graph according to ``policy``."""
+    """Rewrite the MaxPools of a prepared ANN graph according to ``policy`` (the
+    ``TEMPORAL_POLICIES`` leave it as it is)."""
     if check_policy(policy) == "before":
         PatternPass(MaxPoolBeforeRectifier(graph))(graph)
     elif policy == "avg":

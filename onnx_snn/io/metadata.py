@@ -12,7 +12,11 @@ The conversion writes, and every format keeps:
   format), the ANN tensor it replaces (the rectifier's output) and its values
   per sample per step (null when not static);
 - ``ACCUMULATORS``: JSON list of the CumSum nodes that sum an ArgMax's scores
-  over the steps (a streaming model carries each as a running sum);
+  over the steps, or a temporal MaxPool's input (a streaming model carries each
+  as a running sum);
+- ``DIFFERENCES``: JSON list of the Sub nodes that take (a step's value, the
+  previous step's value, zeros at step 1) along time (a streaming model carries
+  the previous value as state);
 - ``STREAMING_STATES`` (streaming format): JSON list of {"node", "input",
   "output"}, the state inputs and outputs to feed back from step to step;
 - ``TIME_SUMS``: JSON list of outputs that hold sums over the steps of a run
@@ -38,6 +42,7 @@ TIMESTEPS_KEY = "onnx_snn.timesteps_input"
 OUTPUT_SCALES = "onnx_snn.output_scales"
 NEURONS = "onnx_snn.neurons"
 ACCUMULATORS = "onnx_snn.accumulators"
+DIFFERENCES = "onnx_snn.differences"
 STREAMING_STATES = "onnx_snn.streaming_states"
 TIME_SUMS = "onnx_snn.time_sums"
 #: The default name of the T input.

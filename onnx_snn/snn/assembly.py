@@ -15,8 +15,8 @@ from onnx_snn.graph.naming import NameScope
 from onnx_snn.graph.patterns import PatternPass, compose
 from onnx_snn.graph.prepare import ai_onnx_opset
 from onnx_snn.io.metadata import (
-    ACCUMULATORS, NEURONS, OUTPUT_SCALES, TIMESTEPS, TIMESTEPS_KEY, VERSION_KEY, NeuronInfo,
-    neurons_json,
+    ACCUMULATORS, DIFFERENCES, NEURONS, OUTPUT_SCALES, TIMESTEPS, TIMESTEPS_KEY, VERSION_KEY,
+    NeuronInfo, neurons_json,
 )
 from onnx_snn.snn.rewrite import NeuronPlan, ReluToNeuron
 from onnx_snn.snn.scale_folding import FoldOutputScales
@@ -28,12 +28,14 @@ MIN_IR_VERSION = 8
 
 
 def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
-                        fold_scales: bool = True) -> onnx.ModelProto:
+                        fold_scales: bool = True, maxpool: str = "keep") -> onnx.ModelProto:
     """Rewrite a prepared ANN: neurons in place of ``layers``' Relus, plus the time axis,
     the neurons' function bodies and the metadata (``onnx_snn.io.metadata``).
 
     ``fold_scales`` moves output scales into the next layers' weights
     (``onnx_snn.snn.scale_folding``); without it every ``<layer>__output_scaler`` stays.
+    ``maxpool`` is the MaxPool policy (``onnx_snn.graph.pooling``): "td" and "gated"
+    rewrite the MaxPools that spikes reach (``onnx_snn.snn.temporal_pooling``).
     No shape inference runs: the passes keep the shapes they know.
     """
     graph = gs.import_onnx(ann)
@@ -44,7 +46,7 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
     replaced = [NeuronInfo(layer.node, "", activation[layer.node].name,
                            _values_per_sample(activation[layer.node])) for layer in layers]
     folded = {layer.node for layer in layers} if fold_scales else set()
-    time_folding = TimeFolding(timesteps, scope)
+    time_folding = TimeFolding(timesteps, scope, maxpool)
     graph = compose(PatternPass(ReluToNeuron(layers, timesteps, scope)),
                     FoldOutputScales(folded), time_folding)(graph)
     nodes = {node.name: node for node in graph.nodes}
@@ -68,7 +70,8 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
                                  OUTPUT_SCALES: json.dumps({layer.node: np.asarray(
                                      layer.spike_value, np.float32).tolist() for layer in layers}),
                                  NEURONS: neurons_json(replaced),
-                                 ACCUMULATORS: json.dumps(time_folding.accumulators)})
+                                 ACCUMULATORS: json.dumps(time_folding.accumulators),
+                                 DIFFERENCES: json.dumps(time_folding.differences)})
     return snn
 
 

@@ -23,8 +23,10 @@ import onnx_graphsurgeon as gs
 from onnx_snn.graph.builder import GraphBuilder
 from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL
 from onnx_snn.graph.naming import NameScope
+from onnx_snn.graph.pooling import TEMPORAL_POLICIES, check_policy
 from onnx_snn.graph.registry import SHAPE_OPS
 from onnx_snn.snn.neurons import is_neuron
+from onnx_snn.snn.temporal_pooling import pool_over_time
 
 #: Neuron attribute: 1 when the neuron reads a static input [S, N, ...] itself.
 BROADCAST = "broadcast_input"
@@ -38,13 +40,19 @@ class TimeFolding:
     An ArgMax that spiking values reach (a label output, as scikit-learn
     converters write it) reads the scores summed over steps 1..t instead of
     step t alone, so its label converges like the scores do; the CumSum nodes
-    that sum them are listed in ``accumulators``.
+    that sum them are listed in ``accumulators``. With ``maxpool`` "td" or "gated",
+    each MaxPool that spiking values reach is rewritten by
+    ``onnx_snn.snn.temporal_pooling`` (its CumSums are accumulators too, and its
+    Subs of the previous step are listed in ``differences``).
     """
 
-    def __init__(self, timesteps: gs.Variable, scope: NameScope | None = None) -> None:
+    def __init__(self, timesteps: gs.Variable, scope: NameScope | None = None,
+                 maxpool: str = "keep") -> None:
         self.timesteps = timesteps
         self.scope = scope
+        self.maxpool = check_policy(maxpool)
         self.accumulators: list[str] = []
+        self.differences: list[str] = []
 
     def __call__(self, graph: gs.Graph) -> gs.Graph:
         graph.toposort()
@@ -104,6 +112,10 @@ class TimeFolding:
                     node.inputs[index] = retime(tensor)
             if node.op == "ArgMax" and node.attrs.get("axis", 0) != 0:
                 node.inputs[0] = self._summed_over_steps(make, node.inputs[0], steps)
+            elif node.op == "MaxPool" and self.maxpool in TEMPORAL_POLICIES:
+                self.differences += pool_over_time(
+                    node, self.maxpool, make, steps,
+                    lambda tensor: self._summed_over_steps(make, tensor, steps))
 
         graph.outputs = [self._unfold_output(make, out, steps, over_time, scope,
                                              temporal=id(out) not in batch)
