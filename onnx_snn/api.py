@@ -60,7 +60,7 @@ class SpikingModel:
                               "neuron": layer.neuron.op_type} for layer in self.layers],
                   "calibration": {"batches": self.calibration.batches,
                                   "samples": self.calibration.samples,
-                                  "epochs": self.calibration.epochs}}
+                                  "passes": self.calibration.passes}}
         if self.search is not None:
             report["search"] = self.search.to_dict()
         return report

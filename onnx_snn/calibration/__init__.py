@@ -4,7 +4,7 @@
 - ``collectors``: the ``Collector`` base class, ``VoltageHook`` (the moving
   average of a per-batch statistic).
 - ``balancing``: ``ThresholdBalancingHook``, thresholds that minimise the spiking
-  rate's error, iterated over epochs; ``histogram``, its batch-independent statistics.
+  rate's error, balanced layer by layer; ``histogram``, its batch-independent statistics.
 - ``factories``: ``HookFactory`` and ``BalancingHookFactory``, the public API.
 - ``driver``: ``calibrate``, which runs the ANN and feeds the collectors.
 - ``result``: ``Calibration``, checked and saved as JSON.

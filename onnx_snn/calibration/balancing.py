@@ -1,5 +1,5 @@
 """Threshold balancing: per-channel thresholds that minimise the error of the spiking
-rate, iterated over epochs to a fixed point (SPEC §7)."""
+rate, balanced layer by layer to their fixed point (SPEC §7)."""
 
 from __future__ import annotations
 
@@ -22,37 +22,28 @@ class ThresholdBalancingHook(Collector):
     0, L)/L`` is the rate of an IF neuron with soft reset driven for L = ``timesteps``
     levels by x (Li et al., ICML 2021; Bu et al., ICLR 2022, QCFS).
 
-    Epoch 1 measures the ANN; each later epoch runs it with every calibrated activation
-    replaced downstream by q_θ(x) at the last epoch's θ, and recomputes each θ from
-    that epoch's histograms over all the data (``histogram.ChannelHistogram``, which
-    does not depend on the batching; the candidates, a grid of step at most max/1024,
-    are in ``best_thresholds``). Stopping rule: calibration ends after the first
-    epoch, from the second on, in which no θ of any layer moved by more than
-    ``tolerance`` times its previous value, or after ``max_epochs`` epochs
-    (``Calibration.epochs`` says how many ran). θ is never below ``eps``.
+    Layers interact: once a layer's θ is known, the layers after it see q_θ(x) in
+    place of x. The balanced thresholds are the fixed point of that coupling, reached
+    exactly in one pass per layer depth (``driver.pass_levels``): a layer is measured
+    once, after every balanced layer above it is final, from histograms over all the
+    data (``histogram.ChannelHistogram``, which does not depend on the batching; the
+    candidates, a grid of step at most max/1024, are in ``best_thresholds``). θ is
+    never below ``eps``.
     """
 
+    layerwise = True
+
     def __init__(self, timesteps: int = BALANCED_TIMESTEPS, v_init: float = 0.5,
-                 eps: float = 1e-6, tolerance: float = 1e-3, max_epochs: int = 8) -> None:
+                 eps: float = 1e-6) -> None:
         super().__init__("threshold-balancing", None)
         self.timesteps = check_positive_int(timesteps, "timesteps")
         self.v_init = check_finite(v_init, "v_init")
         if not 0.0 <= self.v_init <= 1.0:
             raise OnnxSnnError(f"v_init is a fraction of the threshold in [0, 1], got {v_init!r}")
         self.eps = check_float32_normal(eps, "eps")
-        self.tolerance = check_finite(tolerance, "tolerance")
-        if self.tolerance < 0:
-            raise OnnxSnnError(f"tolerance must be >= 0, got {tolerance!r}")
-        self.max_passes = check_positive_int(max_epochs, "max_epochs")
-        #: θ after each epoch so far, oldest first.
-        self.history: list[np.ndarray] = []
         self._name = ""
         self._inputs: tuple[str, str, np.dtype] | None = None
         self._histogram: ChannelHistogram | None = None
-
-    @property
-    def epochs(self) -> int:
-        return len(self.history)
 
     def feeds(self) -> dict[str, np.ndarray]:
         theta_name, gate_name, dtype = self._inputs
@@ -94,20 +85,7 @@ class ThresholdBalancingHook(Collector):
         self._histogram.add(fetched[0], self._name)
         self.batches += 1
 
-    def epoch_done(self) -> None:
-        """θ from this epoch's histograms; a fresh histogram for the next epoch."""
-        theta = np.maximum(self._histogram.best_thresholds(self.timesteps, self.v_init),
-                           self.eps)
-        self.history.append(theta)
-        self.scale = theta
-        self._histogram = ChannelHistogram(len(theta))
-
-    def wants_another_pass(self) -> bool:
-        """Another epoch unless ``max_epochs`` ran or this epoch moved no θ by more than
-        ``tolerance``·θ (always after the first epoch)."""
-        if self.epochs >= self.max_passes:
-            return False
-        if self.epochs < 2:
-            return True
-        previous, theta = self.history[-2], self.history[-1]
-        return bool((np.abs(theta - previous) > self.tolerance * previous).any())
+    def pass_done(self) -> None:
+        """θ from this pass's histograms: from now on the layers after see q_θ(x)."""
+        self.scale = np.maximum(self._histogram.best_thresholds(self.timesteps, self.v_init),
+                                self.eps)

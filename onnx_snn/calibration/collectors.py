@@ -40,15 +40,16 @@ class Collector(ABC):
 
     The driver calls ``graph_outputs`` once, to add the collector's reduction
     to the calibration graph, then per batch ``feeds`` (extra graph inputs) and
-    ``observe`` (the fetched results), and after each pass over the data
-    ``epoch_done``; it passes over the data again, up to ``max_passes`` times in
-    all, while any collector ``wants_another_pass``. ``scale`` is the result so
-    far and ``batches`` how many batches made it; ``mode`` and ``momentum``
+    ``observe`` (the fetched results), and ``pass_done`` when its pass over the
+    data has ended. A ``layerwise`` collector changes what the layers after it
+    see (``feeds``): the driver measures it in a later pass than every
+    layerwise collector upstream of it, once they are final. ``scale`` is the
+    result and ``batches`` how many batches made it; ``mode`` and ``momentum``
     describe the setting in a saved calibration.
     """
 
-    #: The most passes over the data this collector may ask for (one by default).
-    max_passes = 1
+    #: True when the collector's result feeds back into what later layers see.
+    layerwise = False
 
     def __init__(self, mode: Mode | str, momentum: float | None) -> None:
         self.mode = mode
@@ -74,12 +75,8 @@ class Collector(ABC):
     def observe(self, fetched: list[np.ndarray]) -> None:
         """Take one batch's fetched results."""
 
-    def epoch_done(self) -> None:
-        """A pass over the data has ended (nothing to do by default)."""
-
-    def wants_another_pass(self) -> bool:
-        """Whether to pass over the data again (no, by default: one pass)."""
-        return False
+    def pass_done(self) -> None:
+        """The pass over the data that this collector observes has ended."""
 
 
 class CollectorFactory:

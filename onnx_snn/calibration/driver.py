@@ -24,9 +24,10 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
     ``model`` should be prepared (``onnx_snn.graph.prepare.prepare``: opset 13+,
     node names unique), as ``convert`` does. ``hooks`` maps node names (Relus, or
     any node whose first output is to be measured) to their collectors. ``data`` is
-    anything ``onnx_snn.io.data.batches`` accepts; it is read again for each further
-    pass that a collector asks for (``Collector.wants_another_pass``), each collector
-    observing at most ``max_passes`` passes. Shapes are inferred only when a measured
+    anything ``onnx_snn.io.data.batches`` accepts. Each hook observes one pass over
+    the data: the first, or, below ``layerwise`` collectors (threshold balancing),
+    the pass after the last of theirs (``pass_levels``), so that it sees them
+    final; the data is read once per pass. Shapes are inferred only when a measured
     activation's type or rank is not known yet.
     """
     if not hooks:
@@ -37,38 +38,52 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
                               or nodes[name].outputs[0].shape is None) for name in hooks):
         graph = gs.import_onnx(infer_shapes(model))  # hook outputs take their dtypes
         nodes = {node.name: node for node in graph.nodes}
-    fetches: dict[str, list[gs.Variable]] = {}
-    for name, hook in hooks.items():
-        if name not in nodes:
-            raise OnnxSnnError(f"no node named '{name}' in the model")
-        fetches[name] = hook.graph_outputs(graph, nodes[name].outputs[0])
+    missing = [name for name in hooks if name not in nodes]
+    if missing:
+        raise OnnxSnnError(f"no node named '{missing[0]}' in the model")
+    levels = pass_levels(graph, hooks)
+    fetches = {name: hook.graph_outputs(graph, nodes[name].outputs[0])
+               for name, hook in hooks.items()}
     graph.outputs = [tensor for tensors in fetches.values() for tensor in tensors]
     graph.cleanup()
     session = create_session(gs.export_onnx(graph), native=False)
     stream = batches(data, input_specs(model), batch_size)
-    most = max(hook.max_passes for hook in hooks.values())
-    epoch = 0
-    while True:
-        epoch += 1
-        active = {name: hook for name, hook in hooks.items() if hook.max_passes >= epoch}
-        desc = "calibrating" if most == 1 else f"calibrating, epoch {epoch} (at most {most})"
+    passes = max(levels.values())
+    for level in range(1, passes + 1):
+        active = {name: hook for name, hook in hooks.items() if levels[name] == level}
+        desc = "calibrating" if passes == 1 else f"calibrating, pass {level} of {passes}"
         count, samples = _one_pass(session, stream, hooks, active, fetches, desc, progress,
-                                   "" if epoch == 1 else f"epoch {epoch}, ")
+                                   "" if level == 1 else f"pass {level}, ")
         for hook in active.values():
-            hook.epoch_done()
-        if not any(hook.wants_another_pass() for hook in active.values()):
-            break
+            hook.pass_done()
     layers = [LayerCalibration(name, hook.scale, hook.mode, hook.momentum)
               for name, hook in hooks.items()]
-    return Calibration(layers, batches=count, samples=samples, epochs=epoch)
+    return Calibration(layers, batches=count, samples=samples, passes=passes)
+
+
+def pass_levels(graph: gs.Graph, hooks: dict[str, Collector]) -> dict[str, int]:
+    """The pass (from 1) in which each hook observes: one more than the deepest
+    ``layerwise`` hook upstream of it. Threshold balancing thus reaches its fixed
+    point exactly: each layer is balanced once, on the final output of those above."""
+    reached: dict[int, int] = {}  # tensor id -> the deepest layerwise pass that feeds it
+    levels = {}
+    for node in graph.toposort().nodes:
+        above = max((reached.get(id(tensor), 0) for tensor in node.inputs), default=0)
+        hook = hooks.get(node.name)
+        if hook is not None:
+            levels[node.name] = above + 1
+        below = above + 1 if hook is not None and hook.layerwise else above
+        for tensor in node.outputs:
+            reached[id(tensor)] = below
+    return levels
 
 
 def _one_pass(session: Any, stream: BatchStream, hooks: dict[str, Collector],
               active: dict[str, Collector], fetches: dict[str, list[gs.Variable]], desc: str,
               progress: bool, where: str) -> tuple[int, int]:
     """One pass over the data: every hook feeds its inputs, the ``active`` ones observe
-    their results. Returns the batch and sample counts."""
-    names = [t.name for tensors in fetches.values() for t in tensors]
+    their results (only theirs are computed). Returns the batch and sample counts."""
+    names = [t.name for name in active for t in fetches[name]]
     samples = count = 0
     for index, batch in enumerate(tqdm(stream, total=stream.num_batches, desc=desc,
                                        unit="batch", disable=None if progress else True,

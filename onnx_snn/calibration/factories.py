@@ -35,20 +35,17 @@ class BalancingHookFactory(CollectorFactory):
     """Makes a ``ThresholdBalancingHook`` per Relu: per channel, the threshold θ that
     minimises the squared error between the ANN's activation x and the rate
     ``θ·clip(floor(L·x/θ + v_init), 0, L)/L`` of an IF neuron, over all the
-    calibration data, iterated over epochs until no θ moves by more than
-    ``tolerance``·θ (or ``max_epochs`` ran); the result does not depend on the batch
-    size. ``timesteps`` is L, the number of levels the SNN resolves: T, or T·B for
-    burst neurons of up to B spikes a step (default ``BALANCED_TIMESTEPS``, 16: a
-    few-step target). ``v_init`` is the neurons' initial potential as a fraction of
-    θ; θ is never below ``eps``.
+    calibration data, with the layers above already balanced (one pass over the data
+    per layer depth); the result does not depend on the batch size. ``timesteps`` is
+    L, the number of levels the SNN resolves: T, or T·B for burst neurons of up to B
+    spikes a step (default ``BALANCED_TIMESTEPS``, 16: a few-step target).
+    ``v_init`` is the neurons' initial potential as a fraction of θ; θ is never
+    below ``eps``.
     """
 
     def __init__(self, timesteps: int = BALANCED_TIMESTEPS, v_init: float = 0.5,
-                 eps: float = 1e-6, tolerance: float = 1e-3, max_epochs: int = 8) -> None:
-        super().__init__(ThresholdBalancingHook, timesteps=timesteps, v_init=v_init, eps=eps,
-                         tolerance=tolerance, max_epochs=max_epochs)
+                 eps: float = 1e-6) -> None:
+        super().__init__(ThresholdBalancingHook, timesteps=timesteps, v_init=v_init, eps=eps)
         self.timesteps = timesteps
         self.v_init = v_init
         self.eps = eps
-        self.tolerance = tolerance
-        self.max_epochs = max_epochs

@@ -32,14 +32,14 @@ class LayerCalibration:
 class Calibration:
     """Scales of every calibrated Relu, in graph order; saved and loaded as JSON.
 
-    ``batches`` and ``samples`` count one pass over the data, ``epochs`` the passes
-    (more than one for threshold balancing, which iterates to a fixed point).
+    ``batches`` and ``samples`` count one pass over the data, ``passes`` the passes
+    (one per layer depth for threshold balancing, which balances layer by layer).
     """
 
     layers: list[LayerCalibration] = field(default_factory=list)
     batches: int = 0
     samples: int = 0
-    epochs: int = 1
+    passes: int = 1
 
     @property
     def scales(self) -> dict[str, Scale]:
@@ -48,7 +48,7 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         layers = [{**asdict(layer), "scale": np.asarray(layer.scale).tolist()}
                   for layer in self.layers]
-        return {"batches": self.batches, "samples": self.samples, "epochs": self.epochs,
+        return {"batches": self.batches, "samples": self.samples, "passes": self.passes,
                 "layers": layers}
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -65,7 +65,7 @@ class Calibration:
                                        None if e["momentum"] is None else float(e["momentum"]))
                       for e in data["layers"]]
             return cls(layers, int(data.get("batches", 0)), int(data.get("samples", 0)),
-                       int(data.get("epochs", 1)))
+                       int(data.get("passes", 1)))
         except OSError as error:
             raise OnnxSnnError(f"{path}: cannot read calibration ({error.strerror})") from None
         except (ValueError, KeyError, TypeError, AttributeError) as error:

@@ -1,18 +1,20 @@
 """Threshold balancing (``BalancingHookFactory``): per channel, the θ minimising
 Σ (q_θ(x) − x)², q_θ(x) = θ·clip(floor(L·x/θ + v_init), 0, L)/L, over the whole data,
-iterated over epochs; checked against brute force written here."""
+balanced layer by layer; checked against brute force written here."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from conftest import make_model
 from onnx import TensorProto, helper
 from pattern_models import Net, images
 
 from onnx_snn import Calibration, NeuronFactory, OnnxSnnError, convert
-from onnx_snn.calibration import BalancingHookFactory, calibrate
+from onnx_snn.calibration import BalancingHookFactory, HookFactory, calibrate
+from onnx_snn.calibration.driver import pass_levels
 
 
 def rate(theta: float, x: np.ndarray, levels: int, v_init: float) -> np.ndarray:
@@ -81,7 +83,7 @@ def test_thresholds_do_not_depend_on_the_batch_size() -> None:
     results = [convert(model, x, batch_size=size, hook_factory=BalancingHookFactory(),
                        progress=False).calibration for size in (2, 10, 100)]
     for result in results[1:]:
-        assert result.epochs == results[0].epochs
+        assert result.passes == results[0].passes == 3
         for layer, first in zip(result.layers, results[0].layers):
             np.testing.assert_array_equal(layer.scale, first.scale)
     assert [r.batches for r in results] == [100, 20, 2]
@@ -105,15 +107,14 @@ def test_one_layer_is_the_brute_force_argmin(levels, v_init, heavy_tail) -> None
                                                             ["N", 4, 2, 2])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 2, 2])],
                        {"w": weights})
-    result, hooks = balance(model, x, timesteps=levels, v_init=v_init)
+    result, _ = balance(model, x, timesteps=levels, v_init=v_init)
     theta = result.scales["relu"]
     values = np.maximum(x * weights, 0)
     smooth = (levels, v_init) == (16, 0.5) and not heavy_tail
     assert_near_brute_force(theta[:3], values[:, :3], levels, v_init,
                             steps=2 if smooth else None)
     assert theta[3] == 1e-6  # a channel that never activates gets eps
-    assert result.epochs == 2  # nothing upstream: the second epoch repeats the first
-    np.testing.assert_array_equal(hooks["relu"].history[0], hooks["relu"].history[1])
+    assert result.passes == 1  # nothing upstream: one pass
 
 
 def test_the_second_layer_sees_the_quantised_first() -> None:
@@ -122,7 +123,7 @@ def test_the_second_layer_sees_the_quantised_first() -> None:
     w1 = rng.normal(size=(3, 5)).astype(np.float32)
     w2 = rng.normal(size=(5, 3)).astype(np.float32)
     x = rng.normal(size=(300, 3)).astype(np.float32)
-    result, hooks = balance(dense_net(w1, w2), x, timesteps=4)
+    result, _ = balance(dense_net(w1, w2), x, timesteps=4)
     theta1, theta2 = result.scales["relu1"], result.scales["relu2"]
     a1 = np.maximum(x @ w1, 0)
     assert_near_brute_force(theta1, a1, levels=4)
@@ -133,31 +134,47 @@ def test_the_second_layer_sees_the_quantised_first() -> None:
     assert any(error(theta2[c], a2[:, c], 4, 0.5) < 0.97 * error(brute_force(ann[:, c], 4)[0],
                                                                  a2[:, c], 4, 0.5)
                for c in range(3))
-    # each layer is fixed once its inputs are: epoch 3 repeats epoch 2
-    assert result.epochs == 3
-    assert [len(h.history) for h in hooks.values()] == [3, 3]
-    np.testing.assert_array_equal(hooks["relu2"].history[-1], hooks["relu2"].history[-2])
+    assert result.passes == 2  # one per layer depth
 
 
-def test_epochs_stop_by_the_stated_rule(tmp_path) -> None:
-    x = images(seed=4, count=120)["x"]
-    model = conv_net()
-    result, hooks = balance(model, x)
-    assert 2 <= result.epochs <= 8
-    for hook in hooks.values():
-        before, last = hook.history[-2:]
-        assert np.all(np.abs(last - before) <= 1e-3 * before)
-    # one epoch more, with no tolerance, moves no θ beyond the tolerance either
-    longer, _ = balance(model, x, tolerance=0.0, max_epochs=result.epochs + 1)
-    for layer, more in zip(result.layers, longer.layers):
-        np.testing.assert_allclose(more.scale, layer.scale, rtol=1e-3)
-    # without tolerance a chain of three layers is exact after four epochs
-    exact, _ = balance(model, x, tolerance=0.0, max_epochs=20)
-    assert exact.epochs == 4
-    capped, capped_hooks = balance(model, x, tolerance=0.0, max_epochs=2)
-    assert capped.epochs == 2 and all(len(h.history) == 2 for h in capped_hooks.values())
+def branching_net() -> onnx.ModelProto:
+    """relu_a and relu_b side by side on x, their sum into relu_c, then relu_d."""
+    nodes = [helper.make_node("Mul", ["x", "wa"], ["ha"]),
+             helper.make_node("Relu", ["ha"], ["a"], name="relu_a"),
+             helper.make_node("Mul", ["x", "wb"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["b"], name="relu_b"),
+             helper.make_node("Add", ["a", "b"], ["hc"]),
+             helper.make_node("Relu", ["hc"], ["c"], name="relu_c"),
+             helper.make_node("Mul", ["c", "wa"], ["hd"]),
+             helper.make_node("Relu", ["hd"], ["y"], name="relu_d")]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                            ["N", 2, 3])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3])],
+                      {"wa": np.array([[1.0], [-0.5]], np.float32),
+                       "wb": np.array([[0.7], [2.0]], np.float32)})
+
+
+def test_each_layer_is_balanced_after_the_layers_above(tmp_path) -> None:
+    """One pass per depth of balanced layers; a Max hook below a balanced layer is
+    measured after it, on its quantised output."""
+    x = np.random.default_rng(8).normal(size=(40, 2, 3)).astype(np.float32)
+    model = branching_net()
+    hooks = {name: BalancingHookFactory().create() for name in ("relu_a", "relu_b", "relu_c",
+                                                                  "relu_d")}
+    graph = gs.import_onnx(model)
+    assert pass_levels(graph, hooks) == {"relu_a": 1, "relu_b": 1, "relu_c": 2, "relu_d": 3}
+    mixed = {**hooks, "relu_c": HookFactory().create()}
+    assert pass_levels(graph, mixed) == {"relu_a": 1, "relu_b": 1, "relu_c": 2, "relu_d": 2}
+    result = calibrate(model, x, mixed, batch_size=40, progress=False)  # Max of one batch
+    assert result.passes == 2
+    theta_a, theta_b = result.scales["relu_a"], result.scales["relu_b"]
+    a = np.maximum(x * np.array([1.0, -0.5], np.float32)[None, :, None], 0)
+    b = np.maximum(x * np.array([0.7, 2.0], np.float32)[None, :, None], 0)
+    quantised = sum(np.stack([rate(t, v[:, c], 16, 0.5) for c, t in enumerate(theta)], axis=1)
+                    for v, theta in ((a, theta_a), (b, theta_b)))
+    assert result.scales["relu_c"] == pytest.approx(np.maximum(quantised, 0).max(), rel=1e-6)
     result.save(tmp_path / "scales.json")
-    assert Calibration.load(tmp_path / "scales.json").epochs == result.epochs
+    assert Calibration.load(tmp_path / "scales.json").passes == 2
 
 
 def test_balanced_snn_tracks_the_ann() -> None:
@@ -179,9 +196,7 @@ def test_balanced_snn_tracks_the_ann() -> None:
 
 
 @pytest.mark.parametrize("settings, needle", [
-    ({"timesteps": 0}, "timesteps"), ({"v_init": 1.5}, "v_init"),
-    ({"tolerance": -1.0}, "tolerance"), ({"max_epochs": 0}, "max_epochs"),
-    ({"eps": 0.0}, "eps")])
+    ({"timesteps": 0}, "timesteps"), ({"v_init": 1.5}, "v_init"), ({"eps": 0.0}, "eps")])
 def test_bad_settings_are_refused_at_once(settings, needle) -> None:
     with pytest.raises(OnnxSnnError, match=needle):
         BalancingHookFactory(**settings)
