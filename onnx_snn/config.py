@@ -89,14 +89,16 @@ class ConversionConfig:
 
 #: ``spikingjelly``: the classic conversion, as SpikingJelly's ann2snn does it: one
 #: scale per layer (``HookFactory``: Max, momentum 0.1), IF neurons with θ = 1, soft
-#: reset, starting at 0, MaxPool kept. It is the default. ``best``: the most accurate
-#: at small T that we measured (README): local threshold balancing per channel,
-#: half-threshold start, MaxPool before the neuron. (Bias calibration on top gave no
-#: consistent gain on our nets; it stays an option.)
+#: reset, starting at 0, MaxPool kept. It is the default. ``best``: threshold
+#: balancing for 16 levels, half-threshold start and the TD MaxPool, chosen on the
+#: digits CNN, the residual digits CNN, ResNet-20, VGG-11 and MobileNetV2 trained by
+#: ``benchmarks/deep_curves.py`` and the random-weight zoo (``benchmarks/zoo_error.py``):
+#: fewer levels (4 or 8) are more accurate at T <= 8 on the trained nets but bias
+#: the random ones (correlation with the ANN 0.3-0.9); ``auto`` picks per target T.
 PRESETS: dict[str, ConversionConfig] = {
     "spikingjelly": ConversionConfig(),
-    "best": ConversionConfig(hook_factory=BalancingHookFactory(),
-                             neuron_factory=NeuronFactory(v_init=0.5), maxpool="before"),
+    "best": ConversionConfig(hook_factory=BalancingHookFactory(timesteps=16),
+                             neuron_factory=NeuronFactory(v_init=0.5), maxpool="td"),
 }
 
 

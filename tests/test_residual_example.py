@@ -6,18 +6,16 @@ about 2.5 s on one thread); conversion and the two evaluations at T = 64 take
 about 2 s more.
 
 Measured with 8 epochs (test accuracy, %, 540 digits; seed 0 is what runs here,
-seeds 1-3 show the spread):
+seeds 1-3 show the spread; ``best`` is threshold balancing for 16 levels,
+half-threshold start and the TD MaxPool):
 
     seed | ANN  | spikingjelly T=4 / T=8 / T=64 | best T=4 / T=8 / T=64
-    0    | 99.1 | 30.6 / 95.0 / 94.8            | 98.3 / 98.7 / 98.9
-    1    | 98.9 | 23.7 / 97.6 / 97.6            | 98.9 / 98.9 / 98.5
-    2    | 99.8 | 16.5 / 91.9 / 94.3            | 98.5 / 98.9 / 99.1
-    3    | 99.3 | 11.1 / 87.0 / 91.9            | 99.1 / 99.1 / 99.3
+    0    | 99.1 | 34.3 / 95.2 / 95.0            | 98.1 / 99.1 / 99.1
+    1    | 98.9 | 26.3 / 96.7 / 98.0            | 97.6 / 99.1 / 98.9
+    2    | 99.8 | 18.1 / 92.2 / 94.1            | 97.4 / 98.5 / 99.8
+    3    | 99.3 | 11.7 / 87.2 / 91.7            | 98.7 / 99.1 / 99.3
 
-With 3 epochs the T = 8 comparison is not robust (seed 1: best 91.1 < 96.1), so
-the test trains 8. With a 99.9 % percentile instead of Max in "spikingjelly",
-its T = 8 accuracy rises to 96.7 / 98.3 / 95.0 / 97.2 on seeds 0-3: "best" still
-wins, by 0.6 to 3.9 points.
+At T = 2, best is at 94.1-95.7 % and spikingjelly at chance (9.6-10.2 %).
 """
 
 from __future__ import annotations
@@ -80,12 +78,12 @@ def test_curves_rise_with_time(results):
 
 def test_best_beats_spikingjelly_at_small_t(results):
     # The end-to-end claim: at T = 8 "best" is the more accurate. Measured at
-    # seed 0: 98.7 % vs 95.0 % (+3.7 points, 20 digits); +1.3 to +12.1 points over
-    # seeds 0-3. A strict inequality, with no margin demanded, keeps the claim
-    # without depending on the exact size of the gap.
+    # seed 0: 99.1 % vs 95.2 % (+3.9 points); +2.4 to +11.9 points over seeds 0-3.
+    # A strict inequality, with no margin demanded, keeps the claim without
+    # depending on the exact size of the gap.
     curves = results["curves"]
     assert curves["best"][8] > curves["spikingjelly"][8]
-    # At T <= 4 the gap is large (seed 0, T = 4: 98.3 % vs 30.6 %; >= 68 points
+    # At T <= 4 the gap is large (seed 0, T = 4: 98.1 % vs 34.3 %; >= 63 points
     # over seeds 0-3): half-threshold start and per-channel thresholds let
     # neurons fire from the first steps, where the classic conversion is at chance.
     assert curves["best"][4] >= curves["spikingjelly"][4] + 0.3
@@ -94,7 +92,7 @@ def test_best_beats_spikingjelly_at_small_t(results):
 
 def test_t64_close_to_ann(results):
     ann, curves = results["ann_accuracy"], results["curves"]
-    # "best" converges to the ANN: measured +/- 0.7 points over seeds 0-3 at T = 64.
+    # "best" converges to the ANN: at T = 64 it equals it on seeds 0-3 (measured).
     assert abs(curves["best"][64] - ann) <= 0.02
     # The classic conversion keeps the MaxPool over spike trains, which over-counts
     # (the max of spike counts is at least the max of the rates), so it stays

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "of potentials, exact), avg (AveragePool), td (difference "
                                     "of the max of running sums: exact on rates), gated (the "
                                     "input of the highest running rate); default keep, "
-                                    "or before with --preset best")
+                                    "or td with --preset best")
     graph_options.add_argument("--drop-softmax", action="store_true",
                                help="remove a Softmax at the output (outputs carry the logits)")
 
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="calibration batch size (default 100)")
     convert.add_argument("--preset", choices=sorted(PRESET_NAMES),
                          help="spikingjelly: the classic per-layer conversion; best: threshold "
-                              "balancing + half-threshold start + MaxPool before the neuron; "
+                              "balancing for 16 levels + half-threshold start + TD MaxPool; "
                               "auto: tries the methods on the calibration data and keeps the "
                               "one closest to the ANN at --target-timesteps (explicit options "
                               "below override the preset)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -112,8 +114,10 @@ def test_presets_set_their_methods() -> None:
     assert best.calibration.layers[0].mode == "threshold-balancing"
     assert np.shape(best.layers[0].scale) == (2,)
     producers = {o: n for n in best.model.graph.node for o in n.output}
-    scaler = next(n for n in best.model.graph.node if n.name == "relu__input_scaler")
-    assert producers[scaler.input[0]].op_type == "MaxPool"  # the max of potentials
+    pool = next(n for n in best.model.graph.node if n.op_type == "MaxPool")
+    summed = producers[producers[pool.input[0]].input[0]]  # the spikes summed over steps
+    assert summed.op_type == "CumSum" and summed.name in json.loads(
+        {p.key: p.value for p in best.model.metadata_props}["onnx_snn.accumulators"])
 
     with pytest.warns(UserWarning, match="over-counts"):
         classic = convert(model, x, preset="spikingjelly", progress=False)
