@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from choices import backend, pick
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 if str(TESTS) not in sys.path:
@@ -66,15 +67,6 @@ EXPORTER = "torchscript"
 CHECKPOINTS = (32, 64, 128)
 CALIBRATION_BATCH = 100
 
-
-def pick(option: str | None, known: list[str], what: str) -> list[str]:
-    if option is None:
-        return known
-    chosen = [name.strip() for name in option.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in known]
-    if unknown:
-        sys.exit(f"unknown {what} {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
-    return chosen
 
 
 def exported(arch: str, cache: Path) -> Path:
@@ -86,15 +78,6 @@ def exported(arch: str, cache: Path) -> Path:
         ann = ZooBuilder(cache).build(arch, EXPORTER).ann
     return ann
 
-
-def backend() -> str:
-    """Which IFNode backend onnx_snn sessions use (native kernel or function body)."""
-    try:
-        from onnx_snn.ops.native import native_status
-    except ImportError:
-        return "unknown"
-    status = native_status()
-    return f"native ({status.library})" if status.loadable else "ONNX function body"
 
 
 def snn_means(snn_model: Any, x: np.ndarray, timesteps: int, checkpoints: list[int],

@@ -3,8 +3,10 @@
 Two small patterns make a torch model convertible:
 
 - ``LeakyReluToRelu``: a LeakyRelu with a small slope -> Relu. The converter
-  refuses LeakyRelu (no spiking equivalent); for a net trained with a slope of
-  0.01 the Relu is a close approximation, which then becomes a neuron.
+  would make the LeakyRelu a time-difference op and put a signed neuron after it
+  (exact on average, but more ops and spikes of both signs); for a net trained
+  with a slope of 0.01 the Relu is a close approximation that becomes one plain
+  neuron.
 - ``MaxPoolToAveragePool``: MaxPool -> AveragePool with the same kernel, strides,
   pads and ceil mode; an average of spike trains is exact, a max over-counts.
   It is the library's own pattern (``onnx_snn.graph.pooling``, what the

@@ -23,6 +23,7 @@ import onnx_graphsurgeon as gs
 
 from onnx_snn.calibration.bias import calibrate_biases
 from onnx_snn.calibration.collectors import CollectorFactory
+from onnx_snn.calibration.factories import HookFactory
 from onnx_snn.calibration.driver import calibrate
 from onnx_snn.calibration.result import Calibration, check_scales
 from onnx_snn.config import AUTO, ConversionConfig, resolve_config
@@ -41,6 +42,16 @@ from onnx_snn.snn.assembly import build_spiking_model
 from onnx_snn.snn.neurons import NeuronFactory
 from onnx_snn.snn.rewrite import NeuronPlan, check_layer
 from onnx_snn.validation import check_bool
+
+
+#: How signed sites are calibrated when the hook factory balances thresholds layer by
+#: layer (which assumes rectified values): the 99.9th percentile of |x| per layer.
+SIGNED_SITE_HOOKS = HookFactory("99.9%")
+#: Settings of a signed site's neuron unless the neuron factory sets them: a
+#: half-threshold start (on the dynamo exports of ``tests/beyond_relu_models.py``,
+#: first 200 test digits, T = 32: EfficientNet-style 86 % -> 100 %, MobileNetV3-style
+#: 62 % -> 96 %, ViT 96.5 % -> 96 %).
+SIGNED_SITE_NEURONS = {"v_init": 0.5}
 
 
 @dataclass
@@ -116,38 +127,43 @@ def _convert(model: ModelLike, data: DataSource | None, config: ConversionConfig
              calibrations: dict | None = None) -> SpikingModel:
     """``convert`` with one config; ``calibrations`` keeps the calibrations made, by
     hook factory and graph, for later calls with the same ones."""
-    graph, _ = conversion_graph(model, config.maxpool, config.drop_output_softmax)
+    graph, _, sites = conversion_graph(model, config.maxpool, config.drop_output_softmax,
+                                       config.keep_analog)
     kept = check_activations(graph, config.keep_analog)
     if kept:
         warnings.warn(kept_analog_warning(kept), stacklevel=3)
-    plan = _plan(graph, config,
+    plan = _plan(graph, config, sites,
                  name=str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     check_convertible(graph, plan)
-    for caveat in spiking_caveats(graph, plan, config.maxpool):
+    for caveat in spiking_caveats(graph, plan, config.maxpool, config.keep_analog):
         warnings.warn(f"{caveat.op} '{caveat.node}' {caveat.note}", stacklevel=3)
     ann = gs.export_onnx(graph.cleanup().toposort())
 
     key = (id(config.hook_factory), config.maxpool == "before", config.drop_output_softmax)
     if calibrations is not None and key in calibrations:
         calibration = calibrations[key]
-    calibration = _calibration(ann, data, calibration, plan, config.batch_size, progress)
+    signed = {site.name for site in sites}
+    calibration = _calibration(ann, data, calibration, plan, config.batch_size, progress,
+                               signed)
     if calibrations is not None:
         calibrations[key] = calibration
-    rectifiers = {node.name: node for node in graph.nodes if node.name in plan}
+    planned = {node.name: node for node in graph.nodes if node.name in plan}
     layers = []
     for name, calibrated in calibration.scales.items():
-        cap = rectifier_cap(rectifiers[name])
+        cap = rectifier_cap(planned[name]) or np.inf  # a signed site has no cap
         scale = np.minimum(calibrated, cap) if np.ndim(calibrated) else min(calibrated, cap)
         layers.append(check_layer(NeuronPlan(name, scale, plan[name][1].create(scale)),
-                                  rectifiers[name].outputs[0]))
+                                  planned[name].outputs[0], name in signed))
     if config.bias_calibration:
         if data is None:
             raise OnnxSnnError("bias calibration needs calibration data")
         layers = calibrate_biases(ann, layers, data, config.bias_calibration,
                                   partial(build_spiking_model, fold_scales=False,
-                                          maxpool=config.maxpool),
+                                          maxpool=config.maxpool,
+                                          time_difference=not config.keep_analog),
                                   batch_size=config.batch_size, progress=progress)
-    snn = build_spiking_model(ann, layers, maxpool=config.maxpool)
+    snn = build_spiking_model(ann, layers, maxpool=config.maxpool,
+                              time_difference=not config.keep_analog)
     snn = add_spike_counts(snn) if config.spike_counts else snn
     return SpikingModel(export_format(snn, config.format), calibration, layers)
 
@@ -183,14 +199,15 @@ def _searched(model: ModelLike, data: DataSource | None, base: ConversionConfig,
 
 def _calibration(ann: onnx.ModelProto, data: DataSource | None,
                  calibration: Calibration | None, plan: dict, batch_size: int,
-                 progress: bool) -> Calibration:
-    """The scales of the planned rectifiers: measured on ``data``, or taken from a saved
-    ``calibration``; checked either way."""
+                 progress: bool, signed: set[str]) -> Calibration:
+    """The scales of the planned rectifiers and signed sites (``signed``, measured by
+    magnitude): measured on ``data``, or taken from a saved ``calibration``; checked
+    either way."""
     if calibration is None:
         if data is None:
             raise OnnxSnnError("no calibration data: pass data or a saved calibration")
         calibration = calibrate(ann, data, {name: hf.create() for name, (hf, _) in plan.items()},
-                                batch_size=batch_size, progress=progress)
+                                batch_size=batch_size, progress=progress, signed=signed)
     else:
         missing = sorted(set(plan) - set(calibration.scales))
         if missing:
@@ -202,9 +219,12 @@ def _calibration(ann: onnx.ModelProto, data: DataSource | None,
     return calibration
 
 
-def _plan(graph: gs.Graph, config: ConversionConfig, name: str
+def _plan(graph: gs.Graph, config: ConversionConfig, sites: list[gs.Node], name: str
           ) -> dict[str, tuple[CollectorFactory, NeuronFactory]]:
-    """Factories for every rectifier to convert, by node name, in graph order."""
+    """Factories for every rectifier to convert and every signed site, by node name,
+    in graph order. A site gets the neuron factory's signed neuron and, when the hook
+    factory balances layer by layer, ``SIGNED_SITE_HOOKS`` instead (balancing assumes
+    rectified values)."""
     relus = [node for node in graph.nodes if rectifier_cap(node) is not None]
     unknown = sorted(set(config.exclude) - {node.name for node in relus})
     if unknown:
@@ -222,6 +242,19 @@ def _plan(graph: gs.Graph, config: ConversionConfig, name: str
             (config.hook_factory, config.neuron_factory)
         if chosen is not None:
             plan[node.name] = chosen
+    if sites:
+        hooks = config.hook_factory
+        if hooks.create().layerwise:
+            hooks = SIGNED_SITE_HOOKS
+        try:
+            neurons = config.neuron_factory.replace(
+                signed=True, **{key: value for key, value in SIGNED_SITE_NEURONS.items()
+                                if key not in config.neuron_factory.neuron_kwargs})
+        except OnnxSnnError as error:
+            raise OnnxSnnError(f"'{sites[0].name}' needs a signed neuron: {error}") from None
+        plan.update({site.name: (hooks, neurons) for site in sites})
+        order = {node.name: index for index, node in enumerate(graph.nodes)}
+        plan = dict(sorted(plan.items(), key=lambda item: order[item[0]]))
     if not plan:
         raise OnnxSnnError(f"{name}: no Relu to convert" if not relus else
                            f"{name}: every Relu is excluded, nothing to convert")

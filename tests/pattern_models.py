@@ -57,6 +57,7 @@ class PatternCase:
     output: str | None = None           # the output to compare (default: the first)
     expected: np.ndarray | None = None  # the independent answer, when not the ANN in ORT
     path: Path | None = None            # where a producer saved the model
+    signed: tuple[str, ...] = ()        # tensors that must get a signed neuron (by hand)
 
     @property
     def target(self) -> onnx.ModelProto:
@@ -418,9 +419,9 @@ def lrn_model() -> onnx.ModelProto:
 
 @pattern
 def lrn() -> PatternCase:
-    """AlexNet-style LRN after a Relu (bias 2 so it matters; alpha small, so applying
-    it per step to spike trains is nearly linear)."""
-    return PatternCase("lrn", lrn_model(), images(51), warns=r"LRN")
+    """AlexNet-style LRN after a Relu (bias 2 so it matters): a time-difference op, and
+    the Conv after it, which reads its (not rectified) output, gets a signed neuron."""
+    return PatternCase("lrn", lrn_model(), images(51), signed=("lrn_out",))
 
 
 # --------------------------------------------------------------------------- max pooling
@@ -516,10 +517,9 @@ def softmax_model(softmax: bool) -> onnx.ModelProto:
 
 @pattern
 def softmax_kept() -> PatternCase:
-    """Softmax producing the graph output, applied per step (its time average is
-    not the softmax of the averaged logits, so no convergence is expected)."""
-    return PatternCase("softmax_kept", softmax_model(True), images(80), converges=False,
-                       warns=SOFTMAX_WARNING)
+    """Softmax producing the graph output: a time-difference op, whose mean output is
+    the softmax of the mean logits, so it converges to the ANN's probabilities."""
+    return PatternCase("softmax_kept", softmax_model(True), images(80))
 
 
 @pattern

@@ -231,24 +231,43 @@ def activation_model(ops: list[str], softmax_output: bool = False) -> onnx.Model
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
 
 
-def test_unconvertible_activations_are_all_named() -> None:
+def test_nonlinear_activations_become_time_difference_ops() -> None:
+    """Sigmoid and Tanh between weighted layers: each becomes a time-difference op and
+    the MatMul after it reads a signed neuron; the SNN's mean output approaches the
+    ANN's (onnxruntime on the ANN) as T grows."""
     ann = activation_model(["Relu", "Sigmoid", "Relu", "Tanh"])
     x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
-    with pytest.raises(OnnxSnnError) as error:
-        convert(ann, x, progress=False)
-    assert "Sigmoid 'sigmoid1'" in str(error.value) and "Tanh 'tanh3'" in str(error.value)
+    result = convert(ann, x, progress=False)
+    signed = [layer.node for layer in result.layers if layer.neuron.signed]
+    assert signed == ["a1__signed_neuron"]  # the Tanh feeds the output, no weighted layer
+    expected = ann_outputs(ann, {"x": x})
+    errors = [np.abs(run_snn(result.model, x, t)[0].mean(axis=0) - expected).max()
+              for t in (16, 128, 1024)]
+    assert errors[2] < errors[1] < errors[0] and errors[2] < 0.01 * np.abs(expected).max()
+
+
+def test_keep_analog_runs_nonlinear_ops_step_by_step() -> None:
+    ann = activation_model(["Relu", "Sigmoid", "Relu", "Tanh"])
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
     with pytest.warns(UserWarning, match="analog"):
         result = convert(ann, x, keep_analog=True, progress=False)
     ops = [n.op_type for n in result.model.graph.node]
     assert ops.count("IFNode") == 2 and "Sigmoid" in ops and "Tanh" in ops
+    assert "CumSum" not in ops and not any(layer.neuron.signed for layer in result.layers)
 
 
-def test_softmax_at_the_output_is_kept_per_step() -> None:
+def test_softmax_at_the_output_averages_to_the_ann_softmax() -> None:
+    """A time-difference Softmax: each step's outputs still sum to 1, and their mean
+    over steps 1..t is the softmax of the mean logits, so it approaches the ANN's."""
     ann = activation_model(["Relu"], softmax_output=True)
     x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    per_step, _ = run_snn(convert(ann, x, progress=False).model, x, 256)
+    np.testing.assert_allclose(per_step.sum(axis=-1), 1.0, atol=1e-4)
+    expected = ann_outputs(ann, {"x": x})
+    assert np.abs(per_step.mean(axis=0) - expected).max() < 0.01
     with pytest.warns(UserWarning, match="drop_output_softmax=True"):
-        per_step, _ = run_snn(convert(ann, x, progress=False).model, x, 4)
-    np.testing.assert_allclose(per_step.sum(axis=-1), 1.0, rtol=1e-5)
+        per_step, _ = run_snn(convert(ann, x, keep_analog=True, progress=False).model, x, 4)
+    assert per_step.min() >= 0 and np.allclose(per_step.sum(axis=-1), 1.0, rtol=1e-5)
 
 
 def test_exclude_and_per_node_factories() -> None:

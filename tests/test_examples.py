@@ -215,10 +215,13 @@ def test_snn_output_approaches_ann(pass_results):
     assert errors[steps[-1]] < 0.02 * pass_results["ann_mean_abs_output"]
 
 
-def test_convert_refuses_the_model_without_the_pass(pass_example):
+def test_without_the_pass_leaky_relu_needs_signed_neurons(pass_example):
+    """The original converts too: its LeakyRelu (static: it reads the first Conv) runs
+    once, and the second Conv reads it through a signed neuron; then the ReLU's
+    neuron. The pass leaves plain neurons only."""
     original = pass_example.export(pass_example.torch_model())
-    with pytest.raises(OnnxSnnError, match="LeakyRelu"):
-        convert(original, pass_example.make_data(8, seed=5), progress=False)
+    converted = convert(original, pass_example.make_data(8, seed=5), progress=False)
+    assert [layer.neuron.signed for layer in converted.layers] == [True, False]
 
 
 def _single_op_model(node: onnx.NodeProto, initializers=()) -> onnx.ModelProto:

@@ -15,7 +15,10 @@ Independent answers: the torch labels are the ANN's own argmax computed with
 onnxruntime on the exported file, so ``eval --ann`` must print 1.0000; for the
 skl2onnx models the labels are the true digits and the ANN accuracy must equal
 ``clf.score`` exactly; the number of converted layers must equal the number of
-ReLU/ReLU6 in the source net.
+ReLU/ReLU6 in the source net, plus one signed neuron per distinct tensor with
+negative values that a Conv or Linear of the torch net reads on noise input, the
+input itself aside (found with forward hooks: a linear bottleneck's output, which
+no rectifier bounds).
 
 The default run holds one test per architecture (exporters alternating) and the
 other convert variants for a few; ``-m slow`` runs every architecture x exporter x
@@ -38,7 +41,7 @@ import pytest
 from torch import nn
 
 from onnx_snn.cli import main
-from zoo_models import ARCHITECTURES, EXPORTERS, ZooBuilder, ZooModel, build_net, \
+from zoo_models import ARCHITECTURES, EXPORTERS, ZooBuilder, ZooModel, build_net, calib_images, \
     ort_outputs, held_out_images, torch_logits
 
 TORCH_IDS = [f"{arch}-{exporter}" for arch in ARCHITECTURES for exporter in EXPORTERS]
@@ -145,13 +148,32 @@ def zoo(tmp_path_factory) -> Zoo:
     return Zoo(tmp_path_factory.mktemp("zoo"))
 
 
-def expected_layers(model_id: str) -> int:
-    """ReLU and ReLU6 modules of the source net (each used once)."""
+def expected_layers(model_id: str) -> tuple[int, int]:
+    """(ReLU and ReLU6 modules of the source net, each used once; tensors with negative
+    values that its Conv and Linear modules read, from torch forward hooks)."""
     arch = model_id.rsplit("-", 1)[0]
     if arch == "sklearn_mlp":
         from pattern_models import digits_classifier
-        return len(digits_classifier()[0].hidden_layer_sizes)
-    return sum(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in build_net(arch).modules())
+        return len(digits_classifier()[0].hidden_layer_sizes), 0
+    import torch
+
+    net = build_net(arch)
+    signed: list = []  # kept alive, so that no two are the same object
+
+    def record(module, inputs, output) -> None:
+        if bool((inputs[0] < 0).any()) and not any(inputs[0] is t for t in signed):
+            signed.append(inputs[0])
+
+    hooks = [m.register_forward_hook(record) for m in net.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    noise = torch.from_numpy(np.random.default_rng(0).normal(
+        scale=3.0, size=calib_images().shape).astype(np.float32))  # reaches every sign
+    with torch.no_grad():
+        net(noise)
+    signed = [tensor for tensor in signed if tensor is not noise]
+    for hook in hooks:
+        hook.remove()
+    return sum(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in net.modules()), len(signed)
 
 
 # --------------------------------------------------------------------------- steps
@@ -160,10 +182,10 @@ def check_inspect(zoo: Zoo, model_id: str) -> None:
     model = zoo.model(model_id)
     run = cli("inspect", model.ann, "--json", model.directory / "inspect.json")
     check_ok(run, "inspect")
-    layers = expected_layers(model_id)
-    assert f"{layers} to convert, 0 refused" in run.out, run.out
+    neurons, signed = expected_layers(model_id)
+    assert f"{neurons} neurons, {signed} signed neurons," in run.out, run.out
     data = json.loads((model.directory / "inspect.json").read_text())
-    assert sum(a["action"] == "convert" for a in data["activations"]) == layers
+    assert sum(a["action"] == "neuron" for a in data["ops"]) == neurons
 
 
 def check_convert(zoo: Zoo, model_id: str, variant: str) -> Conversion:
@@ -172,7 +194,7 @@ def check_convert(zoo: Zoo, model_id: str, variant: str) -> Conversion:
     assert conversion.snn.is_file()
     model = zoo.model(model_id)
     report = json.loads((model.directory / f"convert-{variant}.json").read_text())
-    assert len(report["layers"]) == expected_layers(model_id)
+    assert len(report["layers"]) == sum(expected_layers(model_id))
     fmt = VARIANTS[variant][1] if VARIANTS[variant][:1] == ["--format"] else "onnx-snn"
     assert f"({fmt} format)" in conversion.run.out
     return conversion
@@ -208,7 +230,7 @@ def check_report(zoo: Zoo, model_id: str, variant: str, ann: bool = True) -> dic
     assert len(data["accuracy_curve"]) == REPORT_STEPS
     assert all(0.0 <= a <= 1.0 for a in data["accuracy_curve"])
     assert data["ann_accuracy"] == (model.expected_ann_accuracy if ann else None)
-    assert len(data["layers"]) == expected_layers(model_id)
+    assert len(data["layers"]) == sum(expected_layers(model_id))
     for layer in data["layers"]:
         assert 0.0 <= layer["firing_rate"] <= 1.0, layer
     return data

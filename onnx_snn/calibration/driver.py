@@ -3,6 +3,7 @@ activation's collector (SPEC §2)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import onnx
@@ -12,18 +13,21 @@ from tqdm.auto import tqdm
 from onnx_snn.calibration.collectors import Collector
 from onnx_snn.calibration.result import Calibration, LayerCalibration
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.graph.builder import GraphBuilder
 from onnx_snn.graph.prepare import infer_shapes
 from onnx_snn.io.data import BatchStream, batches, input_specs
 from onnx_snn.runtime.sessions import create_session, run_checked
 
 
 def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
-              batch_size: int = 100, progress: bool = True) -> Calibration:
+              batch_size: int = 100, progress: bool = True,
+              signed: Collection[str] = ()) -> Calibration:
     """Run ``model`` over ``data`` in onnxruntime and feed each Relu's hook.
 
     ``model`` should be prepared (``onnx_snn.graph.prepare.prepare``: opset 13+,
     node names unique), as ``convert`` does. ``hooks`` maps node names (Relus, or
-    any node whose first output is to be measured) to their collectors. ``data`` is
+    any node whose first output is to be measured) to their collectors; the nodes
+    named in ``signed`` (signed sites) are measured by magnitude, |x|. ``data`` is
     anything ``onnx_snn.io.data.batches`` accepts. Each hook observes one pass over
     the data: the first, or, below ``layerwise`` collectors (threshold balancing),
     the pass after the last of theirs (``pass_levels``), so that it sees them
@@ -42,7 +46,8 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
     if missing:
         raise OnnxSnnError(f"no node named '{missing[0]}' in the model")
     levels = pass_levels(graph, hooks)
-    fetches = {name: hook.graph_outputs(graph, nodes[name].outputs[0])
+    make = GraphBuilder(graph, "calibration__")
+    fetches = {name: hook.graph_outputs(graph, _measured(make, nodes[name], name in signed))
                for name, hook in hooks.items()}
     graph.outputs = [tensor for tensors in fetches.values() for tensor in tensors]
     graph.cleanup()
@@ -59,6 +64,16 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
     layers = [LayerCalibration(name, hook.scale, hook.mode, hook.momentum)
               for name, hook in hooks.items()]
     return Calibration(layers, batches=count, samples=samples, passes=passes)
+
+
+def _measured(make: GraphBuilder, node: gs.Node, signed: bool) -> gs.Variable:
+    """What a hook measures: the node's output, or its magnitude at a signed site."""
+    activation = node.outputs[0]
+    if not signed:
+        return activation
+    magnitude = make("Abs", [activation], activation.dtype)
+    magnitude.shape = activation.shape
+    return magnitude
 
 
 def pass_levels(graph: gs.Graph, hooks: dict[str, Collector]) -> dict[str, int]:

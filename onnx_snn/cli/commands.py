@@ -39,17 +39,17 @@ def run_inspect(args: argparse.Namespace) -> dict:
     print(f"  ANN outputs: {shapes(data['outputs'])}")
     print(f"  SNN inputs:  {shapes(data['spiking_inputs'])}")
     print(f"  SNN outputs: {shapes(data['spiking_outputs'])}")
-    print("activations:")
-    for entry in report.activations:
+    print("ops:")
+    for entry in report.ops:
         print(f"  {entry.action:<8} {entry.op:<12} {entry.node}"
               + (f"  ({entry.note})" if entry.note else ""))
     if report.caveats:
         print("caveats:")
         for entry in report.caveats:
             print(f"  {entry.op:<12} {entry.node}  {entry.note}")
-    converted = [e for e in report.activations if e.action == "convert"]
-    print(f"{len(converted)} to convert, "
-          f"{sum(e.action == 'refuse' for e in report.activations)} refused")
+    print(", ".join(f"{sum(e.action == action for e in report.ops)} {label}" for action, label in
+                    (("neuron", "neurons"), ("signed", "signed neurons"),
+                     ("td", "time-difference ops"), ("per-step", "per-step analog ops"))))
     if report.blocker:  # the listing is still the answer: write it, then fail
         if args.json:
             args.outputs.add_json(args.json, data)
@@ -119,8 +119,10 @@ def run_convert(args: argparse.Namespace) -> dict:
     report = result.report()
     if result.search is not None:
         print(result.search.summary())
-    print(f"converted {len(result.layers)} Relu into spiking neurons -> {args.output} "
-          f"({args.format} format)")
+    signed = sum(bool(getattr(layer.neuron, "signed", False)) for layer in result.layers)
+    print(f"converted {len(result.layers) - signed} Relu into spiking neurons"
+          + (f" and added {signed} signed neurons" if signed else "")
+          + f" -> {args.output} ({args.format} format)")
     for layer in report["layers"]:
         scale = np.asarray(layer["scale"])
         described = f"{float(scale):.6g}" if scale.ndim == 0 else \

@@ -1,11 +1,12 @@
-"""Which activations become spiking neurons, which stay, and which are refused.
+"""Activations: which become spiking neurons, and which are nonlinear ops without a
+rate-coded IF equivalent.
 
 - Rectifiers become neurons: ``Relu``, and ``Clip`` with min 0 (ReLU6 and the
   like), whose scale is then capped at the Clip's max.
-- A ``Softmax``/``LogSoftmax`` at the output (no rectifier or weighted layer
-  after it) is applied per step, or dropped on request.
-- Anything else with no rate-coded equivalent is refused, naming every node,
-  unless the user asks to keep such nodes analog.
+- Other nonlinear activations become time-difference ops where spiking values
+  reach them (``onnx_snn.graph.temporal``), or run step by step with
+  ``keep_analog``; a ``Softmax``/``LogSoftmax`` at the output (no rectifier or
+  weighted layer after it) may be dropped on request.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import onnx_graphsurgeon as gs
 from onnx_snn.graph.registry import facts, ops_where
 
 #: Activations with no rate-coded IF equivalent (a Clip is one unless its min is 0).
-UNCONVERTIBLE = ops_where(lambda f: f.nonlinear)
+NONLINEAR = ops_where(lambda f: f.nonlinear)
 
 
 def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
@@ -30,6 +31,14 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     if producer is not None and producer.op == "Constant" and "value" in producer.attrs:
         return np.asarray(producer.attrs["value"].values)
     return None
+
+
+def carries_values(tensor: gs.Tensor) -> bool:
+    """A float tensor that is not a constant: shapes, indices and constants are
+    parameters of the ops that read them, not values that vary."""
+    dtype = tensor.dtype
+    return bool(tensor.name) and constant_value(tensor) is None and \
+        (dtype is None or np.issubdtype(np.dtype(dtype), np.floating))
 
 
 def rectifier_cap(node: gs.Node) -> float | None:
@@ -73,10 +82,11 @@ def is_output_head(node: gs.Node, graph: gs.Graph) -> bool:
                    for n in graph.nodes)
 
 
-def unconvertible_activations(graph: gs.Graph) -> list[gs.Node]:
-    """Nodes that would stay analog inside the spiking net, in graph order."""
+def nonlinear_activations(graph: gs.Graph) -> list[gs.Node]:
+    """Nonlinear activations other than rectifiers and output heads, in graph order:
+    what ``keep_analog`` keeps running step by step."""
     return [node for node in graph.nodes
-            if node.op in UNCONVERTIBLE and rectifier_cap(node) is None
+            if node.op in NONLINEAR and rectifier_cap(node) is None
             and not is_output_head(node, graph)]
 
 

@@ -1,8 +1,10 @@
 """What a conversion will do to a model, found before anything runs.
 
-``inspect_model`` lists every activation (converted, kept or refused), every
-layer with a caveat in a spiking net (MaxPool, LRN after neurons), and the
-input and output shapes of the ANN and of the spiking model.
+``inspect_model`` lists every op and how it converts (neuron, signed neuron,
+time-difference op, linear, analog before the first neuron; ``inspect_graph``),
+every layer with a caveat in a spiking net (a MaxPool kept over spikes; with
+``keep_analog``, nonlinear ops run step by step), and the input and output shapes
+of the ANN and of the spiking model.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from onnx_snn.graph.activations import (
-    UNCONVERTIBLE, downstream, drop_output_heads, is_output_head, rectifier_cap,
+    carries_values, downstream, drop_output_heads, is_output_head, rectifier_cap,
 )
 from onnx_snn.graph.convertibility import check_activations, check_convertible
 from onnx_snn.errors import OnnxSnnError
@@ -26,6 +28,10 @@ from onnx_snn.io.metadata import TIMESTEPS, is_converted, metadata
 from onnx_snn.io.models import ModelLike, load_model
 from onnx_snn.graph.pooling import TEMPORAL_POLICIES, apply_maxpool_policy
 from onnx_snn.graph.prepare import ai_onnx_opset, prepared_graph
+from onnx_snn.graph.signed_sites import insert_signed_sites
+from onnx_snn.graph.temporal import (
+    GATED, PER_STEP, SUMMED, TIME_DIFFERENCE, behaviour_over_time,
+)
 
 
 OUTPUT_HEAD_NOTE = ("at the output: applied per step; averaging per-step probabilities is "
@@ -49,7 +55,7 @@ class ModelInspection:
     opset: int
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
-    activations: list[Entry] = field(default_factory=list)
+    ops: list[Entry] = field(default_factory=list)
     caveats: list[Entry] = field(default_factory=list)
     blocker: str | None = None  # why convert would stop, or None
 
@@ -61,23 +67,24 @@ class ModelInspection:
         return data
 
 
-def spiking_caveats(graph: gs.Graph, converted: Collection[str], maxpool: str = "keep"
-                    ) -> list[Entry]:
+def spiking_caveats(graph: gs.Graph, converted: Collection[str], maxpool: str = "keep",
+                    keep_analog: bool = False) -> list[Entry]:
     """Layers that a spiking net computes only approximately, after converted neurons;
-    ``maxpool`` is the MaxPool policy (its ``TEMPORAL_POLICIES`` pool spikes exactly)."""
+    ``maxpool`` is the MaxPool policy (its ``TEMPORAL_POLICIES`` pool spikes exactly).
+    Other nonlinear ops are exact time-difference ops unless ``keep_analog``."""
     after = downstream(graph, [n for n in graph.nodes if n.name in converted])
     caveats = []
     for node in graph.nodes:
         if id(node) not in after:
             continue
-        if is_output_head(node, graph):
+        if keep_analog and is_output_head(node, graph):
             caveats.append(Entry(node.name, node.op, "keep", OUTPUT_HEAD_NOTE))
         elif node.op == "MaxPool" and maxpool not in TEMPORAL_POLICIES \
                 and not _feeds_a_neuron(node, converted):
             caveats.append(Entry(node.name, node.op, "keep", "follows spiking neurons: the max "
                                  "over spikes over-counts; use maxpool='td', 'gated', "
                                  "'before' or 'avg'"))
-        elif node.op == "LRN":
+        elif keep_analog and node.op == "LRN":
             caveats.append(Entry(node.name, node.op, "keep", "kept: LRN is not linear, so on "
                                  "spikes it only approximates the ANN"))
     return caveats
@@ -90,25 +97,46 @@ def _feeds_a_neuron(pool: gs.Node, converted: Collection[str]) -> bool:
     return len(readers) == 1 and readers[0].name in converted
 
 
-def inspect_graph(graph: gs.Graph, exclude: Collection[str] = (), keep_analog: bool = False
+#: Notes on how an op runs once its inputs vary over time (``graph.temporal``).
+_BEHAVIOUR_NOTES = {
+    TIME_DIFFERENCE: "time-difference op: its mean output is exact at every t",
+    PER_STEP: "runs step by step on spiking values: its output need not converge",
+    SUMMED: "reads its scores summed over the steps so far",
+    GATED: "passes the input with the highest running rate",
+}
+
+
+def inspect_graph(graph: gs.Graph, exclude: Collection[str] = (), keep_analog: bool = False,
+                  sites: Collection[gs.Node] = (), maxpool: str = "keep"
                   ) -> tuple[list[Entry], list[str]]:
-    """Activation entries of a prepared graph and the names of the rectifiers to convert."""
+    """One entry per op of a prepared graph (with its signed ``sites``): ``neuron``,
+    ``signed`` (a signed neuron), ``analog`` (runs once on the input, before any
+    neuron), or how it runs on time-varying values (``graph.temporal``: ``linear``,
+    ``td``, ``per-step``, ``summed``, ``gated``, ``shape``), ``keep`` for an excluded
+    rectifier; and the names of the neurons to convert."""
+    site_names = {site.name for site in sites}
     entries, converted = [], []
-    for node in graph.nodes:
+    varying: set[int] = set()
+    for node in [n for n in graph.nodes if n.op != "Constant"]:
         cap = rectifier_cap(node)
-        if cap is not None:
-            if node.name in exclude:
-                entries.append(Entry(node.name, node.op, "keep", "excluded: stays analog"))
-                continue
+        reads = [id(t) in varying and carries_values(t) for t in node.inputs]
+        if cap is not None and node.name not in exclude or node.name in site_names:
             converted.append(node.name)
-            note = "" if math.isinf(cap) else f"scale capped at {cap:g}"
-            entries.append(Entry(node.name, node.op, "convert", note))
-        elif is_output_head(node, graph):
-            entries.append(Entry(node.name, node.op, "keep", OUTPUT_HEAD_NOTE))
-        elif node.op in UNCONVERTIBLE:
-            entries.append(Entry(node.name, node.op, "keep" if keep_analog else "refuse",
-                                 "stays analog: its output need not converge as T grows"
-                                 if keep_analog else "no spiking equivalent"))
+            note = "" if cap is None or math.isinf(cap) else f"scale capped at {cap:g}"
+            action = "neuron" if cap is not None else "signed"
+        elif not any(reads):
+            action, note = "analog", "runs once on the input"
+            if cap is not None:
+                action, note = "keep", "excluded: stays analog, runs once on the input"
+            entries.append(Entry(node.name, node.op, action, note))
+            continue
+        else:
+            action = behaviour_over_time(node, reads, maxpool, not keep_analog)
+            note = _BEHAVIOUR_NOTES.get(action, "")
+            if cap is not None:
+                action, note = "keep", f"excluded: {action}, {note}".rstrip(", ")
+        varying.update(id(t) for t in node.outputs)
+        entries.append(Entry(node.name, node.op, action, note))
     return entries, converted
 
 
@@ -126,11 +154,15 @@ def _values(values: list[onnx.ValueInfoProto], skip: set[str]) -> list[dict[str,
     return described
 
 
-def conversion_graph(model: ModelLike, maxpool: str, drop_output_softmax: bool
-                 ) -> tuple[gs.Graph, list[gs.Node]]:
-    """The graph that is converted: the prepared ANN with the MaxPool policy applied
-    and, on request, the output Softmax removed; also returns the removed Softmax
-    nodes. Shared by ``convert`` and ``inspect_model``, so both see the same graph."""
+def conversion_graph(model: ModelLike, maxpool: str, drop_output_softmax: bool,
+                     keep_analog: bool = False
+                     ) -> tuple[gs.Graph, list[gs.Node], list[gs.Node]]:
+    """The graph that is converted: the prepared ANN with the MaxPool policy applied,
+    on request the output Softmax removed, and, unless ``keep_analog``, a signed site
+    in front of each weighted layer that reads a value neither rectified nor from the
+    input (``onnx_snn.graph.signed_sites``). Returns it with the removed Softmax nodes
+    and the sites. Shared by ``convert`` and ``inspect_model``, so both see the same
+    graph."""
     loaded = load_model(model)
     if is_converted(metadata(loaded)):
         name = model if isinstance(model, (str, os.PathLike)) else "the model"
@@ -139,15 +171,16 @@ def conversion_graph(model: ModelLike, maxpool: str, drop_output_softmax: bool
     graph = prepared_graph(loaded)
     apply_maxpool_policy(graph, maxpool)
     dropped = drop_output_heads(graph) if drop_output_softmax else []
-    return graph, dropped
+    sites = [] if keep_analog else insert_signed_sites(graph)
+    return graph, dropped, sites
 
 
 def inspect_model(model: ModelLike, *, exclude: Collection[str] = (), keep_analog: bool = False,
                   maxpool: str = "keep", drop_output_softmax: bool = False) -> ModelInspection:
     """What ``convert`` with these options would do, without calibrating anything."""
-    graph, dropped = conversion_graph(model, maxpool, drop_output_softmax)
+    graph, dropped, sites = conversion_graph(model, maxpool, drop_output_softmax, keep_analog)
     prepared = gs.export_onnx(graph)
-    entries, converted = inspect_graph(graph, exclude, keep_analog)
+    entries, converted = inspect_graph(graph, exclude, keep_analog, sites, maxpool)
     entries += [Entry(node.name, node.op, "drop", "at the output: removed on request")
                 for node in dropped]
     initializers = {t.name for t in prepared.graph.initializer}
@@ -160,4 +193,5 @@ def inspect_model(model: ModelLike, *, exclude: Collection[str] = (), keep_analo
     return ModelInspection(ai_onnx_opset(prepared),
                            _values(list(prepared.graph.input), initializers),
                            _values(list(prepared.graph.output), set()),
-                           entries, spiking_caveats(graph, converted, maxpool), blocker)
+                           entries, spiking_caveats(graph, converted, maxpool, keep_analog),
+                           blocker)

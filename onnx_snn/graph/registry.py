@@ -58,7 +58,14 @@ class OpFacts:
     - ``nonlinear``: an activation with no rate-coded IF equivalent;
     - ``output_head``: a nonlinearity allowed at the output, applied per step;
     - ``shape_only``: its output is a shape, not data;
-    - ``control_flow``: it holds subgraphs.
+    - ``control_flow``: it holds subgraphs;
+    - ``linear_in``: how its output depends on time-varying inputs, when it is
+      affine: "all" (affine in all of them together: Add, Concat), "each" (in each
+      one alone, so not when two vary: Mul, MatMul), "first" (in input 0 only; the
+      others are parameters: Reshape, Div). Any other op whose inputs vary over
+      time becomes a time-difference op (SPEC §10);
+    - ``keeps_rectified``: moves, sums or pools values without changing their sign,
+      so a rectified (spiking) input stays rectified.
     """
 
     costs: Costs | None = None
@@ -68,22 +75,40 @@ class OpFacts:
     output_head: bool = False
     shape_only: bool = False
     control_flow: bool = False
+    linear_in: str | None = None
+    keeps_rectified: bool = False
 
 
 _NONLINEAR = OpFacts(nonlinear=True)
+#: Ops that only move, select or sum values (input 0; the others are parameters).
+_MOVES = OpFacts(linear_in="first", keeps_rectified=True)
 
 OPS: dict[str, OpFacts] = {
-    "Conv": OpFacts(costs=_conv_costs, learned=True),
-    "Gemm": OpFacts(costs=_gemm_costs, learned=True),
-    "MatMul": OpFacts(costs=_matmul_costs, learned=True),
-    "ConvTranspose": OpFacts(learned=True),
-    "BatchNormalization": OpFacts(learned=True),
-    "AveragePool": OpFacts(scale_passes="always"),
-    "GlobalAveragePool": OpFacts(scale_passes="always"),
-    "MaxPool": OpFacts(scale_passes="nonnegative"),
-    "Pad": OpFacts(scale_passes="pad"),
-    "Flatten": OpFacts(scale_passes="flatten"),
-    "Reshape": OpFacts(scale_passes="flatten"),
+    "Conv": OpFacts(costs=_conv_costs, learned=True, linear_in="each"),
+    "Gemm": OpFacts(costs=_gemm_costs, learned=True, linear_in="each"),
+    "MatMul": OpFacts(costs=_matmul_costs, learned=True, linear_in="each"),
+    "ConvTranspose": OpFacts(learned=True, linear_in="each"),
+    "BatchNormalization": OpFacts(learned=True, linear_in="first"),
+    "AveragePool": OpFacts(scale_passes="always", linear_in="first", keeps_rectified=True),
+    "GlobalAveragePool": OpFacts(scale_passes="always", linear_in="first",
+                                 keeps_rectified=True),
+    "MaxPool": OpFacts(scale_passes="nonnegative", keeps_rectified=True),
+    "GlobalMaxPool": OpFacts(keeps_rectified=True),
+    "ReduceMax": OpFacts(keeps_rectified=True),
+    "Pad": OpFacts(scale_passes="pad", linear_in="first", keeps_rectified=True),
+    "Flatten": OpFacts(scale_passes="flatten", linear_in="first", keeps_rectified=True),
+    "Reshape": OpFacts(scale_passes="flatten", linear_in="first", keeps_rectified=True),
+    **{op: _MOVES for op in (
+        "Transpose", "Squeeze", "Unsqueeze", "Slice", "Split", "Gather", "GatherElements",
+        "Expand", "Tile", "Identity", "Dropout", "ReduceMean", "ReduceSum", "Resize",
+        "Upsample", "DepthToSpace", "SpaceToDepth", "CumSum", "Cast", "CastLike")},
+    **{op: OpFacts(linear_in="all", keeps_rectified=True) for op in ("Add", "Sum", "Concat")},
+    "Sub": OpFacts(linear_in="all"),
+    "Neg": OpFacts(linear_in="all"),
+    "Mean": OpFacts(linear_in="all"),
+    "Mul": OpFacts(linear_in="each"),
+    "Einsum": OpFacts(linear_in="each"),
+    "Div": OpFacts(linear_in="first"),
     "Shape": OpFacts(shape_only=True),
     "Size": OpFacts(shape_only=True),
     "If": OpFacts(control_flow=True),
@@ -113,3 +138,16 @@ def ops_where(test: Callable[[OpFacts], object]) -> frozenset[str]:
 WEIGHTED = ops_where(lambda f: f.costs)
 SHAPE_OPS = ops_where(lambda f: f.shape_only)
 CONTROL_FLOW = ops_where(lambda f: f.control_flow)
+
+
+def affine_over_time(op: str, varying: list[bool]) -> bool:
+    """Whether an ``op`` node is affine in the inputs that vary over time (``varying``,
+    one flag per input), so that it commutes with averaging over steps; otherwise it
+    becomes a time-difference op (SPEC §10). ``linear_in`` of ``OpFacts`` says how."""
+    mode = facts(op).linear_in
+    if not any(varying) or mode == "all":
+        return True
+    if mode == "each":
+        return sum(varying) == 1
+    return mode == "first" and not any(varying[1:])
+

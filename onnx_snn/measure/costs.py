@@ -4,7 +4,9 @@ For each neuron layer: how many neurons it has per sample, the fan-out of one of
 its spikes (the synaptic operations it triggers in the weighted layers it feeds:
 Conv ``C_out·kH·kW/groups``, Gemm/MatMul ``out_features``), and the MACs of
 those layers in the ANN. Weighted layers that no neuron feeds get analog input
-and cost MACs in the SNN too.
+and cost MACs in the SNN too, as does each output of a time-difference op
+(SPEC §10; its Sub of the previous step, in the ``DIFFERENCES`` metadata) at
+every step.
 
 The shapes are measured, not inferred: the model runs once on one sample for one
 step, returning every weighted layer's output and every spike tensor. That
@@ -14,6 +16,7 @@ and wherever shape inference cannot see through a custom op.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +25,7 @@ import onnx_graphsurgeon as gs
 
 from onnx_snn.graph.activations import constant_value
 from onnx_snn.io.data import Batch
-from onnx_snn.io.metadata import metadata, neurons, timesteps_input
+from onnx_snn.io.metadata import DIFFERENCES, metadata, neurons, timesteps_input
 from onnx_snn.graph.registry import SHAPE_OPS, WEIGHTED, facts
 from onnx_snn.runtime.sessions import create_session, run_checked
 
@@ -45,6 +48,7 @@ class ModelCosts:
     layers: list[LayerCost]
     total_macs: int   # every weighted layer of the ANN, per sample
     analog_macs: int  # weighted layers that read analog (non-spiking) input
+    td_ops: int = 0   # outputs of time-difference ops, per sample and step (analog)
 
 
 def _weight(node: gs.Node) -> np.ndarray | None:
@@ -63,8 +67,10 @@ def model_costs(snn: onnx.ModelProto, sample: Batch) -> ModelCosts:
     weighted = {node.name: (node, weight) for node in graph.nodes
                 if node.op in WEIGHTED and (weight := _weight(node)) is not None}
     spikes = {layer.spikes: layer for layer in layers_info}
+    differences = [node.outputs[0].name for node in graph.nodes
+                   if node.name in set(json.loads(props.get(DIFFERENCES, "[]")))]
     measured = _measure(snn, props, sample, [node.outputs[0].name for node, _ in
-                                             weighted.values()] + list(spikes))
+                                             weighted.values()] + list(spikes) + differences)
     costs = {name: facts(node.op).costs(node, weight, measured[node.outputs[0].name])
              for name, (node, weight) in weighted.items()}
     tensors = graph.tensors()
@@ -78,7 +84,8 @@ def model_costs(snn: onnx.ModelProto, sample: Batch) -> ModelCosts:
                                 sum(costs[name][0] for name in fed), fed))
     return ModelCosts(layers, sum(macs for macs, _ in costs.values()),
                       sum(macs for name, (macs, _) in costs.items()
-                          if name not in reached_by_spikes))
+                          if name not in reached_by_spikes),
+                      sum(int(np.prod(measured[name])) for name in differences))
 
 
 def _measure(snn: onnx.ModelProto, props: dict[str, str], sample: Batch,

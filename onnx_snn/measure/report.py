@@ -214,9 +214,11 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
             correlations[cost.node].value() if ann is not None else None))
     total_sops = sum(layer.sops for layer in layers)
     energy = {"ann_pj": mac_pj * costs.total_macs,
-              "snn_pj": mac_pj * costs.analog_macs + ac_pj * total_sops,
+              "snn_pj": mac_pj * (costs.analog_macs + costs.td_ops * timesteps)
+              + ac_pj * total_sops,
               "precision": precision}
-    totals = {"ann_macs": costs.total_macs, "analog_macs": costs.analog_macs, "sops": total_sops,
+    totals = {"ann_macs": costs.total_macs, "analog_macs": costs.analog_macs,
+              "td_ops": costs.td_ops * timesteps, "sops": total_sops,
               "sop_mac_ratio": total_sops / costs.total_macs if costs.total_macs else None,
               "energy_ratio": energy["snn_pj"] / energy["ann_pj"] if costs.total_macs
               else None}

@@ -11,6 +11,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
 
+from onnx_snn.graph.batch_axes import moved_batch_axes
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.graph.patterns import PatternPass, compose
 from onnx_snn.graph.prepare import ai_onnx_opset
@@ -28,7 +29,8 @@ MIN_IR_VERSION = 8
 
 
 def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
-                        fold_scales: bool = True, maxpool: str = "keep") -> onnx.ModelProto:
+                        fold_scales: bool = True, maxpool: str = "keep",
+                        time_difference: bool = True) -> onnx.ModelProto:
     """Rewrite a prepared ANN: neurons in place of ``layers``' Relus, plus the time axis,
     the neurons' function bodies and the metadata (``onnx_snn.io.metadata``).
 
@@ -36,9 +38,12 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
     (``onnx_snn.snn.scale_folding``); without it every ``<layer>__output_scaler`` stays.
     ``maxpool`` is the MaxPool policy (``onnx_snn.graph.pooling``): "td" and "gated"
     rewrite the MaxPools that spikes reach (``onnx_snn.snn.temporal_pooling``).
+    ``time_difference`` makes every other op that is not affine in time-varying
+    values a time-difference op (``onnx_snn.snn.time_difference``).
     No shape inference runs: the passes keep the shapes they know.
     """
     graph = gs.import_onnx(ann)
+    moved = moved_batch_axes(ann, graph)
     scope = NameScope.of(graph)
     timesteps = gs.Variable(scope.name(TIMESTEPS), np.int64, [])
     graph.inputs.append(timesteps)
@@ -46,7 +51,7 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
     replaced = [NeuronInfo(layer.node, "", activation[layer.node].name,
                            _values_per_sample(activation[layer.node])) for layer in layers]
     folded = {layer.node for layer in layers} if fold_scales else set()
-    time_folding = TimeFolding(timesteps, scope, maxpool)
+    time_folding = TimeFolding(timesteps, scope, maxpool, time_difference, moved)
     graph = compose(PatternPass(ReluToNeuron(layers, timesteps, scope)),
                     FoldOutputScales(folded), time_folding)(graph)
     nodes = {node.name: node for node in graph.nodes}

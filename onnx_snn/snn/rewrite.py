@@ -60,9 +60,12 @@ class NeuronPlan:
         return gain.astype(np.float32)
 
 
-def check_layer(layer: NeuronPlan, activation: gs.Tensor) -> NeuronPlan:
+def check_layer(layer: NeuronPlan, activation: gs.Tensor, signed_site: bool = False
+                ) -> NeuronPlan:
     """Refuse a layer whose per-channel scales do not match the activation's channels,
-    whose neuron is signed, or whose input gain θ/s leaves float32's normal range."""
+    whose neuron is signed on a rectifier or unsigned on a signed site
+    (``onnx_snn.graph.signed_sites``), or whose input gain θ/s leaves float32's normal
+    range."""
     scale = np.asarray(layer.scale)
     if scale.ndim:
         channels = activation.shape[1] if activation.shape and len(activation.shape) > 1 \
@@ -72,7 +75,10 @@ def check_layer(layer: NeuronPlan, activation: gs.Tensor) -> NeuronPlan:
             raise OnnxSnnError(f"Relu '{layer.node}': {scale.size} per-channel scales for an "
                                f"activation of shape {activation.shape}: expected one per "
                                "channel (axis 1)")
-    if getattr(layer.neuron, "signed", False):
+    if signed_site and not getattr(layer.neuron, "signed", False):
+        raise OnnxSnnError(f"'{layer.node}' reads values of either sign: it needs a signed "
+                           f"neuron, and {type(layer.neuron).__name__} is not one")
+    if getattr(layer.neuron, "signed", False) and not signed_site:
         raise OnnxSnnError(f"Relu '{layer.node}': a signed neuron fires negative spikes, but a "
                            "rectifier's output is never negative; signed neurons are for "
                            "values of either sign (SPEC §11)")
@@ -95,7 +101,8 @@ def _channel_shape(values: np.ndarray, activation: gs.Tensor, node: str) -> np.n
 
 
 class ReluToNeuron(Pattern):
-    """Replace the rectifiers named in ``layers`` by scaled spiking neurons.
+    """Replace the rectifiers and signed sites named in ``layers`` by scaled spiking
+    neurons.
 
     Every neuron also reads ``timesteps``, the int64 scalar number of steps. The
     neuron node keeps the rectifier's name; the nodes and tensors around it are
@@ -115,7 +122,7 @@ class ReluToNeuron(Pattern):
                                    f"> 0, got {theta}")
 
     def match(self, node: gs.Node) -> bool:
-        return node.op in ("Relu", "Clip") and node.name in self.layers
+        return node.name in self.layers
 
     def replace(self, node: gs.Node, graph: gs.Graph) -> list[gs.Node]:
         layer = self.layers[node.name]

@@ -20,13 +20,18 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnx_snn.graph.activations import carries_values
 from onnx_snn.graph.builder import GraphBuilder
 from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL
 from onnx_snn.graph.naming import NameScope
-from onnx_snn.graph.pooling import TEMPORAL_POLICIES, check_policy
+from onnx_snn.graph.pooling import check_policy
 from onnx_snn.graph.registry import SHAPE_OPS
+from onnx_snn.graph.temporal import GATED, SUMMED, TIME_DIFFERENCE, behaviour_over_time
 from onnx_snn.snn.neurons import is_neuron
 from onnx_snn.snn.temporal_pooling import pool_over_time
+from onnx_snn.snn.time_difference import (
+    TimeDifference, back_permutation, front_permutation,
+)
 
 #: Neuron attribute: 1 when the neuron reads a static input [S, N, ...] itself.
 BROADCAST = "broadcast_input"
@@ -42,15 +47,25 @@ class TimeFolding:
     step t alone, so its label converges like the scores do; the CumSum nodes
     that sum them are listed in ``accumulators``. With ``maxpool`` "td" or "gated",
     each MaxPool that spiking values reach is rewritten by
-    ``onnx_snn.snn.temporal_pooling`` (its CumSums are accumulators too, and its
-    Subs of the previous step are listed in ``differences``).
+    ``onnx_snn.snn.temporal_pooling``. With ``time_difference``, every other node
+    that is not affine in the time-varying values it reads (GELU, LayerNorm,
+    Softmax, a product of two of them, ...) becomes a time-difference op
+    (``onnx_snn.snn.time_difference``); without it such nodes run step by step
+    (``keep_analog``). The CumSums of these rewrites are accumulators too, and their
+    Subs of the previous step are listed in ``differences``. ``moved`` gives the
+    tensors whose batch axis is not the first, as (axis, rank)
+    (``onnx_snn.graph.batch_axes``): neurons, time-difference ops and broadcasts over
+    time move that axis to the front and back.
     """
 
     def __init__(self, timesteps: gs.Variable, scope: NameScope | None = None,
-                 maxpool: str = "keep") -> None:
+                 maxpool: str = "keep", time_difference: bool = True,
+                 moved: dict[str, tuple[int, int]] | None = None) -> None:
         self.timesteps = timesteps
         self.scope = scope
         self.maxpool = check_policy(maxpool)
+        self.time_difference = time_difference
+        self.moved = moved or {}
         self.accumulators: list[str] = []
         self.differences: list[str] = []
 
@@ -59,9 +74,10 @@ class TimeFolding:
         scope = self.scope or NameScope.of(graph)
         make = GraphBuilder(graph, "time_fold__", scope)
         data_inputs = [t for t in graph.inputs if t is not self.timesteps]
-        temporal, batch, shape_values = self._classify(graph, data_inputs)
+        temporal, temporal_tensors, batch, shape_values = self._classify(graph, data_inputs)
         folded_inputs = [self._fold_input(make, x, scope) for x in data_inputs]
         steps = make("Reshape", [self.timesteps, make.const([1])], np.int64)
+        td = TimeDifference(make, steps, lambda tensor: self.moved.get(tensor.name))
         samples = make("Slice", [make("Shape", [folded_inputs[0]], np.int64), make.const([0]),
                                  make.const([1])], np.int64)
         broadcast: dict[int, gs.Variable] = {}
@@ -69,12 +85,16 @@ class TimeFolding:
         def over_time(tensor: gs.Variable) -> gs.Variable:
             """``tensor`` [S·N, ...] broadcast to [T·N, ...] (cached)."""
             if id(tensor) not in broadcast:
-                rows = make("Reshape", [tensor, make("Concat", [samples, make.const([-1])],
-                                                     np.int64, {"axis": 0})], tensor.dtype)
+                layout = self.moved.get(tensor.name)
+                front = tensor if layout is None else make(
+                    "Transpose", [tensor], tensor.dtype, {"perm": front_permutation(layout)})
+                rows = make("Reshape", [front, make("Concat", [samples, make.const([-1])],
+                                                    np.int64, {"axis": 0})], tensor.dtype)
                 tiled = _tile(make, rows, make("Concat", [steps, make.const([1])], np.int64,
                                                {"axis": 0}))
-                broadcast[id(tensor)] = make("Reshape", [tiled, _with_rows(make, tensor, [-1])],
-                                             tensor.dtype)
+                result = make("Reshape", [tiled, _with_rows(make, front, [-1])], tensor.dtype)
+                broadcast[id(tensor)] = result if layout is None else make(
+                    "Transpose", [result], tensor.dtype, {"perm": back_permutation(layout)})
             return broadcast[id(tensor)]
 
         retimed: dict[int, gs.Variable] = {}
@@ -101,6 +121,8 @@ class TimeFolding:
                  for node in graph.nodes
                  if is_neuron(node) and node.outputs[0].shape is not None}
         for node in [n for n in graph.nodes if id(n) in temporal]:
+            if is_neuron(node):
+                self._batch_first(make, node, batch)
             for index, tensor in enumerate(node.inputs):
                 if id(tensor) in batch and index == 0 and is_neuron(node) \
                         and BROADCAST in node.attrs:
@@ -110,12 +132,18 @@ class TimeFolding:
                     node.inputs[index] = over_time(tensor)
                 elif id(tensor) in shape_values:
                     node.inputs[index] = retime(tensor)
-            if node.op == "ArgMax" and node.attrs.get("axis", 0) != 0:
-                node.inputs[0] = self._summed_over_steps(make, node.inputs[0], steps)
-            elif node.op == "MaxPool" and self.maxpool in TEMPORAL_POLICIES:
-                self.differences += pool_over_time(
-                    node, self.maxpool, make, steps,
-                    lambda tensor: self._summed_over_steps(make, tensor, steps))
+            if is_neuron(node):
+                continue
+            varying = [id(t) in temporal_tensors and carries_values(t) for t in node.inputs]
+            behaviour = behaviour_over_time(node, varying, self.maxpool, self.time_difference)
+            if behaviour == SUMMED:
+                node.inputs[0] = td.running_sum(node.inputs[0])
+            elif node.op == "MaxPool" and behaviour in (TIME_DIFFERENCE, GATED):
+                pool_over_time(node, self.maxpool, td)
+            elif behaviour == TIME_DIFFERENCE:
+                td.rewrite(node, varying)
+        self.accumulators += td.accumulators
+        self.differences += td.differences
 
         graph.outputs = [self._unfold_output(make, out, steps, over_time, scope,
                                              temporal=id(out) not in batch)
@@ -128,8 +156,28 @@ class TimeFolding:
         graph.cleanup().toposort()
         return graph
 
+    def _batch_first(self, make: GraphBuilder, neuron: gs.Node, batch: set[int]) -> None:
+        """Around a neuron whose input carries the batch on another axis, transpose that
+        axis to the front and back (the neuron steps along axis 0)."""
+        source = neuron.inputs[0]
+        while source.name not in self.moved and source.inputs and \
+                source.inputs[0].op in ("Mul", "Add"):  # the input gain, a bias shift
+            source = source.inputs[0].inputs[0]
+        layout = self.moved.get(source.name)
+        if layout is None:
+            return
+        given, spikes = neuron.inputs[0], neuron.outputs[0]
+        front = make("Transpose", [given], given.dtype, {"perm": front_permutation(layout)})
+        if id(given) in batch:
+            batch.add(id(front))
+        neuron.inputs[0] = front
+        neuron.outputs[0] = gs.Variable(make.name(f"{neuron.name}_batch_first"), spikes.dtype)
+        make("Transpose", [neuron.outputs[0]], spikes.dtype,
+             {"perm": back_permutation(layout)}, output=spikes)
+
     def _classify(self, graph: gs.Graph, data_inputs: list[gs.Variable]):
-        """Ids of temporal nodes, static batch tensors and static shape values."""
+        """Ids of temporal nodes and tensors, static batch tensors and static shape
+        values."""
         temporal: set[int] = set()
         temporal_tensors = {id(self.timesteps)}
         batch = {id(x) for x in data_inputs}
@@ -146,16 +194,7 @@ class TimeFolding:
                 batch.update(outputs)
             elif any(i in shape_values for i in ids):
                 shape_values.update(outputs)
-        return temporal, batch, shape_values
-
-    def _summed_over_steps(self, make: GraphBuilder, scores: gs.Tensor,
-                           steps: gs.Variable) -> gs.Variable:
-        """``scores`` [T·N, ...] summed over steps 1..t at every step t (a CumSum)."""
-        per_step = make("Reshape", [scores, make("Concat", [steps, _with_rows(
-            make, scores, [-1])], np.int64, {"axis": 0})], scores.dtype)
-        summed = make("CumSum", [per_step, make.const(0)], scores.dtype)
-        self.accumulators.append(summed.inputs[0].name)
-        return make("Reshape", [summed, make("Shape", [scores], np.int64)], scores.dtype)
+        return temporal, temporal_tensors, batch, shape_values
 
     @staticmethod
     def _fold_input(make: GraphBuilder, x: gs.Variable, scope: NameScope) -> gs.Variable:

@@ -128,17 +128,16 @@ def test_inspect_lists_activations_caveats_and_shapes(tmp_path, capsys) -> None:
                       "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)})
     onnx.save(ann, tmp_path / "ann.onnx")
     report = tmp_path / "inspect.json"
-    # convert would refuse the Sigmoid: inspect lists everything, then fails saying why
-    assert main(["inspect", str(tmp_path / "ann.onnx"), "--json", str(report)]) == 1
+    assert main(["inspect", str(tmp_path / "ann.onnx"), "--json", str(report)]) == 0
     captured = capsys.readouterr()
-    assert "refuse   Sigmoid" in captured.out and "MaxPool      pool" in captured.out
-    assert captured.err.startswith("onnx-snn: error: convert would stop: cannot convert "
-                                   "Sigmoid 'gate'")
+    assert "td       Sigmoid" in captured.out and "MaxPool      pool" in captured.out
+    assert "2 neurons, 0 signed neurons, 1 time-difference ops, 1 per-step analog ops" \
+        in captured.out
     data = json.loads(report.read_text())
-    actions = {e["node"]: (e["op"], e["action"], e["note"]) for e in data["activations"]}
-    assert actions == {"relu": ("Relu", "convert", ""),
-                       "gate": ("Sigmoid", "refuse", "no spiking equivalent"),
-                       "relu6": ("Clip", "convert", "scale capped at 6")}
+    actions = {e["node"]: (e["op"], e["action"]) for e in data["ops"]}
+    assert actions == {"conv": ("Conv", "analog"), "relu": ("Relu", "neuron"),
+                       "pool": ("MaxPool", "per-step"), "gate": ("Sigmoid", "td"),
+                       "relu6": ("Clip", "neuron")}
     assert [c["node"] for c in data["caveats"]] == ["pool"]
     assert data["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["N", 2, 4, 4]}]
     assert data["spiking_inputs"][1] == {"name": "timesteps", "dtype": "int64", "shape": []}
@@ -146,7 +145,7 @@ def test_inspect_lists_activations_caveats_and_shapes(tmp_path, capsys) -> None:
     assert main(["inspect", str(tmp_path / "ann.onnx"), "--maxpool", "before",
                  "--keep-analog"]) == 0
     out = capsys.readouterr().out
-    assert "caveats" not in out and "keep     Sigmoid" in out
+    assert "caveats" not in out and "per-step Sigmoid" in out
 
 
 def test_outputs_get_ordinary_file_permissions(files) -> None:

@@ -18,6 +18,7 @@ import pytest
 from pattern_models import (
     AVERAGE_WARNING,
     OVERCOUNT_WARNING,
+    SOFTMAX_WARNING,
     build,
     convert_case,
     pattern_names,
@@ -39,9 +40,11 @@ def convert_recording(case, **overrides):
     return result, [w for w in caught if issubclass(w.category, UserWarning)]
 
 
-def neuron_names(ann: onnx.ModelProto) -> set[str]:
-    """Relu and Clip(0, a) nodes of the ANN: the layers that become neurons."""
-    return {node.name for node in ann.graph.node if node.op_type in ("Relu", "Clip")}
+def neuron_names(case) -> set[str]:
+    """Relu and Clip(0, a) nodes of the ANN, and the signed sites the case names: the
+    layers that become neurons."""
+    return {node.name for node in case.ann.graph.node if node.op_type in ("Relu", "Clip")} \
+        | {f"{tensor}__signed_neuron" for tensor in case.signed}
 
 
 def ops(model: onnx.ModelProto) -> list[str]:
@@ -69,7 +72,7 @@ def test_pattern_converts_and_rate_codes(name) -> None:
         assert any(re.search(case.warns, str(w.message)) for w in caught), \
             f"no UserWarning matching {case.warns!r}; got {[str(w.message) for w in caught]}"
     onnx.checker.check_model(result.model, full_check=True)
-    assert {layer.node for layer in result.layers} == neuron_names(case.ann)
+    assert {layer.node for layer in result.layers} == neuron_names(case)
     assert "Relu" not in ops(result.model)
 
     errors, per_step = rate_coding_errors(case, result.model, STEPS)
@@ -151,17 +154,18 @@ def test_clip_below_its_max_keeps_the_calibrated_scale() -> None:
 
 # --------------------------------------------------------------------------- LRN, Softmax
 
-def test_lrn_is_kept_with_a_warning() -> None:
+def test_lrn_is_kept_with_a_warning_with_keep_analog() -> None:
     case = build("lrn")
     with pytest.warns(UserWarning, match="LRN"):
-        result = convert_case(case)
-    assert ops(result.model).count("LRN") == 1
+        result = convert_case(case, keep_analog=True)
+    assert ops(result.model).count("LRN") == 1 and "CumSum" not in ops(result.model)
 
 
 def test_output_softmax_kept_per_step_or_dropped() -> None:
+    """With keep_analog the output Softmax runs on each step's logits."""
     kept_case, dropped_case = build("softmax_kept"), build("softmax_dropped")
-    with pytest.warns(UserWarning, match=kept_case.warns):
-        kept = convert_case(kept_case)
+    with pytest.warns(UserWarning, match=SOFTMAX_WARNING):
+        kept = convert_case(kept_case, keep_analog=True)
     dropped = convert_case(dropped_case)
     assert ops(kept.model).count("Softmax") == 1
     assert "Softmax" not in ops(dropped.model)
