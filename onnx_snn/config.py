@@ -91,8 +91,9 @@ class ConversionConfig:
 #: scale per layer (``HookFactory``: Max, momentum 0.1), IF neurons with θ = 1, soft
 #: reset, starting at 0, MaxPool kept. It is the default. ``best``: threshold
 #: balancing for 16 levels, half-threshold start and the TD MaxPool, chosen on the
-#: digits CNN, the residual digits CNN, ResNet-20, VGG-11 and MobileNetV2 trained by
-#: ``benchmarks/deep_curves.py`` and the random-weight zoo (``benchmarks/zoo_error.py``):
+#: digits CNN, the residual digits CNN, ResNet-20 and VGG-11 trained by
+#: ``benchmarks/deep_curves.py`` (also measured there: MobileNetV2) and the
+#: random-weight zoo (``benchmarks/zoo_error.py``):
 #: fewer levels (4 or 8) are more accurate at T <= 8 on the trained nets but bias
 #: the random ones (correlation with the ANN 0.3-0.9); ``auto`` picks per target T.
 PRESETS: dict[str, ConversionConfig] = {
