@@ -107,9 +107,11 @@ def convert(model: ModelLike, data: Any = None, config: ConversionConfig | None 
 
     Each rectifier (Relu, or Clip(0, a) whose scale is then capped at a) is
     calibrated with a collector from the hook factory and replaced by a neuron
-    from the neuron factory. Other activations are an error unless
-    ``keep_analog``; a Softmax at the output is applied per step, or removed with
-    ``drop_output_softmax``.
+    from the neuron factory. A weighted layer that reads a value neither rectified
+    nor from the input gets a signed neuron (``onnx_snn.graph.signed_sites``), and
+    every other nonlinear op that spikes reach becomes a time-difference op, unless
+    ``keep_analog`` (then they run step by step); an output Softmax can be removed
+    with ``drop_output_softmax``.
     """
     config = resolve_config(config, preset, settings)
     check_bool(progress, "progress")

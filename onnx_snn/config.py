@@ -34,8 +34,9 @@ class ConversionConfig:
 
     ``hook_factory`` makes each Relu's statistic collector and
     ``neuron_factory`` its neuron; ``factories(node)`` may choose both per node.
-    ``exclude`` names Relus that stay analog. ``keep_analog`` keeps activations
-    with no spiking equivalent instead of refusing them. ``maxpool`` is the
+    ``exclude`` names Relus that stay analog. ``keep_analog`` runs nonlinear
+    ops step by step and adds no signed neurons, instead of making them
+    time-difference ops. ``maxpool`` is the
     MaxPool policy (``onnx_snn.graph.pooling``); ``drop_output_softmax`` removes a
     Softmax at the output. ``bias_calibration=T`` shifts each layer's bias so its
     mean output at T steps matches the ANN. ``spike_counts`` adds an output

@@ -51,12 +51,13 @@ class OpFacts:
     - ``costs``: a layer with a constant weight (input 1): how to count its MACs
       and fan-out; output scales of neurons fold into that weight;
     - ``learned``: holds trained parameters (nothing of the kind may follow an
-      output Softmax that is applied per step);
+      output head);
     - ``scale_passes``: how an output scale s passes through the op towards the
       next weighted layer: "always" (linear), "nonnegative" (MaxPool, s >= 0),
       "pad" (Pad with zeros), "flatten" (Flatten, Reshape to [N, F]);
     - ``nonlinear``: an activation with no rate-coded IF equivalent;
-    - ``output_head``: a nonlinearity allowed at the output, applied per step;
+    - ``output_head``: a nonlinearity at the output that ``drop_output_softmax``
+      may remove;
     - ``shape_only``: its output is a shape, not data;
     - ``control_flow``: it holds subgraphs;
     - ``linear_in``: how its output depends on time-varying inputs, when it is
