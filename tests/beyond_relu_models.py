@@ -75,6 +75,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from zoo_models import ort_outputs
 
 ARCHITECTURES = ("vit", "efficientnet", "mobilenetv3", "convnext", "bert")
 EXPORTERS = ("dynamo", "torchscript")
@@ -425,13 +426,6 @@ def train_net(arch: str) -> nn.Module:
 def torch_logits(net: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return net(torch.from_numpy(x)).numpy()
-
-
-def ort_outputs(path: Path, x: np.ndarray) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})
 
 
 # --------------------------------------------------------------------------- builder
