@@ -47,7 +47,10 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
     scope = NameScope.of(graph)
     timesteps = gs.Variable(scope.name(TIMESTEPS), np.int64, [])
     graph.inputs.append(timesteps)
-    activation = {node.name: node.outputs[0] for node in graph.nodes}  # what each node makes
+    # the ANN tensor each neuron stands for: a rectifier's output, or what a signed site
+    # (an Identity the conversion added, so not in the user's ANN) reads
+    activation = {node.name: node.inputs[0] if node.op == "Identity" else node.outputs[0]
+                  for node in graph.nodes}
     replaced = [NeuronInfo(layer.node, "", activation[layer.node].name,
                            _values_per_sample(activation[layer.node])) for layer in layers]
     folded = {layer.node for layer in layers} if fold_scales else set()

@@ -17,8 +17,10 @@ from onnx_snn.runtime.streaming import StreamingSession
 STEPS = 24
 
 
-def two_relu_model(tail: list[onnx.NodeProto], outputs: list[str]) -> onnx.ModelProto:
-    """x [N, 6] -> MatMul -> Relu 'a' and MatMul -> Relu 'b', then ``tail``."""
+def two_relu_model(tail: list[onnx.NodeProto], outputs: list[str],
+                   weights: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """x [N, 6] -> MatMul -> Relu 'a' and MatMul -> Relu 'b', then ``tail`` (which may
+    read ``weights``)."""
     rng = np.random.default_rng(3)
     nodes = [helper.make_node("MatMul", ["x", "wa"], ["pa"]),
              helper.make_node("Relu", ["pa"], ["a"], name="relu_a"),
@@ -28,7 +30,7 @@ def two_relu_model(tail: list[onnx.NodeProto], outputs: list[str]) -> onnx.Model
                       [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 5])
                        for name in outputs],
                       {"wa": rng.normal(size=(6, 5)).astype(np.float32),
-                       "wb": rng.normal(size=(6, 5)).astype(np.float32)})
+                       "wb": rng.normal(size=(6, 5)).astype(np.float32), **(weights or {})})
 
 
 def data() -> np.ndarray:
@@ -132,6 +134,24 @@ def test_a_batch_axis_moved_by_a_transpose_gives_the_batch_first_twin() -> None:
         assert [layer.neuron.signed for layer in snn.layers] == [False, True]
         results[permute] = run_snn(snn.model, x, 32)[0]
     np.testing.assert_allclose(results[True], results[False], atol=1e-5)
+
+
+def test_report_compares_a_signed_neuron_with_the_tensor_it_reads_in_the_ann() -> None:
+    """The Sigmoid feeds a MatMul, so a signed neuron stands before it: report --ann
+    finds its ANN values (the Sigmoid's output) and its rate follows them."""
+    from onnx_snn.measure.report import make_report
+
+    rng = np.random.default_rng(7)
+    ann = two_relu_model([helper.make_node("Sigmoid", ["a"], ["s"], name="gate"),
+                          helper.make_node("MatMul", ["s", "w"], ["y"])], ["y"],
+                         {"w": rng.normal(size=(5, 5)).astype(np.float32)})
+    converted = convert(ann, data(), batch_size=100, progress=False)
+    assert [layer.neuron.signed for layer in converted.layers] == [False, True]
+    report = make_report(converted.model, {"x": data()}, np.zeros(12, np.int64), ann=ann,
+                         timesteps=256, progress=False)
+    assert [layer.node for layer in report.layers] == [layer.node for layer in
+                                                        converted.layers]
+    assert report.layers[1].rate_vs_ann_r > 0.99
 
 
 def test_report_counts_time_difference_ops_as_analog_operations() -> None:
