@@ -106,16 +106,23 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model)
 
 
-def _running_sum(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
-                 inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
-    """One step of a CumSum over time: the sum so far (a state, 0 at the start) plus
-    this step's value."""
-    state_in = scope.name(f"{identifier(node.name)}__sum")
-    state_out = scope.name(f"{identifier(node.name)}__sum_next")
+def _state(node: onnx.NodeProto, suffix: str, scope: NameScope, graph: onnx.GraphProto,
+           inputs: list, outputs: list, states: list) -> tuple[str, str]:
+    """A new state for ``node`` (0 at the start): its input and output names, declared
+    and listed in ``states``."""
+    state_in = scope.name(f"{identifier(node.name)}__{suffix}")
+    state_out = scope.name(f"{identifier(node.name)}__{suffix}_next")
     graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), state_in))
     inputs.append(helper.make_tensor_value_info(state_in, TensorProto.FLOAT, None))
     outputs.append(helper.make_tensor_value_info(state_out, TensorProto.FLOAT, None))
     states.append({"node": node.name, "input": state_in, "output": state_out})
+    return state_in, state_out
+
+
+def _running_sum(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
+                 inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
+    """One step of a CumSum over time: the sum so far (a state) plus this step's value."""
+    state_in, state_out = _state(node, "sum", scope, graph, inputs, outputs, states)
     return [helper.make_node("Add", [state_in, node.input[0]], [node.output[0]],
                              name=node.name),
             helper.make_node("Identity", [node.output[0]], [state_out])]
@@ -123,14 +130,9 @@ def _running_sum(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
 
 def _previous_step(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
                    inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
-    """One step of a Sub of the previous step: its second input becomes a state (0 at
-    the start) whose next value is this step's first input."""
-    state_in = scope.name(f"{identifier(node.name)}__previous")
-    state_out = scope.name(f"{identifier(node.name)}__previous_next")
-    graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), state_in))
-    inputs.append(helper.make_tensor_value_info(state_in, TensorProto.FLOAT, None))
-    outputs.append(helper.make_tensor_value_info(state_out, TensorProto.FLOAT, None))
-    states.append({"node": node.name, "input": state_in, "output": state_out})
+    """One step of a Sub of the previous step: its second input becomes a state whose
+    next value is this step's first input."""
+    state_in, state_out = _state(node, "previous", scope, graph, inputs, outputs, states)
     return [helper.make_node("Sub", [node.input[0], state_in], [node.output[0]],
                              name=node.name),
             helper.make_node("Identity", [node.input[0]], [state_out])]

@@ -46,7 +46,7 @@ class TimeDifference:
         self.layout = layout
         self.accumulators: list[str] = []
         self.differences: list[str] = []
-        self._sums: dict[int, gs.Variable] = {}
+        self._sums: dict[int, tuple[gs.Tensor, gs.Variable]] = {}
         self._means: dict[int, gs.Variable] = {}
         self._counts: gs.Variable | None = None
 
@@ -92,19 +92,22 @@ class TimeDifference:
             self._counts = self._cumulative(ones)
         return self._counts
 
-    def running_sum(self, tensor: gs.Tensor) -> gs.Variable:
-        """``tensor`` summed over steps 1..t at every step t, same shape."""
+    def _summed(self, tensor: gs.Tensor) -> tuple[gs.Tensor, gs.Variable]:
+        """``tensor`` batch first, and its running sum per step [T, N·...] (cached)."""
         if id(tensor) not in self._sums:
             front = self._front(tensor)
-            self._sums[id(tensor)] = self._back(self._cumulative(self._per_step(front)),
-                                                tensor, front)
+            self._sums[id(tensor)] = front, self._cumulative(self._per_step(front))
         return self._sums[id(tensor)]
 
+    def running_sum(self, tensor: gs.Tensor) -> gs.Variable:
+        """``tensor`` summed over steps 1..t at every step t, same shape."""
+        front, summed = self._summed(tensor)
+        return self._back(summed, tensor, front)
+
     def running_mean(self, tensor: gs.Tensor) -> gs.Variable:
-        """``tensor`` averaged over steps 1..t at every step t, same shape."""
+        """``tensor`` averaged over steps 1..t at every step t, same shape (cached)."""
         if id(tensor) not in self._means:
-            front = self._front(tensor)
-            summed = self._cumulative(self._per_step(front))
+            front, summed = self._summed(tensor)
             mean = self.make("Div", [summed, self.counts()], tensor.dtype)
             self._means[id(tensor)] = self._back(mean, tensor, front)
         return self._means[id(tensor)]
