@@ -1,4 +1,6 @@
-// onnxruntime custom-op library: the native kernel of onnx_snn::IFNode.
+// onnxruntime custom-op library: the native kernels of onnx_snn::IFNode and of the
+// time-difference bookkeeping ops (RunningSum, RunningMean, Difference,
+// StepDifference; time_ops.h).
 //
 // Register it with RegisterCustomOpsLibrary (C/C++), RegisterCustomOpLibraryV2
 // (C#), registerCustomOpLibrary (Java) or SessionOptions.register_custom_ops_library
@@ -10,6 +12,9 @@
 // to max_spikes a step, a signed one down to -max_spikes), broadcast_input (0: X is [T*N, ...], one slice per step; 1: X is [S, N, ...]
 // with S = 1, the same input at every step, or S = T). From API 17 the op also
 // tells onnxruntime the spikes' shape (InferShape): X's, or [T*N, X[2:]...].
+//
+// RunningSum, RunningMean, Difference, StepDifference(X: float32 [T*N, ...], T: int64
+// with one value) -> Y: float32, X's shape; X is read as T rows, one per step.
 //
 // Only the C API is used, through a version negotiated with the running
 // onnxruntime: min(the headers' ORT_API_VERSION, the runtime's), so one build
@@ -36,6 +41,7 @@
 #include <vector>
 
 #include "if_node.h"
+#include "time_ops.h"
 
 namespace {
 
@@ -55,15 +61,18 @@ uint32_t g_api_version = 0;
 // Numbers the symbols made up for unknown output dimensions (InferShape).
 std::atomic<uint64_t> g_unknown_dims{0};
 
-OrtStatus* Fail(const std::string& message) {
-  return g_api->CreateStatus(ORT_INVALID_ARGUMENT, (std::string(kOpType) + ": " + message).c_str());
+// A status "<op>: <message>".
+OrtStatus* FailIn(const char* op, const std::string& message) {
+  return g_api->CreateStatus(ORT_INVALID_ARGUMENT, (std::string(op) + ": " + message).c_str());
 }
 
-// A status "IFNode: <message>" built without allocating (for the exception
+OrtStatus* Fail(const std::string& message) { return FailIn(kOpType, message); }
+
+// A status "onnx_snn: <message>" built without allocating (for the exception
 // handlers, where memory may have run out). Never throws.
 OrtStatus* StatusNoThrow(const OrtApi* api, OrtErrorCode code, const char* message) noexcept {
   char text[1024];
-  std::snprintf(text, sizeof text, "%s: %s", kOpType, message ? message : "");
+  std::snprintf(text, sizeof text, "%s: %s", kDomain, message ? message : "");
   return api->CreateStatus(code, text);
 }
 
@@ -89,10 +98,37 @@ OrtStatus* Guarded(const OrtApi* api, Body&& body) noexcept {
     if (status_ != nullptr) return status_; \
   } while (0)
 
+// What onnxruntime creates once per node and calls once per run.
 struct Kernel {
+  virtual ~Kernel() = default;
+  virtual OrtStatus* Compute(OrtKernelContext* context) const = 0;
+};
+
+struct IFKernel final : Kernel {
+  IFKernel(const onnx_snn::IFParams& params, bool broadcast_input)
+      : params(params), broadcast_input(broadcast_input) {}
+  OrtStatus* Compute(OrtKernelContext* context) const override;
   onnx_snn::IFParams params;
   bool broadcast_input;
 };
+
+struct TimeKernel final : Kernel {
+  TimeKernel(onnx_snn::TimeOp op, const char* name) : op(op), name(name) {}
+  OrtStatus* Compute(OrtKernelContext* context) const override;
+  onnx_snn::TimeOp op;
+  const char* name;
+};
+
+// One op of the library: onnxruntime hands &custom back to every callback, and
+// custom is the first member, so the callback finds the rest.
+struct OpEntry {
+  OrtCustomOp custom;
+  const char* name;
+  bool is_if;                 // IFNode, else a time op
+  onnx_snn::TimeOp time_op;   // time ops only
+};
+
+const OpEntry& EntryOf(const OrtCustomOp* op) { return *reinterpret_cast<const OpEntry*>(op); }
 
 OrtStatus* ReadFloat(const OrtKernelInfo* info, const char* name, float* out) {
   OrtStatus* status = g_api->KernelInfoGetAttribute_float(info, name, out);
@@ -119,7 +155,7 @@ void ReadOptionalInt(const OrtKernelInfo* info, const char* name, int64_t* out) 
   }
 }
 
-OrtStatus* CreateKernelImpl(const OrtKernelInfo* info, void** kernel) {
+OrtStatus* CreateIFKernel(const OrtKernelInfo* info, void** kernel) {
   float threshold = 0.0f, v_reset = 0.0f, v_init = 0.0f;
   int64_t hard_reset = 0, broadcast_input = 0, max_spikes = 1, is_signed = 0;
   RETURN_IF_ERROR(ReadFloat(info, "v_threshold", &threshold));
@@ -136,15 +172,20 @@ OrtStatus* CreateKernelImpl(const OrtKernelInfo* info, void** kernel) {
   const float v_start = v_init * threshold;
   const float high = static_cast<float>(max_spikes);
   const bool quantized = max_spikes > 1 || is_signed != 0;
-  *kernel = new Kernel{{threshold, v_reset, v_start, hard_reset != 0, quantized,
-                        is_signed != 0 ? -high : 0.0f, high},
-                       broadcast_input != 0};
+  *kernel = static_cast<Kernel*>(new IFKernel({threshold, v_reset, v_start, hard_reset != 0,
+                                                quantized, is_signed != 0 ? -high : 0.0f, high},
+                                               broadcast_input != 0));
   return nullptr;
 }
 
-OrtStatus* ORT_API_CALL CreateKernel(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo* info,
-                                     void** kernel) noexcept {
-  return Guarded(g_api, [&] { return CreateKernelImpl(info, kernel); });
+OrtStatus* ORT_API_CALL CreateKernel(const OrtCustomOp* op, const OrtApi*,
+                                     const OrtKernelInfo* info, void** kernel) noexcept {
+  return Guarded(g_api, [&]() -> OrtStatus* {
+    const OpEntry& entry = EntryOf(op);
+    if (entry.is_if) return CreateIFKernel(info, kernel);
+    *kernel = static_cast<Kernel*>(new TimeKernel(entry.time_op, entry.name));
+    return nullptr;
+  });
 }
 
 struct Task {
@@ -171,50 +212,81 @@ void RunTask(void* data, size_t index) noexcept {
   }
 }
 
-OrtStatus* ReadSteps(const OrtValue* value, int64_t* steps) {
+OrtStatus* ReadSteps(const char* op, const OrtValue* value, int64_t* steps) {
   OrtTensorTypeAndShapeInfo* info = nullptr;
   RETURN_IF_ERROR(g_api->GetTensorTypeAndShape(value, &info));
   size_t count = 0;
   OrtStatus* status = g_api->GetTensorShapeElementCount(info, &count);
   g_api->ReleaseTensorTypeAndShapeInfo(info);
   RETURN_IF_ERROR(status);
-  if (count != 1) return Fail("input T must hold one value, got " + std::to_string(count));
+  if (count != 1) return FailIn(op, "input T must hold one value, got " + std::to_string(count));
   void* data = nullptr;
   RETURN_IF_ERROR(g_api->GetTensorMutableData(const_cast<OrtValue*>(value), &data));
   *steps = *static_cast<const int64_t*>(data);
   return nullptr;
 }
 
-OrtStatus* ComputeImpl(void* kernel, OrtKernelContext* context) {
-  const auto& params = static_cast<const Kernel*>(kernel)->params;
-  const bool broadcast = static_cast<const Kernel*>(kernel)->broadcast_input;
-  const OrtValue* x_value = nullptr;
-  const OrtValue* t_value = nullptr;
-  RETURN_IF_ERROR(g_api->KernelContext_GetInput(context, 0, &x_value));
-  RETURN_IF_ERROR(g_api->KernelContext_GetInput(context, 1, &t_value));
+// A kernel's inputs X and T: X's shape and element count, and T's value (at least 1).
+struct Inputs {
+  const OrtValue* x = nullptr;
+  std::vector<int64_t> shape;
+  int64_t elements = 0;
   int64_t steps = 0;
-  RETURN_IF_ERROR(ReadSteps(t_value, &steps));
+};
+
+OrtStatus* ReadInputs(const char* op, OrtKernelContext* context, Inputs* inputs) {
+  const OrtValue* t_value = nullptr;
+  RETURN_IF_ERROR(g_api->KernelContext_GetInput(context, 0, &inputs->x));
+  RETURN_IF_ERROR(g_api->KernelContext_GetInput(context, 1, &t_value));
+  RETURN_IF_ERROR(ReadSteps(op, t_value, &inputs->steps));
 
   OrtTensorTypeAndShapeInfo* info = nullptr;
-  RETURN_IF_ERROR(g_api->GetTensorTypeAndShape(x_value, &info));
+  RETURN_IF_ERROR(g_api->GetTensorTypeAndShape(inputs->x, &info));
   size_t rank = 0;
   size_t count = 0;
   OrtStatus* status = g_api->GetDimensionsCount(info, &rank);
-  std::vector<int64_t> shape(rank);
-  if (status == nullptr) status = g_api->GetDimensions(info, shape.data(), rank);
+  inputs->shape.resize(rank);
+  if (status == nullptr) status = g_api->GetDimensions(info, inputs->shape.data(), rank);
   if (status == nullptr) status = g_api->GetTensorShapeElementCount(info, &count);
   g_api->ReleaseTensorTypeAndShapeInfo(info);
   RETURN_IF_ERROR(status);
   if (count > static_cast<size_t>(INT64_MAX)) {
-    return Fail("X has " + std::to_string(count) + " elements, more than int64 holds");
+    return FailIn(op, "X has " + std::to_string(count) + " elements, more than int64 holds");
   }
-  const int64_t elements = static_cast<int64_t>(count);
-  if (steps < 1) return Fail("T must be at least 1, got " + std::to_string(steps));
+  inputs->elements = static_cast<int64_t>(count);
+  if (inputs->steps < 1) {
+    return FailIn(op, "T must be at least 1, got " + std::to_string(inputs->steps));
+  }
+  return nullptr;
+}
+
+// ceil(features / kTaskFeatures), without overflow.
+size_t TaskCount(int64_t features) {
+  return static_cast<size_t>(features / kTaskFeatures + (features % kTaskFeatures != 0));
+}
+
+// Runs run(data, index) for index in [0, tasks): on onnxruntime's thread pool when
+// there is more than one task and the runtime has one, else here.
+OrtStatus* RunTasks(OrtKernelContext* context, void (*run)(void*, size_t), size_t tasks,
+                    void* data) {
+  if (tasks > 1 && g_api_version >= kParallelForApiVersion) {
+    return g_api->KernelContext_ParallelFor(context, run, tasks, 0, data);
+  }
+  for (size_t index = 0; index < tasks; ++index) run(data, index);
+  return nullptr;
+}
+
+OrtStatus* IFKernel::Compute(OrtKernelContext* context) const {
+  Inputs in;
+  RETURN_IF_ERROR(ReadInputs(kOpType, context, &in));
+  std::vector<int64_t>& shape = in.shape;
+  const int64_t elements = in.elements;
+  const int64_t steps = in.steps;
   // Spikes are [steps, features]; step t reads X at t * x_stride.
   int64_t features = 0;
   int64_t x_stride = 0;
-  if (broadcast) {
-    if (rank < 2) return Fail("X must be [S, N, ...] with broadcast_input = 1");
+  if (broadcast_input) {
+    if (shape.size() < 2) return Fail("X must be [S, N, ...] with broadcast_input = 1");
     const int64_t x_steps = shape[0];
     if (x_steps != 1 && x_steps != steps) {
       return Fail("X holds " + std::to_string(x_steps) + " steps, expected 1 or T = " +
@@ -256,7 +328,7 @@ OrtStatus* ComputeImpl(void* kernel, OrtKernelContext* context) {
   if (elements == 0) return nullptr;
   void* x_data = nullptr;
   void* s_data = nullptr;
-  RETURN_IF_ERROR(g_api->GetTensorMutableData(const_cast<OrtValue*>(x_value), &x_data));
+  RETURN_IF_ERROR(g_api->GetTensorMutableData(const_cast<OrtValue*>(in.x), &x_data));
   RETURN_IF_ERROR(g_api->GetTensorMutableData(s_value, &s_data));
 
   Task task;
@@ -266,19 +338,48 @@ OrtStatus* ComputeImpl(void* kernel, OrtKernelContext* context) {
   task.s = static_cast<float*>(s_data);
   task.steps = steps;
   task.features = features;
-  const size_t tasks =  // ceil(features / kTaskFeatures), without overflow
-      static_cast<size_t>(features / kTaskFeatures + (features % kTaskFeatures != 0));
-  if (tasks > 1 && g_api_version >= kParallelForApiVersion) {
-    RETURN_IF_ERROR(g_api->KernelContext_ParallelFor(context, RunTask, tasks, 0, &task));
-  } else {
-    for (size_t index = 0; index < tasks; ++index) RunTask(&task, index);
-  }
+  RETURN_IF_ERROR(RunTasks(context, RunTask, TaskCount(features), &task));
   if (task.failed.load()) return Fail("a worker task failed");
   return nullptr;
 }
 
+struct TimeTask {
+  onnx_snn::TimeOp op;
+  const float* x;
+  float* y;
+  int64_t steps;
+  int64_t features;
+};
+
+void RunTimeTask(void* data, size_t index) noexcept {  // RunTimeOp does not throw
+  const TimeTask& task = *static_cast<const TimeTask*>(data);
+  const int64_t begin = static_cast<int64_t>(index) * kTaskFeatures;
+  const int64_t end = std::min(task.features, begin + kTaskFeatures);
+  onnx_snn::RunTimeOp(task.op, task.x, task.y, task.steps, task.features, begin, end);
+}
+
+OrtStatus* TimeKernel::Compute(OrtKernelContext* context) const {
+  Inputs in;
+  RETURN_IF_ERROR(ReadInputs(name, context, &in));
+  if (in.elements % in.steps != 0) {
+    return FailIn(name, "X has " + std::to_string(in.elements) +
+                            " elements, not a multiple of T = " + std::to_string(in.steps));
+  }
+  OrtValue* y_value = nullptr;
+  RETURN_IF_ERROR(
+      g_api->KernelContext_GetOutput(context, 0, in.shape.data(), in.shape.size(), &y_value));
+  if (in.elements == 0) return nullptr;
+  void* x_data = nullptr;
+  void* y_data = nullptr;
+  RETURN_IF_ERROR(g_api->GetTensorMutableData(const_cast<OrtValue*>(in.x), &x_data));
+  RETURN_IF_ERROR(g_api->GetTensorMutableData(y_value, &y_data));
+  TimeTask task{op, static_cast<const float*>(x_data), static_cast<float*>(y_data), in.steps,
+                in.elements / in.steps};
+  return RunTasks(context, RunTimeTask, TaskCount(task.features), &task);
+}
+
 OrtStatus* ORT_API_CALL Compute(void* kernel, OrtKernelContext* context) noexcept {
-  return Guarded(g_api, [&] { return ComputeImpl(kernel, context); });
+  return Guarded(g_api, [&] { return static_cast<const Kernel*>(kernel)->Compute(context); });
 }
 
 void ORT_API_CALL Destroy(void* kernel) noexcept {
@@ -288,14 +389,31 @@ void ORT_API_CALL Destroy(void* kernel) noexcept {
   }
 }
 
-// Output 0 is float32. With broadcast_input = 0 its shape is X's (symbolic
+// IFNode's broadcast_input attribute, as shape inference sees it.
+OrtStatus* ReadBroadcast(OrtShapeInferContext* context, int64_t* broadcast) {
+  const OrtOpAttr* attribute = nullptr;
+  OrtStatus* status = g_api->ShapeInferContext_GetAttribute(context, "broadcast_input", &attribute);
+  if (status != nullptr) {
+    g_api->ReleaseStatus(status);
+    return Fail("missing int attribute 'broadcast_input'");
+  }
+  size_t size = 0;
+  status = g_api->ReadOpAttr(attribute, ORT_OP_ATTR_INT, broadcast, sizeof *broadcast, &size);
+  if (status != nullptr) {
+    g_api->ReleaseStatus(status);
+    return Fail("attribute 'broadcast_input' must be an int");
+  }
+  return nullptr;
+}
+
+// Output 0 is float32. For the time ops, and IFNode with broadcast_input = 0 its shape is X's (symbolic
 // dimensions kept); with broadcast_input = 1, X is [S, N, d2, ...] and the
 // spikes are [T * N, d2, ...]: T is an input value, unknown here, so the first
 // dimension is unknown and the rest are X[2:].
-OrtStatus* InferShapeImpl(OrtShapeInferContext* context) {
+OrtStatus* InferShapeImpl(const OpEntry& entry, OrtShapeInferContext* context) {
   size_t inputs = 0;
   RETURN_IF_ERROR(g_api->ShapeInferContext_GetInputCount(context, &inputs));
-  if (inputs < 1) return Fail("shape inference found no input X");
+  if (inputs < 1) return FailIn(entry.name, "shape inference found no input X");
   // X's description belongs to the context: onnxruntime 1.32 frees it itself (releasing
   // it here, as Ort::ShapeInferContext's wrapper would, is a double free).
   OrtTensorTypeAndShapeInfo* x_info = nullptr;
@@ -307,19 +425,8 @@ OrtStatus* InferShapeImpl(OrtShapeInferContext* context) {
   RETURN_IF_ERROR(g_api->GetDimensions(x_info, dims.data(), rank));
   RETURN_IF_ERROR(g_api->GetSymbolicDimensions(x_info, symbols.data(), rank));
 
-  const OrtOpAttr* attribute = nullptr;
-  OrtStatus* status = g_api->ShapeInferContext_GetAttribute(context, "broadcast_input", &attribute);
-  if (status != nullptr) {
-    g_api->ReleaseStatus(status);
-    return Fail("missing int attribute 'broadcast_input'");
-  }
-  int64_t broadcast = 0;
-  size_t size = 0;
-  status = g_api->ReadOpAttr(attribute, ORT_OP_ATTR_INT, &broadcast, sizeof broadcast, &size);
-  if (status != nullptr) {
-    g_api->ReleaseStatus(status);
-    return Fail("attribute 'broadcast_input' must be an int");
-  }
+  int64_t broadcast = 0;  // time ops have no broadcast_input: Y has X's shape
+  if (entry.is_if) RETURN_IF_ERROR(ReadBroadcast(context, &broadcast));
 
   // onnxruntime describes an input of unknown rank as rank 0: say nothing
   // about the spikes' shape then (the element type comes from the schema).
@@ -342,12 +449,13 @@ OrtStatus* InferShapeImpl(OrtShapeInferContext* context) {
   fresh.reserve(dims.size());
   for (size_t i = 0; i < dims.size(); ++i) {
     if (dims[i] >= 0 || (symbols[i] != nullptr && symbols[i][0] != '\0')) continue;
-    fresh.push_back("IFNode_unk_" + std::to_string(g_unknown_dims.fetch_add(1) + 1));
+    fresh.push_back(std::string(entry.name) + "_unk_" +
+                    std::to_string(g_unknown_dims.fetch_add(1) + 1));
     symbols[i] = fresh.back().c_str();
   }
   OrtTensorTypeAndShapeInfo* s_info = nullptr;
   RETURN_IF_ERROR(g_api->CreateTensorTypeAndShapeInfo(&s_info));
-  status = g_api->SetTensorElementType(s_info, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  OrtStatus* status = g_api->SetTensorElementType(s_info, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   if (status == nullptr) status = g_api->SetDimensions(s_info, dims.data(), dims.size());
   if (status == nullptr) {
     status = g_api->SetSymbolicDimensions(s_info, symbols.data(), symbols.size());
@@ -357,11 +465,11 @@ OrtStatus* InferShapeImpl(OrtShapeInferContext* context) {
   return status;
 }
 
-OrtStatus* ORT_API_CALL InferShape(const OrtCustomOp*, OrtShapeInferContext* context) noexcept {
-  return Guarded(g_api, [&] { return InferShapeImpl(context); });
+OrtStatus* ORT_API_CALL InferShape(const OrtCustomOp* op, OrtShapeInferContext* context) noexcept {
+  return Guarded(g_api, [&] { return InferShapeImpl(EntryOf(op), context); });
 }
 
-const char* ORT_API_CALL Name(const OrtCustomOp*) { return kOpType; }
+const char* ORT_API_CALL Name(const OrtCustomOp* op) { return EntryOf(op).name; }
 const char* ORT_API_CALL Provider(const OrtCustomOp*) { return "CPUExecutionProvider"; }
 size_t ORT_API_CALL InputCount(const OrtCustomOp*) { return 2; }
 size_t ORT_API_CALL OutputCount(const OrtCustomOp*) { return 1; }
@@ -424,7 +532,14 @@ uint32_t RuntimeApiVersion(const OrtApiBase* base) {
   return dot ? static_cast<uint32_t>(std::strtoul(dot + 1, nullptr, 10)) : 0;
 }
 
-OrtCustomOp g_op;
+// The ops of the library, in the order they are added to the domain.
+OpEntry g_ops[] = {
+    {{}, kOpType, true, onnx_snn::TimeOp::kRunningSum},
+    {{}, "RunningSum", false, onnx_snn::TimeOp::kRunningSum},
+    {{}, "RunningMean", false, onnx_snn::TimeOp::kRunningMean},
+    {{}, "Difference", false, onnx_snn::TimeOp::kDifference},
+    {{}, "StepDifference", false, onnx_snn::TimeOp::kStepDifference},
+};
 OrtCustomOpDomain* g_domain = nullptr;
 std::once_flag g_init;
 OrtStatus* g_init_error = nullptr;
@@ -443,9 +558,12 @@ void Initialise(const OrtApiBase* base) {
   }
   g_api = api;
   g_api_version = version;
-  g_op = MakeOp(version);
   g_init_error = g_api->CreateCustomOpDomain(kDomain, &g_domain);
-  if (g_init_error == nullptr) g_init_error = g_api->CustomOpDomain_Add(g_domain, &g_op);
+  for (OpEntry& entry : g_ops) {
+    if (g_init_error != nullptr) break;
+    entry.custom = MakeOp(version);
+    g_init_error = g_api->CustomOpDomain_Add(g_domain, &entry.custom);
+  }
 }
 
 }  // namespace

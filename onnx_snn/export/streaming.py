@@ -23,6 +23,9 @@ from onnx_snn.io.metadata import (
 )
 from onnx_snn.io.models import ModelLike
 from onnx_snn.ops.function_bodies import DOMAIN, IF_OP_TYPE, GraphArithmetic
+from onnx_snn.ops.time_ops import (
+    COUNTED, RUNNING_MEAN, RUNNING_SUM, STEP_DIFFERENCE, TIME_OPS, is_time_op,
+)
 
 
 def to_streaming(model: ModelLike) -> onnx.ModelProto:
@@ -33,13 +36,16 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     ``n`` adds input ``<n>__v`` (an initializer holds its default, v_init·θ
     as [1, 1]) and output ``<n>__v_next`` [N, F] (F: the layer's features,
     flattened), both recorded in the metadata under ``STREAMING_STATES``; so are
-    the running sums (``ACCUMULATORS``) and previous steps (``DIFFERENCES``) that
-    the conversion lists, and nodes and initializers no output needs are dropped.
+    the time ops' running sums and previous steps (``onnx_snn.ops.time_ops``; the
+    CumSums and Subs listed in ``ACCUMULATORS`` and ``DIFFERENCES`` in models
+    converted before them) and the step count, and nodes and initializers no output
+    needs are dropped.
     Other neuron ops are an error.
     """
     model, steps = folded_copy(model)
     graph = model.graph
-    custom = custom_nodes(node for node in graph.node if not is_if_node(node))
+    custom = custom_nodes(node for node in graph.node
+                          if not is_if_node(node) and not is_time_op(node))
     if custom:
         raise OnnxSnnError(f"node '{custom[0].name}' is {custom[0].domain}::{custom[0].op_type}; "
                            f"the streaming format supports {DOMAIN}::{IF_OP_TYPE} neurons only")
@@ -53,8 +59,15 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     states = []
     accumulators = set(json.loads(metadata(model).get(ACCUMULATORS, "[]")))
     differences = set(json.loads(metadata(model).get(DIFFERENCES, "[]")))
+    count = ""  # the step number c_t, once a time op needs it
     for node in graph.node:
-        if node.name in accumulators:
+        if is_time_op(node):
+            if node.op_type in COUNTED and not count:
+                count, counting = _step_count(scope, graph, inputs, outputs, states)
+                nodes += counting
+            nodes += _time_op_step(node, count, scope, graph, inputs, outputs, states)
+            continue
+        if node.name in accumulators:  # a CumSum, in models converted before the time ops
             nodes += _running_sum(node, scope, graph, inputs, outputs, states)
             continue
         if node.name in differences:
@@ -106,23 +119,58 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model)
 
 
-def _state(node: onnx.NodeProto, suffix: str, scope: NameScope, graph: onnx.GraphProto,
+def _state(owner: str, suffix: str, scope: NameScope, graph: onnx.GraphProto,
            inputs: list, outputs: list, states: list) -> tuple[str, str]:
-    """A new state for ``node`` (0 at the start): its input and output names, declared
-    and listed in ``states``."""
-    state_in = scope.name(f"{identifier(node.name)}__{suffix}")
-    state_out = scope.name(f"{identifier(node.name)}__{suffix}_next")
+    """A new state of the node (or tensor) ``owner`` (0 at the start): its input and
+    output names, declared and listed in ``states``."""
+    state_in = scope.name(f"{identifier(owner)}__{suffix}")
+    state_out = scope.name(f"{identifier(owner)}__{suffix}_next")
     graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), state_in))
     inputs.append(helper.make_tensor_value_info(state_in, TensorProto.FLOAT, None))
     outputs.append(helper.make_tensor_value_info(state_out, TensorProto.FLOAT, None))
-    states.append({"node": node.name, "input": state_in, "output": state_out})
+    states.append({"node": owner, "input": state_in, "output": state_out})
     return state_in, state_out
+
+
+def _step_count(scope: NameScope, graph: onnx.GraphProto, inputs: list, outputs: list,
+                states: list) -> tuple[str, list[onnx.NodeProto]]:
+    """The step number c_t (a state counting from 0, plus one each step): its name, and
+    the nodes that compute it."""
+    count = scope.name("time_step")
+    state_in, state_out = _state(count, "count", scope, graph, inputs, outputs, states)
+    one = scope.name("time_step__one")
+    graph.initializer.append(numpy_helper.from_array(np.ones((), np.float32), one))
+    return count, [helper.make_node("Add", [state_in, one], [count]),
+                   helper.make_node("Identity", [count], [state_out])]
+
+
+def _time_op_step(node: onnx.NodeProto, count: str, scope: NameScope, graph: onnx.GraphProto,
+                  inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
+    """One step of a time op (``onnx_snn.ops.time_ops``), the same arithmetic as its
+    function body: a running sum keeps its sum so far as state, a difference the
+    previous step's value; ``count`` is the step number c_t."""
+    x, y, make = node.input[0], node.output[0], helper.make_node
+    if TIME_OPS[node.op_type]:
+        state_in, state_out = _state(node.name, "sum", scope, graph, inputs, outputs, states)
+        summed = y if node.op_type == RUNNING_SUM else scope.name(f"{y}__sum")
+        nodes = [make("Add", [state_in, x], [summed], name=node.name),
+                 make("Identity", [summed], [state_out])]
+        if node.op_type == RUNNING_MEAN:
+            nodes.append(make("Div", [summed, count], [y]))
+        return nodes
+    state_in, state_out = _state(node.name, "previous", scope, graph, inputs, outputs, states)
+    now, nodes = x, []
+    if node.op_type == STEP_DIFFERENCE:
+        now = scope.name(f"{y}__scaled")
+        nodes.append(make("Mul", [x, count], [now]))
+    return [*nodes, make("Sub", [now, state_in], [y], name=node.name),
+            make("Identity", [now], [state_out])]
 
 
 def _running_sum(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
                  inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
     """One step of a CumSum over time: the sum so far (a state) plus this step's value."""
-    state_in, state_out = _state(node, "sum", scope, graph, inputs, outputs, states)
+    state_in, state_out = _state(node.name, "sum", scope, graph, inputs, outputs, states)
     return [helper.make_node("Add", [state_in, node.input[0]], [node.output[0]],
                              name=node.name),
             helper.make_node("Identity", [node.output[0]], [state_out])]
@@ -132,7 +180,7 @@ def _previous_step(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProt
                    inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
     """One step of a Sub of the previous step: its second input becomes a state whose
     next value is this step's first input."""
-    state_in, state_out = _state(node, "previous", scope, graph, inputs, outputs, states)
+    state_in, state_out = _state(node.name, "previous", scope, graph, inputs, outputs, states)
     return [helper.make_node("Sub", [node.input[0], state_in], [node.output[0]],
                              name=node.name),
             helper.make_node("Identity", [node.input[0]], [state_out])]

@@ -36,11 +36,11 @@ class GraphBuilder:
         return self.scope.take(f"{self.prefix}{suffix}")
 
     def __call__(self, op: str, inputs: list, dtype=None, attrs: dict | None = None,
-                 output: gs.Variable | None = None) -> gs.Variable:
+                 output: gs.Variable | None = None, domain: str | None = None) -> gs.Variable:
         name = self._name(op)
         out = output if output is not None else gs.Variable(name, dtype)
         return self.graph.layer(op=op, name=name, inputs=inputs, outputs=[out],
-                                attrs=attrs or {})[0]
+                                attrs=attrs or {}, domain=domain)[0]
 
     def const(self, values, dtype=np.int64) -> gs.Constant:
         return gs.Constant(self._name("c"), np.asarray(values, dtype=dtype))

@@ -11,12 +11,17 @@ The conversion writes, and every format keeps:
   "features"}: the neuron node, its spike tensor (the same name in every
   format), the ANN tensor it replaces (the rectifier's output) and its values
   per sample per step (null when not static);
-- ``ACCUMULATORS``: JSON list of the CumSum nodes that sum an ArgMax's scores
-  over the steps, or a temporal MaxPool's input (a streaming model carries each
-  as a running sum);
-- ``DIFFERENCES``: JSON list of the Sub nodes that take (a step's value, the
-  previous step's value, zeros at step 1) along time (a streaming model carries
-  the previous value as state);
+- ``ACCUMULATORS``: JSON list of the running sums and means over the steps
+  (``RunningSum``, ``RunningMean`` of ``onnx_snn.ops.time_ops``; CumSum nodes in
+  models converted before them): an ArgMax's scores, a temporal MaxPool's input,
+  a time-difference op's inputs (a streaming model carries each as state);
+- ``DIFFERENCES``: JSON list of the nodes that take differences along time
+  (``Difference``, ``StepDifference``; before them, Sub nodes of a step's value
+  and the previous step's, zeros at step 1): a streaming model carries the
+  previous value as state;
+- ``TD_OUTPUTS``: JSON list of the tensors the time-difference ops compute at each
+  step (f of the running means; ``report`` prices each value as an analog
+  operation);
 - ``STREAMING_STATES`` (streaming format): JSON list of {"node", "input",
   "output"}, the state inputs and outputs to feed back from step to step;
 - ``TIME_SUMS``: JSON list of outputs that hold sums over the steps of a run
@@ -43,6 +48,7 @@ OUTPUT_SCALES = "onnx_snn.output_scales"
 NEURONS = "onnx_snn.neurons"
 ACCUMULATORS = "onnx_snn.accumulators"
 DIFFERENCES = "onnx_snn.differences"
+TD_OUTPUTS = "onnx_snn.td_outputs"
 STREAMING_STATES = "onnx_snn.streaming_states"
 TIME_SUMS = "onnx_snn.time_sums"
 #: The default name of the T input.

@@ -4,9 +4,9 @@ For each neuron layer: how many neurons it has per sample, the fan-out of one of
 its spikes (the synaptic operations it triggers in the weighted layers it feeds:
 Conv ``C_out·kH·kW/groups``, Gemm/MatMul ``out_features``), and the MACs of
 those layers in the ANN. Weighted layers that no neuron feeds get analog input
-and cost MACs in the SNN too, as does each output of a time-difference op
-(SPEC §10; its Sub of the previous step, in the ``DIFFERENCES`` metadata) at
-every step.
+and cost MACs in the SNN too, as does each value a time-difference op computes
+at every step (SPEC §10; the ``TD_OUTPUTS`` metadata, or in models converted
+before it, the outputs of the ``DIFFERENCES`` nodes).
 
 The shapes are measured, not inferred: the model runs once on one sample for one
 step, returning every weighted layer's output and every spike tensor. That
@@ -25,7 +25,7 @@ import onnx_graphsurgeon as gs
 
 from onnx_snn.graph.activations import constant_value
 from onnx_snn.io.data import Batch
-from onnx_snn.io.metadata import DIFFERENCES, metadata, neurons, timesteps_input
+from onnx_snn.io.metadata import DIFFERENCES, TD_OUTPUTS, metadata, neurons, timesteps_input
 from onnx_snn.graph.registry import SHAPE_OPS, WEIGHTED, facts
 from onnx_snn.runtime.sessions import create_session, run_checked
 
@@ -67,8 +67,9 @@ def model_costs(snn: onnx.ModelProto, sample: Batch) -> ModelCosts:
     weighted = {node.name: (node, weight) for node in graph.nodes
                 if node.op in WEIGHTED and (weight := _weight(node)) is not None}
     spikes = {layer.spikes: layer for layer in layers_info}
-    differences = [node.outputs[0].name for node in graph.nodes
-                   if node.name in set(json.loads(props.get(DIFFERENCES, "[]")))]
+    differences = json.loads(props[TD_OUTPUTS]) if TD_OUTPUTS in props else [
+        node.outputs[0].name for node in graph.nodes
+        if node.name in set(json.loads(props.get(DIFFERENCES, "[]")))]
     measured = _measure(snn, props, sample, [node.outputs[0].name for node, _ in
                                              weighted.values()] + list(spikes) + differences)
     costs = {name: facts(node.op).costs(node, weight, measured[node.outputs[0].name])

@@ -1,9 +1,10 @@
-"""The native IFNode kernel library (built from ``custom_ops/`` by pip install).
+"""The native kernel library (built from ``custom_ops/`` by pip install): IFNode and
+the time ops of ``onnx_snn.ops.time_ops``.
 
 ``native_library_path()`` finds the library, for onnx_snn's own sessions and for
 users of other onnxruntime bindings. ``register_native`` adds it to session
-options; when it is missing or does not load, onnxruntime runs the IFNode
-function body instead (same spikes, slower) and a warning says so, once per
+options; when it is missing or does not load, onnxruntime runs the ops'
+function bodies instead (same spikes, slower) and a warning says so, once per
 process. ``native_report()`` says which backend runs and why (``onnx-snn doctor``).
 """
 
@@ -95,8 +96,9 @@ def register_native(options: ort.SessionOptions) -> bool:
 
 @cache
 def _warn_function_body(reason: str) -> None:
-    warnings.warn(f"native IFNode kernels unavailable, running the ONNX function body "
-                  f"instead (same spikes, slower): {reason}", RuntimeWarning, stacklevel=4)
+    warnings.warn(f"native kernels (IFNode, time ops) unavailable, running the ONNX "
+                  f"function bodies instead (same results, slower): {reason}", RuntimeWarning,
+                  stacklevel=4)
 
 
 def kernel_runs(options: ort.SessionOptions) -> bool:

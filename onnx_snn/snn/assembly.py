@@ -4,6 +4,7 @@ the rewrite, the scale folding and the time folding, in that order."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import numpy as np
@@ -16,9 +17,11 @@ from onnx_snn.graph.naming import NameScope
 from onnx_snn.graph.patterns import PatternPass, compose
 from onnx_snn.graph.prepare import ai_onnx_opset
 from onnx_snn.io.metadata import (
-    ACCUMULATORS, DIFFERENCES, NEURONS, OUTPUT_SCALES, TIMESTEPS, TIMESTEPS_KEY, VERSION_KEY,
+    ACCUMULATORS, DIFFERENCES, NEURONS, TD_OUTPUTS, OUTPUT_SCALES, TIMESTEPS, TIMESTEPS_KEY, VERSION_KEY,
     NeuronInfo, neurons_json,
 )
+from onnx_snn.ops.function_bodies import DOMAIN, DOMAIN_VERSION
+from onnx_snn.ops.time_ops import is_time_op, time_op_function
 from onnx_snn.snn.rewrite import NeuronPlan, ReluToNeuron
 from onnx_snn.snn.scale_folding import FoldOutputScales
 from onnx_snn.snn.time_folding import TimeFolding
@@ -32,7 +35,8 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
                         fold_scales: bool = True, maxpool: str = "keep",
                         time_difference: bool = True) -> onnx.ModelProto:
     """Rewrite a prepared ANN: neurons in place of ``layers``' Relus, plus the time axis,
-    the neurons' function bodies and the metadata (``onnx_snn.io.metadata``).
+    the function bodies of the neurons and time ops, and the metadata
+    (``onnx_snn.io.metadata``).
 
     ``fold_scales`` moves output scales into the next layers' weights
     (``onnx_snn.snn.scale_folding``); without it every ``<layer>__output_scaler`` stays.
@@ -65,21 +69,28 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
     snn.ir_version = max(ann.ir_version, MIN_IR_VERSION)
     imported = {entry.domain for entry in snn.opset_import}
     defined = {(f.domain, f.name) for f in snn.functions}
-    for layer in layers:
-        neuron = layer.neuron
-        if neuron.domain not in imported:
-            snn.opset_import.append(helper.make_opsetid(neuron.domain, neuron.domain_version))
-            imported.add(neuron.domain)
-        if (neuron.domain, neuron.op_type) not in defined:
-            snn.functions.append(neuron.function(opset))
-            defined.add((neuron.domain, neuron.op_type))
+    custom_ops = [(neuron.domain, neuron.domain_version, neuron.op_type, neuron.function)
+                  for neuron in (layer.neuron for layer in layers)]
+    custom_ops += [(DOMAIN, DOMAIN_VERSION, node.op_type,
+                    functools.partial(time_op_function, node.op_type))
+                   for node in snn.graph.node if is_time_op(node)]
+    for domain, version, op_type, function in custom_ops:
+        if domain not in imported:
+            snn.opset_import.append(helper.make_opsetid(domain, version))
+            imported.add(domain)
+        if (domain, op_type) not in defined:
+            snn.functions.append(function(opset))
+            defined.add((domain, op_type))
     helper.set_model_props(snn, {VERSION_KEY: __version__,
                                  TIMESTEPS_KEY: timesteps.name,
                                  OUTPUT_SCALES: json.dumps({layer.node: np.asarray(
                                      layer.spike_value, np.float32).tolist() for layer in layers}),
                                  NEURONS: neurons_json(replaced),
                                  ACCUMULATORS: json.dumps(time_folding.accumulators),
-                                 DIFFERENCES: json.dumps(time_folding.differences)})
+                                 DIFFERENCES: json.dumps([name for name in
+                                                          time_folding.differences
+                                                          if name in nodes]),
+                                 TD_OUTPUTS: json.dumps(time_folding.computed)})
     return snn
 
 

@@ -26,7 +26,9 @@ from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.graph.pooling import check_policy
 from onnx_snn.graph.registry import SHAPE_OPS
-from onnx_snn.graph.temporal import GATED, SUMMED, TIME_DIFFERENCE, behaviour_over_time
+from onnx_snn.graph.temporal import (
+    GATED, LINEAR, SUMMED, TIME_DIFFERENCE, behaviour_over_time,
+)
 from onnx_snn.snn.neurons import is_neuron
 from onnx_snn.snn.temporal_pooling import pool_over_time
 from onnx_snn.snn.time_difference import (
@@ -44,15 +46,16 @@ class TimeFolding:
 
     An ArgMax that spiking values reach (a label output, as scikit-learn
     converters write it) reads the scores summed over steps 1..t instead of
-    step t alone, so its label converges like the scores do; the CumSum nodes
-    that sum them are listed in ``accumulators``. With ``maxpool`` "td" or "gated",
+    step t alone, so its label converges like the scores do; the running sums
+    are listed in ``accumulators``. With ``maxpool`` "td" or "gated",
     each MaxPool that spiking values reach is rewritten by
     ``onnx_snn.snn.temporal_pooling``. With ``time_difference``, every other node
     that is not affine in the time-varying values it reads (GELU, LayerNorm,
     Softmax, a product of two of them, ...) becomes a time-difference op
     (``onnx_snn.snn.time_difference``); without it such nodes run step by step
-    (``keep_analog``). The CumSums of these rewrites are accumulators too, and their
-    Subs of the previous step are listed in ``differences``. ``moved`` gives the
+    (``keep_analog``). The running sums and means of these rewrites are accumulators
+    too, their differences are listed in ``differences``, and the tensors the TD ops
+    compute at each step in ``computed``. ``moved`` gives the
     tensors whose batch axis is not the first, as (axis, rank)
     (``onnx_snn.graph.batch_axes``): neurons, time-difference ops and broadcasts over
     time move that axis to the front and back.
@@ -68,6 +71,7 @@ class TimeFolding:
         self.moved = moved or {}
         self.accumulators: list[str] = []
         self.differences: list[str] = []
+        self.computed: list[str] = []
 
     def __call__(self, graph: gs.Graph) -> gs.Graph:
         graph.toposort()
@@ -142,8 +146,11 @@ class TimeFolding:
                 pool_over_time(node, self.maxpool, td)
             elif behaviour == TIME_DIFFERENCE:
                 td.rewrite(node, varying)
+            elif behaviour == LINEAR:
+                td.affine(node, varying)
         self.accumulators += td.accumulators
         self.differences += td.differences
+        self.computed += td.computed
 
         graph.outputs = [self._unfold_output(make, out, steps, over_time, scope,
                                              temporal=id(out) not in batch)

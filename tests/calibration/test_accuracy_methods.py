@@ -115,8 +115,8 @@ def test_presets_set_their_methods() -> None:
     assert np.shape(best.layers[0].scale) == (2,)
     producers = {o: n for n in best.model.graph.node for o in n.output}
     pool = next(n for n in best.model.graph.node if n.op_type == "MaxPool")
-    summed = producers[producers[pool.input[0]].input[0]]  # the spikes summed over steps
-    assert summed.op_type == "CumSum" and summed.name in json.loads(
+    summed = producers[pool.input[0]]  # the spikes summed over steps
+    assert summed.op_type == "RunningSum" and summed.name in json.loads(
         {p.key: p.value for p in best.model.metadata_props}["onnx_snn.accumulators"])
 
     with pytest.warns(UserWarning, match="over-counts"):

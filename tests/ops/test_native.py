@@ -122,7 +122,7 @@ def test_without_the_library_the_function_runs_and_warns_once(tmp_path) -> None:
     result = _python(code, ONNX_SNN_OPS_LIBRARY=str(tmp_path / "missing.so"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
-    assert result.stderr.count("native IFNode kernels unavailable") == 1
+    assert result.stderr.count("native kernels (IFNode, time ops) unavailable") == 1
     assert "missing.so is not a file" in result.stderr
 
 

@@ -18,6 +18,7 @@ from onnx_snn import OnnxSnnError, convert
 from onnx_snn.export.formats import to_standard, to_streaming
 from onnx_snn.graph.pooling import MAXPOOL_POLICIES, check_policy
 from onnx_snn.io.metadata import metadata, neurons
+from onnx_snn.ops.time_ops import TIME_OPS
 from onnx_snn.runtime import SpikingSession
 from onnx_snn.runtime.sessions import create_session
 from onnx_snn.runtime.streaming import StreamingSession
@@ -56,9 +57,10 @@ def pool_tensors(snn: onnx.ModelProto, data: dict) -> tuple[np.ndarray, np.ndarr
     """The MaxPool's input and output in the SNN, per step: [T, N, C, H, W] each."""
     pool_input = next(node for node in snn.graph.node if node.name == "pool").input[0]
     producer = {out: node for node in snn.graph.node for out in node.output}
-    # The pool reads the CumSum of its input, reshaped: walk back to what is summed.
-    while producer[pool_input].op_type in ("Reshape", "CumSum"):
-        pool_input = producer[pool_input].input[0]
+    # The pool reads the running sum of its input: walk back to what is summed.
+    summed = producer[pool_input]
+    assert summed.op_type == "RunningSum"
+    pool_input = summed.input[0]
     probe = onnx.ModelProto()
     probe.CopyFrom(snn)
     probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
@@ -162,7 +164,7 @@ def test_static_maxpool_is_left_alone() -> None:
     snn = convert_quietly(ann, images(9, count=4), maxpool="td")
     pool = next(node for node in snn.graph.node if node.name == "pool")
     assert len(pool.output) == 1 and pool.input[0] == "x__folded"
-    assert "CumSum" not in {node.op_type for node in snn.graph.node}
+    assert not set(TIME_OPS) & {node.op_type for node in snn.graph.node}
 
 
 def test_maxpool_with_an_indices_output_is_refused() -> None:

@@ -3,14 +3,20 @@ here in numpy, and against twins of the same network."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from onnx.inliner import inline_selected_functions
 
 from conftest import make_model
 from onnx_snn import convert
 from onnx_snn.export.formats import export_format
+from onnx_snn.io.metadata import ACCUMULATORS, DIFFERENCES
+from onnx_snn.ops.function_bodies import DOMAIN
+from onnx_snn.ops.time_ops import TIME_OPS
 from onnx_snn.runtime import SpikingSession, run_snn
 from onnx_snn.runtime.streaming import StreamingSession
 
@@ -79,6 +85,26 @@ def test_a_product_of_two_spiking_tensors_uses_both_running_sums() -> None:
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_a_chain_of_td_ops_reads_each_value_once_through_affine_ops() -> None:
+    """tanh(2·sigmoid(a) + 1)·b: the Sigmoid reads the running mean of a; the Tanh
+    reads what the Sigmoid computed, with the scale and shift replayed on it; the
+    product reads that and the running mean of b. Two running means, one difference."""
+    tail = [helper.make_node("Sigmoid", ["a"], ["s"], name="gate"),
+            helper.make_node("Mul", ["s", "two"], ["s2"], name="scale"),
+            helper.make_node("Add", ["s2", "one"], ["s3"], name="shift"),
+            helper.make_node("Tanh", ["s3"], ["h"], name="squash"),
+            helper.make_node("Mul", ["h", "b"], ["y"], name="product")]
+    ann = two_relu_model(tail, ["y"], {"two": np.array(2, np.float32),
+                                       "one": np.array(1, np.float32)})
+    snn = convert(ann, data(), batch_size=100, progress=False).model
+    ops = [node.op_type for node in snn.graph.node]
+    assert ops.count("RunningMean") == 2 and ops.count("StepDifference") == 1
+    trains = spikes()
+    mean_a, mean_b = running_mean(trains["a"]), running_mean(trains["b"])
+    expected = time_difference(np.tanh(2 / (1 + np.exp(-mean_a)) + 1) * mean_b)
+    np.testing.assert_allclose(per_step_outputs(snn)["y"], expected, atol=1e-4)
+
+
 def gelu_tail() -> list[onnx.NodeProto]:
     return [helper.make_node("Mul", ["a", "b"], ["ab"], name="product"),
             helper.make_node("Erf", ["ab"], ["e"], name="erf"),
@@ -98,7 +124,30 @@ def test_the_formats_run_time_difference_ops_like_the_onnx_snn_format(form) -> N
     else:
         session = StreamingSession(other)
         got = np.stack([session.step({"x": data()[None]})["y"][0] for _ in range(STEPS)])
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_array_equal(got, expected)
+
+
+def cumsum_form(snn: onnx.ModelProto) -> onnx.ModelProto:
+    """``snn`` as models converted before the time ops were: their function bodies
+    inlined, the CumSums listed as accumulators and the Subs as differences."""
+    old = inline_selected_functions(snn, [(DOMAIN, op) for op in TIME_OPS])
+    for index, node in enumerate(old.graph.node):
+        node.name = node.name or f"inlined_{index}"
+    listed = {ACCUMULATORS: [n.name for n in old.graph.node if n.op_type == "CumSum"],
+              DIFFERENCES: [n.name for n in old.graph.node if n.op_type == "Sub"]}
+    helper.set_model_props(old, {**{e.key: e.value for e in old.metadata_props},
+                                 **{key: json.dumps(names) for key, names in listed.items()}})
+    return old
+
+
+def test_streaming_still_exports_models_converted_before_the_time_ops() -> None:
+    snn = convert(two_relu_model(gelu_tail(), ["y"]), data(), batch_size=100,
+                  progress=False).model
+    old = cumsum_form(snn)
+    assert not any(n.domain == DOMAIN and n.op_type in TIME_OPS for n in old.graph.node)
+    session = StreamingSession(export_format(old, "streaming"))
+    got = np.stack([session.step({"x": data()[None]})["y"][0] for _ in range(STEPS)])
+    np.testing.assert_array_equal(got, per_step_outputs(snn)["y"])
 
 
 def permuted_model(permute: bool) -> onnx.ModelProto:
