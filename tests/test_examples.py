@@ -7,6 +7,7 @@ numpy LIF simulation, torch's average pooling, and the default neuron factory.
 
 from __future__ import annotations
 
+import json
 from types import ModuleType
 
 import numpy as np
@@ -272,3 +273,91 @@ def test_example_pass_agrees_with_builtin_average_policy(pass_example):
     out_example = SpikingSession(by_example.model).run(x, 16).per_step
     out_policy = SpikingSession(by_policy.model).run(x, 16).per_step
     np.testing.assert_array_equal(out_example, out_policy)
+
+
+# --------------------------------------------------------------------------- beyond ReLU (ViT)
+
+VIT_EPOCHS = 12      # the example trains 30; 12 take about 2 s (ANN 88.5 %, SNN T=64 90.0 %)
+VIT_SAMPLES = 200    # the first 200 test digits
+
+
+@pytest.fixture(scope="module")
+def vit_results() -> dict:
+    example = load_example("beyond_relu")
+    return example.main(epochs=VIT_EPOCHS, test_samples=VIT_SAMPLES, echo=lambda *_: None)
+
+
+def vit_test_digits() -> tuple[np.ndarray, np.ndarray]:
+    from onnx_snn.demo.digits import load_digits_split
+
+    _, _, x_test, y_test = load_digits_split(seed=0)
+    return x_test[:VIT_SAMPLES], y_test[:VIT_SAMPLES]
+
+
+def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {output: node for node in model.graph.node for output in node.output}
+
+
+def test_vit_snn_accuracy_approaches_the_ann(vit_results):
+    x, y = vit_test_digits()
+    session = ort.InferenceSession(vit_results["ann"].SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: x})[0]
+    ann = float((logits.argmax(axis=1) == y).mean())
+    assert ann >= 0.8
+    assert vit_results["ann_accuracy"] == pytest.approx(ann)
+    snn = vit_results["snn_accuracy"]
+    assert sorted(snn) == [1, 2, 4, 8, 16, 32, 64]
+    assert abs(snn[64] - ann) <= 0.03
+    assert snn[64] > snn[1] + 0.3   # rate coding needs steps (T=1: near chance)
+    # The example's curve is the argmax of the summed outputs of its spiking model.
+    per_step = SpikingSession(vit_results["snn"]).run(x, 64).per_step
+    assert float((per_step.sum(axis=0).argmax(axis=1) == y).mean()) == pytest.approx(snn[64])
+
+
+def downstream_of_neurons(model: onnx.ModelProto) -> set[str]:
+    """The tensors that some IFNode's spikes reach, walking the graph forward."""
+    reached = {n.output[0] for n in model.graph.node if n.op_type == "IFNode"}
+    for node in model.graph.node:   # the graph is topologically sorted
+        if reached & set(node.input):
+            reached.update(node.output)
+    return reached
+
+
+def test_vit_nonlinear_ops_are_time_difference_ops(vit_results):
+    """GELU, LayerNorm (all but the first, which reads only the input), Softmax and the
+    two attention products are the ops the model lists as time-difference ops, and each
+    reads values that spikes reach."""
+    model = vit_results["snn"]
+    props = {p.key: p.value for p in model.metadata_props}
+    td_outputs = set(json.loads(props["onnx_snn.td_outputs"]))
+    td = [n for n in model.graph.node if td_outputs & set(n.output)]
+    assert sorted(n.op_type for n in td) == ["Gelu"] * 2 + ["LayerNormalization"] * 4 + \
+        ["MatMul"] * 4 + ["Softmax"] * 2
+    assert sum(e.action == "td" for e in vit_results["inspection"].ops) == len(td)
+    spiking = downstream_of_neurons(model)
+    assert all(spiking & set(n.input) for n in td)
+    # The first LayerNorm runs once, on the embedded input, before any neuron.
+    (analog,) = [n for n in model.graph.node if n.op_type == "LayerNormalization"
+                 and n not in td]
+    assert not spiking & set(analog.input)
+
+
+def test_vit_every_linear_reads_signed_spikes(vit_results):
+    model = vit_results["snn"]
+    made_by = producers(model)
+    initializers = {t.name for t in model.graph.initializer}
+    neurons = [n for n in model.graph.node if n.op_type == "IFNode"]
+    signed = [n for n in neurons if {a.name: helper.get_attribute_value(a)
+                                     for a in n.attribute}.get("signed") == 1]
+    assert neurons and signed == neurons   # no Relu in a ViT: every neuron is signed
+    assert len(neurons) == sum(e.action == "signed" for e in vit_results["inspection"].ops)
+    spikes = {n.output[0] for n in neurons}
+    weighted = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+                and n.input[1] in initializers]
+    assert len(weighted) == 13   # q, k, v, out and two MLP Linears per block, and the head
+    for layer in weighted:
+        source = made_by[layer.input[0]]
+        if source.op_type == "Mul":   # the spikes times the neuron's scale
+            source = made_by[source.input[0]]
+        assert source.output[0] in spikes, layer.name
