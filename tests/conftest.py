@@ -1,8 +1,9 @@
-"""Shared helpers for the tests: small ONNX models built by hand."""
+"""Shared helpers for the tests: small ONNX models built by hand, and the native library."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -60,3 +61,17 @@ def load_example(name: str) -> ModuleType:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def library() -> str:
+    """The path of the loadable native kernel library. Tests that take it skip without
+    one, unless ``ONNX_SNN_REQUIRE_NATIVE=1`` (set by ``.ci/run``) makes that a failure."""
+    from onnx_snn.ops.native import native_status
+
+    status = native_status()
+    if not status.loadable:
+        if os.environ.get("ONNX_SNN_REQUIRE_NATIVE") == "1":
+            pytest.fail(f"native kernels required: {status.reason}")
+        pytest.skip(status.reason)
+    return str(status.library)

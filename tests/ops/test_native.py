@@ -18,19 +18,8 @@ from test_ifnode import if_model, reference
 
 from onnx_snn.snn.neurons import IFNeuron
 from onnx_snn.ops.function_bodies import if_node_model
-from onnx_snn.ops.native import kernel_runs, native_library_path, native_status
+from onnx_snn.ops.native import kernel_runs, native_library_path
 
-REQUIRE = os.environ.get("ONNX_SNN_REQUIRE_NATIVE") == "1"
-
-
-@pytest.fixture(scope="module")
-def library() -> str:
-    status = native_status()
-    if not status.loadable:
-        if REQUIRE:
-            pytest.fail(f"native kernels required: {status.reason}")
-        pytest.skip(status.reason)
-    return str(status.library)
 
 
 def session(model: onnx.ModelProto, library: str | None) -> ort.InferenceSession:

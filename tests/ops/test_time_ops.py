@@ -13,21 +13,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from test_native import REQUIRE, session
+from test_native import session
 
-from onnx_snn.ops.native import native_status
 from onnx_snn.ops.time_ops import TIME_OPS, time_op_model
 from onnx_snn.runtime import session_options
-
-
-@pytest.fixture(scope="module")
-def library() -> str:
-    status = native_status()
-    if not status.loadable:
-        if REQUIRE:
-            pytest.fail(f"native kernels required: {status.reason}")
-        pytest.skip(status.reason)
-    return str(status.library)
 
 
 def loop_reference(op_type: str, rows: np.ndarray) -> np.ndarray:
@@ -45,11 +34,14 @@ def _loop(op_type: str, rows: np.ndarray) -> np.ndarray:
         count = np.float32(count + np.float32(1))
         total = row.copy() if t == 0 else np.float32(total + row)
         before = np.zeros_like(row) if t == 0 else rows[t - 1]
-        out[t] = {"RunningSum": lambda: total,
-                  "RunningMean": lambda: total / count,
-                  "Difference": lambda: row - before,
-                  "StepDifference": lambda: row * count - before * previous_count,
-                  }[op_type]()
+        if op_type == "RunningSum":
+            out[t] = total
+        elif op_type == "RunningMean":
+            out[t] = total / count
+        elif op_type == "Difference":
+            out[t] = row - before
+        else:  # StepDifference
+            out[t] = row * count - before * previous_count
     return out
 
 
