@@ -26,6 +26,7 @@ from onnx_snn.calibration.collectors import CollectorFactory
 from onnx_snn.calibration.factories import HookFactory
 from onnx_snn.calibration.driver import calibrate
 from onnx_snn.calibration.result import Calibration, check_scales
+from onnx_snn.runtime.cluster import Cluster
 from onnx_snn.config import AUTO, ConversionConfig, resolve_config
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.formats import export_format
@@ -93,7 +94,8 @@ class SpikingModel:
 
 def convert(model: ModelLike, data: Any = None, config: ConversionConfig | None = None, *,
             preset: str | None = None, calibration: Calibration | None = None,
-            progress: bool = True, **settings: Any) -> SpikingModel:
+            progress: bool = True, cluster: Cluster | None = None,
+            **settings: Any) -> SpikingModel:
     """Convert an ONNX ReLU network into a spiking network.
 
     ``model``: a path or ModelProto. ``data``: calibration data in any form
@@ -111,7 +113,8 @@ def convert(model: ModelLike, data: Any = None, config: ConversionConfig | None 
     nor from the input gets a signed neuron (``onnx_snn.graph.signed_sites``), and
     every other nonlinear op that spikes reach becomes a time-difference op, unless
     ``keep_analog`` (then they run step by step); an output Softmax can be removed
-    with ``drop_output_softmax``.
+    with ``drop_output_softmax``. ``cluster`` (``onnx_snn.runtime.cluster.Cluster``)
+    runs the calibration's batches on Ray workers, with the same scales.
     """
     config = resolve_config(config, preset, settings)
     check_bool(progress, "progress")
@@ -120,12 +123,12 @@ def convert(model: ModelLike, data: Any = None, config: ConversionConfig | None 
                            f"{type(calibration).__name__}")
     data = None if data is None else DataSource(data)  # read once per pass, however given
     if preset == AUTO:
-        return _searched(model, data, config, set(settings), calibration, progress)
-    return _convert(model, data, config, calibration, progress)
+        return _searched(model, data, config, set(settings), calibration, progress, cluster)
+    return _convert(model, data, config, calibration, progress, cluster)
 
 
 def _convert(model: ModelLike, data: DataSource | None, config: ConversionConfig,
-             calibration: Calibration | None, progress: bool,
+             calibration: Calibration | None, progress: bool, cluster: Cluster | None,
              calibrations: dict | None = None) -> SpikingModel:
     """``convert`` with one config; ``calibrations`` keeps the calibrations made, by
     hook factory and graph, for later calls with the same ones."""
@@ -146,7 +149,7 @@ def _convert(model: ModelLike, data: DataSource | None, config: ConversionConfig
         calibration = calibrations[key]
     signed = {site.name for site in sites}
     calibration = _calibration(ann, data, calibration, plan, config.batch_size, progress,
-                               signed)
+                               signed, cluster)
     if calibrations is not None:
         calibrations[key] = calibration
     planned = {node.name: node for node in graph.nodes if node.name in plan}
@@ -163,7 +166,8 @@ def _convert(model: ModelLike, data: DataSource | None, config: ConversionConfig
                                   partial(build_spiking_model, fold_scales=False,
                                           maxpool=config.maxpool,
                                           time_difference=not config.keep_analog),
-                                  batch_size=config.batch_size, progress=progress)
+                                  batch_size=config.batch_size, progress=progress,
+                                  cluster=cluster)
     snn = build_spiking_model(ann, layers, maxpool=config.maxpool,
                               time_difference=not config.keep_analog)
     snn = add_spike_counts(snn) if config.spike_counts else snn
@@ -172,7 +176,7 @@ def _convert(model: ModelLike, data: DataSource | None, config: ConversionConfig
 
 def _searched(model: ModelLike, data: DataSource | None, base: ConversionConfig,
               given: set[str], calibration: Calibration | None,
-              progress: bool) -> SpikingModel:
+              progress: bool, cluster: Cluster | None) -> SpikingModel:
     """``convert`` with preset auto: the best of the searched combinations
     (``onnx_snn.search``), converted with the settings given."""
     if calibration is not None or data is None:
@@ -187,21 +191,22 @@ def _searched(model: ModelLike, data: DataSource | None, base: ConversionConfig,
     def trial(config: ConversionConfig) -> SpikingModel:
         with warnings.catch_warnings():  # the chosen one's warnings come with the final run
             warnings.simplefilter("ignore")
-            return _convert(ann, data, config.replace(**plain), None, progress, calibrations)
+            return _convert(ann, data, config.replace(**plain), None, progress, cluster,
+                            calibrations)
 
     chosen, record = search(
         candidates(base, steps, given, has_maxpool), steps, convert=trial,
         score=lambda converted: ann_agreement(converted.model, ann, data, steps,
                                               batch_size=base.batch_size,
                                               max_samples=SEARCH_SAMPLES))
-    final = _convert(ann, data, chosen, None, progress, calibrations)
+    final = _convert(ann, data, chosen, None, progress, cluster, calibrations)
     final.search = record
     return final
 
 
 def _calibration(ann: onnx.ModelProto, data: DataSource | None,
                  calibration: Calibration | None, plan: dict, batch_size: int,
-                 progress: bool, signed: set[str]) -> Calibration:
+                 progress: bool, signed: set[str], cluster: Cluster | None) -> Calibration:
     """The scales of the planned rectifiers and signed sites (``signed``, measured by
     magnitude): measured on ``data``, or taken from a saved ``calibration``; checked
     either way."""
@@ -209,7 +214,8 @@ def _calibration(ann: onnx.ModelProto, data: DataSource | None,
         if data is None:
             raise OnnxSnnError("no calibration data: pass data or a saved calibration")
         calibration = calibrate(ann, data, {name: hf.create() for name, (hf, _) in plan.items()},
-                                batch_size=batch_size, progress=progress, signed=signed)
+                                batch_size=batch_size, progress=progress, signed=signed,
+                                cluster=cluster)
     else:
         missing = sorted(set(plan) - set(calibration.scales))
         if missing:

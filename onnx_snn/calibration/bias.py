@@ -13,6 +13,7 @@ efficient, accurate spiking neural networks calibration", ICML 2021 (the
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,9 @@ from tqdm.auto import tqdm
 from onnx_snn.calibration.collectors import CHANNEL_AXIS, Collector, channel_axes
 from onnx_snn.calibration.driver import calibrate
 from onnx_snn.graph.builder import GraphBuilder
-from onnx_snn.io.data import batches, input_specs
+from onnx_snn.io.data import input_specs
 from onnx_snn.io.metadata import metadata, timesteps_input
+from onnx_snn.runtime.cluster import Cluster, map_batches
 from onnx_snn.runtime.sessions import create_session, run_checked
 from onnx_snn.snn.rewrite import NeuronPlan
 from onnx_snn.validation import check_positive_int
@@ -61,15 +63,32 @@ class ChannelMeanHook(Collector):
 
 
 def ann_channel_means(ann: onnx.ModelProto, data: Any, layers: list[NeuronPlan],
-                      batch_size: int, progress: bool) -> dict[str, np.ndarray]:
+                      batch_size: int, progress: bool,
+                      cluster: Cluster | None = None) -> dict[str, np.ndarray]:
     """Per-channel mean of each layer's ANN activation, clipped at its scale."""
     hooks = {layer.node: ChannelMeanHook(layer.scale) for layer in layers}
-    calibrate(ann, data, hooks, batch_size=batch_size, progress=progress)
+    calibrate(ann, data, hooks, batch_size=batch_size, progress=progress, cluster=cluster)
     return {name: hook.scale for name, hook in hooks.items()}
 
 
+class LayerSumsWorker:
+    """Per batch: a ``ChannelMeanHook``'s reductions of the SNN layer ``model`` outputs
+    (``names``), the batch run for ``timesteps`` steps."""
+
+    def __init__(self, model: onnx.ModelProto, names: list[str], timesteps: int,
+                 layer: str) -> None:
+        self.session = create_session(model)
+        self.names, self.layer = names, layer
+        self.steps = {timesteps_input(metadata(model)): np.array(timesteps, dtype=np.int64)}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+        feed = {**{name: array[None] for name, array in batch.items()}, **self.steps}
+        return run_checked(self.session, self.names, feed, f"layer '{self.layer}'")
+
+
 def snn_channel_means(snn: onnx.ModelProto, data: Any, specs, layer: NeuronPlan,
-                      timesteps: int, batch_size: int) -> np.ndarray:
+                      timesteps: int, batch_size: int,
+                      cluster: Cluster | None = None) -> np.ndarray:
     """Per-channel mean of one SNN layer's output (rate × scale) over data and T steps."""
     graph = gs.import_onnx(snn)
     neuron = next(n for n in graph.nodes if n.name == layer.node)
@@ -77,13 +96,12 @@ def snn_channel_means(snn: onnx.ModelProto, data: Any, specs, layer: NeuronPlan,
     hook = ChannelMeanHook()
     graph.outputs = hook.graph_outputs(graph, output)
     graph.cleanup()
-    session = create_session(gs.export_onnx(graph))
-    names = [t.name for t in graph.outputs]
-    steps_input = timesteps_input(metadata(snn))
-    for batch in batches(data, specs, batch_size):
-        feed = {name: array[None] for name, array in batch.items()}
-        feed[steps_input] = np.array(timesteps, dtype=np.int64)
-        hook.observe(run_checked(session, names, feed, f"layer '{layer.node}'"))
+    model = gs.export_onnx(graph)
+    model.metadata_props.extend(snn.metadata_props)
+    recipe = partial(LayerSumsWorker, model, [t.name for t in graph.outputs], timesteps,
+                     layer.node)
+    for fetched in map_batches(recipe, data, specs, batch_size, cluster):
+        hook.observe(fetched)
     return hook.scale
 
 
@@ -94,21 +112,23 @@ def check_bias_steps(timesteps: Any) -> int:
 
 def calibrate_biases(ann: onnx.ModelProto, layers: list[NeuronPlan], data: Any,
                      timesteps: int, build, batch_size: int = 100,
-                     progress: bool = True) -> list[NeuronPlan]:
+                     progress: bool = True, cluster: Cluster | None = None
+                     ) -> list[NeuronPlan]:
     """``layers`` with per-channel bias shifts, corrected one layer at a time.
 
     ``build(ann, layers)`` makes the spiking model, with its output scalers kept
-    (``convert.build_spiking_model`` with ``fold_scales=False``).
+    (``convert.build_spiking_model`` with ``fold_scales=False``). With ``cluster``
+    each layer's pass runs on its Ray workers (the same sums, in batch order).
     """
     timesteps = check_bias_steps(timesteps)
-    targets = ann_channel_means(ann, data, layers, batch_size, progress)
+    targets = ann_channel_means(ann, data, layers, batch_size, progress, cluster)
     specs = input_specs(ann)
     corrected = list(layers)
     for index in tqdm(range(len(layers)), desc="bias calibration", unit="layer",
                       disable=None if progress else True, leave=False):
         layer = corrected[index]
         achieved = snn_channel_means(build(ann, corrected), data, specs, layer, timesteps,
-                                     batch_size)
+                                     batch_size, cluster)
         shift = targets[layer.node] - achieved
         if layer.bias_shift is not None:
             shift = shift + layer.bias_shift

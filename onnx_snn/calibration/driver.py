@@ -4,24 +4,28 @@ activation's collector (SPEC §2)."""
 from __future__ import annotations
 
 from collections.abc import Collection
+from functools import partial
 from typing import Any
 
 import onnx
 import onnx_graphsurgeon as gs
-from tqdm.auto import tqdm
 
 from onnx_snn.calibration.collectors import Collector
 from onnx_snn.calibration.result import Calibration, LayerCalibration
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.builder import GraphBuilder
 from onnx_snn.graph.prepare import infer_shapes
-from onnx_snn.io.data import BatchStream, batches, input_specs
+from onnx_snn.io.data import DataSource, input_specs
+from onnx_snn.runtime.cluster import Cluster, map_batches
 from onnx_snn.runtime.sessions import create_session, run_checked
+
+#: The key of a batch's sample count in a ``FetchWorker`` result.
+SAMPLES = "calibration__samples"
 
 
 def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
               batch_size: int = 100, progress: bool = True,
-              signed: Collection[str] = ()) -> Calibration:
+              signed: Collection[str] = (), cluster: Cluster | None = None) -> Calibration:
     """Run ``model`` over ``data`` in onnxruntime and feed each Relu's hook.
 
     ``model`` should be prepared (``onnx_snn.graph.prepare.prepare``: opset 13+,
@@ -32,7 +36,9 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
     the data: the first, or, below ``layerwise`` collectors (threshold balancing),
     the pass after the last of theirs (``pass_levels``), so that it sees them
     final; the data is read once per pass. Shapes are inferred only when a measured
-    activation's type or rank is not known yet.
+    activation's type or rank is not known yet. With ``cluster`` each pass's batches
+    run on its Ray workers; the hooks observe their results in batch order, so the
+    scales are the same bits (SPEC §12).
     """
     if not hooks:
         raise OnnxSnnError("no Relu to calibrate: hooks is empty")
@@ -51,14 +57,23 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
                for name, hook in hooks.items()}
     graph.outputs = [tensor for tensors in fetches.values() for tensor in tensors]
     graph.cleanup()
-    session = create_session(gs.export_onnx(graph), native=False)
-    stream = batches(data, input_specs(model), batch_size)
+    measuring = gs.export_onnx(graph)
+    source = data if isinstance(data, DataSource) else DataSource(data)  # once per pass
     passes = max(levels.values())
     for level in range(1, passes + 1):
         active = {name: hook for name, hook in hooks.items() if levels[name] == level}
         desc = "calibrating" if passes == 1 else f"calibrating, pass {level} of {passes}"
-        count, samples = _one_pass(session, stream, hooks, active, fetches, desc, progress,
-                                   "" if level == 1 else f"pass {level}, ")
+        feeds = {key: value for hook in hooks.values() for key, value in hook.feeds().items()}
+        recipe = partial(FetchWorker, measuring, [t.name for name in active
+                                                  for t in fetches[name]], feeds,
+                         "" if level == 1 else f"pass {level}, ")
+        count = samples = 0
+        for results in map_batches(recipe, source, input_specs(model), batch_size, cluster,
+                                   desc=desc, progress=progress):
+            for name, hook in active.items():
+                hook.observe([results[t.name] for t in fetches[name]])
+            samples += results[SAMPLES]
+            count += 1
         for hook in active.values():
             hook.pass_done()
     layers = [LayerCalibration(name, hook.scale, hook.mode, hook.momentum)
@@ -93,23 +108,19 @@ def pass_levels(graph: gs.Graph, hooks: dict[str, Collector]) -> dict[str, int]:
     return levels
 
 
-def _one_pass(session: Any, stream: BatchStream, hooks: dict[str, Collector],
-              active: dict[str, Collector], fetches: dict[str, list[gs.Variable]], desc: str,
-              progress: bool, where: str) -> tuple[int, int]:
-    """One pass over the data: every hook feeds its inputs, the ``active`` ones observe
-    their results (only theirs are computed). Returns the batch and sample counts."""
-    names = [t.name for name in active for t in fetches[name]]
-    samples = count = 0
-    for index, batch in enumerate(tqdm(stream, total=stream.num_batches, desc=desc,
-                                       unit="batch", disable=None if progress else True,
-                                       leave=False)):
-        feed = dict(batch)
-        for hook in hooks.values():
-            feed.update(hook.feeds())
-        results = dict(zip(names, run_checked(session, names, feed,
-                                              f"calibration data, {where}batch {index}")))
-        for name, hook in active.items():
-            hook.observe([results[t.name] for t in fetches[name]])
-        samples += next(iter(batch.values())).shape[0]
-        count += 1
-    return count, samples
+class FetchWorker:
+    """Per batch: the calibration graph's outputs ``names``, by name, with ``feeds`` (the
+    hooks' extra inputs, fixed within a pass) added to the batch, and the batch's
+    sample count under ``SAMPLES``."""
+
+    def __init__(self, model: onnx.ModelProto, names: list[str], feeds: dict[str, Any],
+                 where: str) -> None:
+        self.session = create_session(model, native=False)
+        self.names, self.feeds, self.where = names, feeds, where
+        self.index = 0
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        results = run_checked(self.session, self.names, {**batch, **self.feeds},
+                              f"calibration data, {self.where}batch {self.index}")
+        self.index += 1  # of this worker's batches (a shard's, on a cluster)
+        return {**dict(zip(self.names, results)), SAMPLES: next(iter(batch.values())).shape[0]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +105,16 @@ def conversion_settings(args: argparse.Namespace) -> None:
     resolve_config(None, args.preset, args.settings)  # every value checked before any work
 
 
+def cluster_of(args: argparse.Namespace) -> AbstractContextManager:
+    """The Ray cluster that ``--workers`` or ``--ray-address`` asks for (a context
+    that yields a ``Cluster``), or a context that yields None."""
+    if args.workers is None and args.ray_address is None:
+        return nullcontext()
+    from onnx_snn.runtime.cluster import Cluster
+
+    return Cluster(workers=args.workers, address=args.ray_address)
+
+
 def run_convert(args: argparse.Namespace) -> dict:
     from onnx_snn.api import convert
     from onnx_snn.calibration.result import Calibration
@@ -111,8 +122,9 @@ def run_convert(args: argparse.Namespace) -> dict:
     if args.calib is None and args.load_calibration is None:
         raise OnnxSnnError("give calibration data with --calib or scales with --load-calibration")
     calibration = Calibration.load(args.load_calibration) if args.load_calibration else None
-    result = convert(args.model, args.calib, preset=args.preset, calibration=calibration,
-                     progress=not args.no_progress, **args.settings)
+    with cluster_of(args) as cluster:
+        result = convert(args.model, args.calib, preset=args.preset, calibration=calibration,
+                         progress=not args.no_progress, cluster=cluster, **args.settings)
     result.save(args.output, outputs=args.outputs)
     if args.save_calibration:
         args.outputs.add_json(args.save_calibration, result.calibration.to_dict())
@@ -154,10 +166,12 @@ def run_eval(args: argparse.Namespace) -> dict:
         if args.ann else None
     delays = _readout_delays(args, session, scored.name)
     snn = {}
-    for delay in sorted(set(delays.values())):  # one run per distinct delay
-        steps = [t for t in args.timesteps if delays[t] == delay]
-        snn.update(snn_accuracy(session, args.data, None, steps, args.batch_size,
-                                readout_delay=delay, output=scored.name))
+    with cluster_of(args) as cluster:
+        for delay in sorted(set(delays.values())):  # one run per distinct delay
+            steps = [t for t in args.timesteps if delays[t] == delay]
+            snn.update(snn_accuracy(args.model if cluster else session, args.data, None, steps,
+                                    args.batch_size, readout_delay=delay, output=scored.name,
+                                    cluster=cluster))
     if ann is not None:
         print(f"ANN accuracy: {ann:.4f}")
     print(f"scored output: {scored.name}")
@@ -185,9 +199,10 @@ def _readout_delays(args: argparse.Namespace, session, output: str) -> dict[int,
 def run_report(args: argparse.Namespace) -> dict:
     from onnx_snn.measure.report import make_report
 
-    result = make_report(args.model, args.data, ann=args.ann, timesteps=args.timesteps[0],
-                         precision=args.precision, batch_size=args.batch_size,
-                         output=args.scored_output)
+    with cluster_of(args) as cluster:
+        result = make_report(args.model, args.data, ann=args.ann, timesteps=args.timesteps[0],
+                             precision=args.precision, batch_size=args.batch_size,
+                             output=args.scored_output, cluster=cluster)
     written = result.write(args.out_dir, outputs=args.outputs)
     print(f"wrote {', '.join(written)} to {args.out_dir}")
     curve = result.accuracy_curve

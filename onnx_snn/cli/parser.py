@@ -115,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
 
+    scale_out = _Parser(add_help=False)
+    cluster = scale_out.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=_positive_int("workers"), metavar="N",
+                         help="shard the batches over N Ray workers started here, one "
+                              "onnxruntime thread each (same results; needs onnx-snn[ray])")
+    cluster.add_argument("--ray-address", metavar="ADDR",
+                         help="shard the batches over the Ray cluster at ADDR (one worker per "
+                              "CPU)")
+
     graph_options = _Parser(add_help=False)
     graph_options.add_argument("--exclude", action="append", default=[], metavar="NODE",
                                help="keep this Relu analog (repeatable)")
@@ -137,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("model", metavar="MODEL.onnx", help="the ANN to inspect")
 
     convert = commands.add_parser(
-        "convert", parents=[common, graph_options],
+        "convert", parents=[common, graph_options, scale_out],
         help="calibrate an ANN and convert it into an SNN",
         description="Calibrate ANN.onnx on DATA and write the spiking model.")
     convert.add_argument("model", metavar="ANN.onnx", help="the ANN to convert")
@@ -194,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     evaluate = commands.add_parser(
-        "eval", parents=[common], help="accuracy of an SNN at several T (and of the ANN)",
+        "eval", parents=[common, scale_out], help="accuracy of an SNN at several T (and of the ANN)",
         description="Evaluate SNN.onnx on labelled data at every T from one run.")
     evaluate.add_argument("model", metavar="SNN.onnx", help="a converted model")
     evaluate.add_argument("--data", metavar="TEST.npz", required=True,
@@ -218,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "not needed)")
 
     report = commands.add_parser(
-        "report", parents=[common], help="accuracy over time, firing rates, SOPs, energy, plots",
+        "report", parents=[common, scale_out], help="accuracy over time, firing rates, SOPs, energy, plots",
         description="Run SNN.onnx on labelled data and write report.json, PNG plots and "
                     "report.md to OUTDIR.")
     report.add_argument("model", metavar="SNN.onnx", help="a converted model")

@@ -60,7 +60,7 @@ def npz_header(path: Path, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Shape, Fortran order and dtype of one array, checked against the archive's size."""
     with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as member:
         try:
-            header = _read_npy_header(member)
+            header = read_npy_header(member)
         except (ValueError, OSError, EOFError) as error:
             raise OnnxSnnError(f"{path}: array '{key}' has a broken header ({error})") from None
         offset = member.tell()
@@ -77,7 +77,7 @@ def npz_header(path: Path, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     return header
 
 
-def _read_npy_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+def read_npy_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(member)
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(member)
@@ -116,7 +116,7 @@ def _npz_row_blocks(path: Path, key: str, member: Any, header: tuple,
                     batch_size: int) -> Iterator[np.ndarray]:
     shape, fortran, dtype = header
     total = shape[0]
-    _read_npy_header(member)
+    read_npy_header(member)
     if fortran:
         whole = np.frombuffer(_read_exactly(path, key, member, int(np.prod(shape)) *
                                             dtype.itemsize), dtype=dtype)

@@ -11,16 +11,17 @@ output; ``output=`` picks another.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
-
-from onnx_snn.io.data import labelled_batches
 from onnx_snn.errors import OnnxSnnError
-from onnx_snn.io.models import ModelLike
+from onnx_snn.io.data import LabelledBatch, check_batch_size, labelled_batches
+from onnx_snn.io.models import ModelLike, load_model
+from onnx_snn.runtime.cluster import Cluster, map_batches
 from onnx_snn.runtime.predictions import ann_predictions, check_delay, choose_output
 from onnx_snn.runtime.sessions import AnnSession, SpikingSession, check_timesteps
+from onnx_snn.runtime.streaming import open_session
 
 
 def check_delay_below(delay: int, steps: Sequence[int]) -> None:
@@ -31,10 +32,29 @@ def check_delay_below(delay: int, steps: Sequence[int]) -> None:
                            "the delay must be below every T")
 
 
+class AccuracyWorker:
+    """Per batch: how many predictions are right after each of ``steps`` (sorted)."""
+
+    def __init__(self, model: ModelLike | SpikingSession, steps: list[int],
+                 readout_delay: int = 0, output: str | None = None) -> None:
+        self.session = model if isinstance(model, SpikingSession) else open_session(model)
+        self.scored = choose_output(self.session.output_types, output)
+        self.steps = steps
+        self.readout_delay = readout_delay
+
+    def __call__(self, batch: LabelledBatch) -> tuple[np.ndarray, int]:
+        self.scored.check_labels(batch.labels, batch.start)
+        predictions = self.session.run(batch.feed, self.steps[-1]).predictions(
+            self.readout_delay, self.scored.name)
+        return (np.array([(predictions[t - 1] == batch.labels).sum() for t in self.steps],
+                         dtype=np.int64), len(batch.labels))
+
+
 def snn_accuracy(model: ModelLike | SpikingSession, data: Any, labels: Any = None,
                  timesteps: Sequence[int] = (64,), batch_size: int = 256,
                  progress: bool = False, readout_delay: int = 0,
-                 output: str | None = None) -> dict[int, float]:
+                 output: str | None = None, cluster: Cluster | None = None
+                 ) -> dict[int, float]:
     """Accuracy after each T in ``timesteps`` (direct encoding), from one run at max(T).
 
     ``data``: inputs in any form ``labelled_batches`` takes, with ``labels``
@@ -42,21 +62,26 @@ def snn_accuracy(model: ModelLike | SpikingSession, data: Any, labels: Any = Non
     the sum of outputs 1..t; outputs at step t do not depend on later steps, so
     one run serves every T. ``readout_delay`` t0 > 0 uses the delayed readout
     (``onnx_snn.runtime.readout``): the sum of outputs t0+1..T; it must be below every T.
+    ``cluster``: run the batches on its Ray workers (the same counts, summed).
     """
     readout_delay = check_delay(readout_delay)
-    session = model if isinstance(model, SpikingSession) else SpikingSession(model)
     steps = sorted({check_timesteps(t) for t in timesteps})
     check_delay_below(readout_delay, steps)
-    scored = choose_output(session.output_types, output)
+    local = AccuracyWorker(model, steps, readout_delay, output)  # checks the model here
+    if cluster is None:
+        recipe = lambda: local  # the session is already open
+    elif isinstance(model, SpikingSession):
+        raise OnnxSnnError("workers open their own sessions: give the model (a path or "
+                           "ModelProto), not a SpikingSession")
+    else:
+        recipe = partial(AccuracyWorker, load_model(model), steps, readout_delay, output)
     correct = np.zeros(len(steps), dtype=np.int64)
     total = 0
-    stream = labelled_batches(data, session.batch_specs, batch_size, labels)
-    for batch in tqdm(stream, total=stream.num_batches, desc="evaluating", unit="batch",
-                      disable=None if progress else True, leave=False):
-        scored.check_labels(batch.labels, batch.start)
-        predictions = session.run(batch.feed, steps[-1]).predictions(readout_delay, scored.name)
-        correct += [(predictions[t - 1] == batch.labels).sum() for t in steps]
-        total += len(batch.labels)
+    for right, count in map_batches(recipe, data, local.session.batch_specs,
+                                    check_batch_size(batch_size), cluster, labelled=True,
+                                    labels=labels, desc="evaluating", progress=progress):
+        correct += right
+        total += count
     return {t: float(c) / total for t, c in zip(steps, correct)}
 
 

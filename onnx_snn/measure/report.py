@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from tqdm.auto import tqdm
-
-from onnx_snn.measure.costs import model_costs
-from onnx_snn.io.data import check_batch_size, labelled_batches
+from onnx_snn.measure.costs import ModelCosts, model_costs
+from onnx_snn.io.data import LabelledBatch, check_batch_size, labelled_batches
+from onnx_snn.runtime.cluster import Cluster, map_batches
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.runtime.predictions import ann_predictions
 from onnx_snn.measure.instrument import instrument
@@ -99,14 +99,22 @@ class _Correlation:
         self.means = np.zeros(2)
         self.moments = np.zeros(3)  # Σ(a-ā)², Σ(b-b̄)², Σ(a-ā)(b-b̄)
 
-    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+    @staticmethod
+    def batch_moments(a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """One batch's (count, means, co-moments), for ``merge``."""
         a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-        n = a.size
-        if n == 0:
-            return
+        if a.size == 0:
+            return 0, np.zeros(2), np.zeros(3)
         means = np.array([a.mean(), b.mean()])
         da, db = a - means[0], b - means[1]
-        moments = np.array([da @ da, db @ db, da @ db])
+        # elementwise products and numpy's pairwise sums, not BLAS dot products, whose
+        # rounding depends on how many threads the BLAS uses (one in a Ray worker)
+        return a.size, means, np.array([np.sum(da * da), np.sum(db * db), np.sum(da * db)])
+
+    def merge(self, n: int, means: np.ndarray, moments: np.ndarray) -> None:
+        """Add a batch's ``batch_moments``."""
+        if n == 0:
+            return
         delta = means - self.means
         total = self.count + n
         self.moments += moments + np.array([delta[0] ** 2, delta[1] ** 2, delta[0] * delta[1]]) \
@@ -136,10 +144,78 @@ def _ann_session(ann: ModelLike, scored: str, activations: list[str]) -> AnnSess
     return AnnSession(model, [scored, *activations])
 
 
+@dataclass
+class _BatchPartial:
+    """What one batch adds to the report; folded in batch order."""
+
+    correct: np.ndarray                  # right predictions after each step
+    samples: int
+    spikes: dict[str, float]             # spikes per neuron layer
+    ann_correct: int = 0
+    moments: dict[str, tuple] = field(default_factory=dict)   # per layer, for _Correlation
+    scatter: dict[str, np.ndarray] = field(default_factory=dict)
+    costs: ModelCosts | None = None      # with a worker's first batch
+
+
+class ReportWorker:
+    """Per batch: runs the instrumented SNN (and the ANN, when given) and returns a
+    ``_BatchPartial``. Scatter points are drawn with a generator seeded by ``seed``
+    and the batch's first sample, so they do not depend on where the batch runs."""
+
+    def __init__(self, snn: onnx.ModelProto, ann: ModelLike | None, timesteps: int,
+                 output: str | None, scatter_points: int, seed: int) -> None:
+        self.model = snn
+        props = metadata(snn)
+        self.layers = neurons(props, "the SNN")
+        self.instrumented = instrument(snn, counts=True, sums=ann is not None)
+        self.session = open_session(self.instrumented.model)
+        model_outputs = {o.name for o in snn.graph.output}  # not the instrumentation's
+        self.scored = choose_output({name: kind for name, kind in
+                                     self.session.output_types.items()
+                                     if name in model_outputs}, output)
+        self.scales = json.loads(props[OUTPUT_SCALES])
+        self.ann = None if ann is None else _ann_session(
+            ann, self.scored.name, [layer.activation for layer in self.layers])
+        self.timesteps, self.points, self.seed = timesteps, scatter_points, seed
+        self.costs_given = False
+
+    def __call__(self, batch: LabelledBatch) -> _BatchPartial:
+        self.scored.check_labels(batch.labels, batch.start)
+        outputs = self.session.run(batch.feed, self.timesteps).outputs
+        part = _BatchPartial(
+            (SpikingOutput(outputs).predictions(0, self.scored.name)
+             == batch.labels).sum(axis=1), len(batch.labels),
+            {layer.node: float(outputs[self.instrumented.counts[layer.node]].sum())
+             for layer in self.layers})
+        if not self.costs_given:  # shapes measured on one sample: the same everywhere
+            part.costs = model_costs(self.model, batch.feed)
+            self.costs_given = True
+        if self.ann is None:
+            return part
+        ann_results = self.ann.run(batch.feed, where=f"samples {batch.start}-")
+        part.ann_correct = int((ann_predictions(self.scored, ann_results[0])
+                                   == batch.labels).sum())
+        rng = np.random.default_rng([self.seed, batch.start])
+        for layer, activation in zip(self.layers, ann_results[1:]):
+            rate = _scaled_rate(outputs[self.instrumented.sums[layer.node]] / self.timesteps,
+                                self.scales[layer.node])
+            activation = activation.reshape(-1)
+            if activation.size != rate.size:
+                raise OnnxSnnError(f"neuron layer '{layer.node}' has {rate.size} values in a "
+                                   f"batch, its ANN tensor '{layer.activation}' "
+                                   f"{activation.size}: is the ANN the model this SNN was "
+                                   "converted from?")
+            part.moments[layer.node] = _Correlation.batch_moments(activation, rate)
+            pick = rng.choice(rate.size, size=min(self.points, rate.size), replace=False)
+            part.scatter[layer.node] = np.stack([activation[pick], rate[pick]], axis=1)
+        return part
+
+
 def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
                 ann: ModelLike | None = None, timesteps: int = 64, precision: str = "fp32",
                 batch_size: int = 128, scatter_points: int = 2000, progress: bool = True,
-                seed: int = 0, output: str | None = None) -> SnnReport:
+                seed: int = 0, output: str | None = None,
+                cluster: Cluster | None = None) -> SnnReport:
     """Run ``snn`` (any format) on ``data`` for ``timesteps`` steps and measure it
     (see module doc).
 
@@ -147,6 +223,8 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
     takes (``labels`` separately for an array). ``ann``: the original ANN, for its
     accuracy and the rate-against-activation comparison. ``precision`` picks the
     energy per operation (fp32, fp16, int8). ``output`` picks the scored output.
+    ``cluster``: run the batches on its Ray workers; the sums and moments are folded
+    in batch order, so the report is the same bits.
     """
     timesteps = check_timesteps(timesteps)
     if precision not in ENERGY_PJ:
@@ -154,55 +232,34 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
                            f"{', '.join(ENERGY_PJ)}")
     batch_size = check_batch_size(batch_size)
     model = load_model(snn)
-    props = metadata(model)
-    layers_info = neurons(props, str(snn) if isinstance(snn, (str, os.PathLike)) else "the SNN")
+    layers_info = neurons(metadata(model),
+                          str(snn) if isinstance(snn, (str, os.PathLike)) else "the SNN")
     names = [layer.node for layer in layers_info]
-    instrumented = instrument(model, counts=True, sums=ann is not None)
-    session = open_session(instrumented.model)
-    session.check_memory(timesteps)  # before the counters over T are allocated
-    model_outputs = {o.name for o in model.graph.output}  # not the instrumentation's
-    scored = choose_output({name: kind for name, kind in session.output_types.items()
-                            if name in model_outputs}, output)
-    scales = json.loads(props[OUTPUT_SCALES])
-    if ann is not None:
-        ann_session = _ann_session(ann, scored.name, [layer.activation for layer in layers_info])
+    local = ReportWorker(model, ann, timesteps, output, 1, seed)  # checks them all here
+    local.session.check_memory(timesteps)  # before the counters over T are allocated
+    specs = local.session.batch_specs
+    expected = labelled_batches(data, specs, batch_size, labels).num_batches or 1
+    local.points = max(1, scatter_points // expected)
+    recipe = (partial(ReportWorker, model, None if ann is None else load_model(ann), timesteps,
+                      output, local.points, seed) if cluster else lambda: local)
+    costs = None
 
-    rng = np.random.default_rng(seed)
     correct = np.zeros(timesteps, dtype=np.int64)
     ann_correct = samples = 0
     spikes = dict.fromkeys(names, 0.0)
     correlations = {name: _Correlation() for name in names}
     scatter = {name: [] for name in names}
-    costs = None
-    stream = labelled_batches(data, session.batch_specs, batch_size, labels)
-    per_batch_points = max(1, scatter_points // max(1, stream.num_batches or 1))
-    for batch in tqdm(stream, total=stream.num_batches, desc="report", unit="batch",
-                      disable=None if progress else True, leave=False):
-        if costs is None:
-            costs = model_costs(model, batch.feed)
-        scored.check_labels(batch.labels, batch.start)
-        outputs = session.run(batch.feed, timesteps).outputs
-        correct += (SpikingOutput(outputs).predictions(0, scored.name)
-                    == batch.labels).sum(axis=1)
-        samples += len(batch.labels)
+    for part in map_batches(recipe, data, specs, batch_size, cluster, labelled=True,
+                            labels=labels, desc="report", progress=progress):
+        costs = costs or part.costs
+        correct += part.correct
+        samples += part.samples
+        ann_correct += part.ann_correct
         for name in names:
-            spikes[name] += float(outputs[instrumented.counts[name]].sum())
-        if ann is None:
-            continue
-        ann_results = ann_session.run(batch.feed, where=f"samples {batch.start}-")
-        ann_correct += int((ann_predictions(scored, ann_results[0]) == batch.labels).sum())
-        for layer, activation in zip(layers_info, ann_results[1:]):
-            rate = _scaled_rate(outputs[instrumented.sums[layer.node]] / timesteps,
-                                scales[layer.node])
-            activation = activation.reshape(-1)
-            if activation.size != rate.size:
-                raise OnnxSnnError(f"neuron layer '{layer.node}' has {rate.size} values in a "
-                                   f"batch, its ANN tensor '{layer.activation}' "
-                                   f"{activation.size}: is the ANN the model this SNN was "
-                                   "converted from?")
-            correlations[layer.node].add(activation, rate)
-            pick = rng.choice(rate.size, size=min(per_batch_points, rate.size), replace=False)
-            scatter[layer.node].append(np.stack([activation[pick], rate[pick]], axis=1))
+            spikes[name] += part.spikes[name]
+        for name, moments in part.moments.items():
+            correlations[name].merge(*moments)
+            scatter[name].append(part.scatter[name])
 
     mac_pj, ac_pj = ENERGY_PJ[precision]
     layers = []
@@ -225,7 +282,7 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
     return SnnReport(timesteps, samples, (correct / samples).tolist(),
                      ann_correct / samples if ann is not None else None, layers, energy, totals,
                      {name: np.concatenate(points) for name, points in scatter.items()
-                      if points}, scored.name)
+                      if points}, local.scored.name)
 
 
 def _scaled_rate(rate: np.ndarray, scale: Any) -> np.ndarray:

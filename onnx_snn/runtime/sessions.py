@@ -31,10 +31,23 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
                "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 
 
+#: onnxruntime's threads per session in this process (None: onnxruntime's default).
+_threads: int | None = None
+
+
+def limit_threads(threads: int) -> None:
+    """Give every session this process opens from now on ``threads`` threads (a Ray
+    worker's share of the cores, ``onnx_snn.runtime.cluster``)."""
+    global _threads
+    _threads = check_positive_int(threads, "threads")
+
+
 def session_options(native: bool = True) -> ort.SessionOptions:
     """Session options with the native kernels registered (``native``) when they load."""
     options = ort.SessionOptions()
     options.log_severity_level = 4  # fatal only: errors come back as OnnxSnnErrors
+    if _threads is not None:
+        options.intra_op_num_threads = _threads
     if native:
         register_native(options)
     return options
