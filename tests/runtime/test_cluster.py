@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray")
 
 from zoo_models import ZooBuilder
 
-from onnx_snn import convert
+from onnx_snn import HookFactory, convert
 from onnx_snn.cli import main
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.data import labelled_batches
@@ -49,7 +49,9 @@ def resnet(tmp_path_factory) -> dict:
 
 
 def test_calibration_gives_the_same_scales_as_one_process(cluster, resnet) -> None:
-    for settings in ({}, {"preset": "best"}):  # threshold balancing: one pass per depth
+    percentile = HookFactory("99.9%", per_channel=True)  # TopK elements per batch
+    for settings in ({}, {"preset": "best"}, {"hook_factory": percentile}):
+        # best: threshold balancing, one pass per depth
         alone = convert(str(resnet["ann"]), str(resnet["calib"]), progress=False,
                         batch_size=16, **settings)
         sharded = convert(str(resnet["ann"]), str(resnet["calib"]), progress=False,
