@@ -9,6 +9,7 @@ from typing import Any
 
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 
 from onnx_snn.calibration.collectors import Collector
 from onnx_snn.calibration.result import Calibration, LayerCalibration
@@ -58,14 +59,16 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
     graph.outputs = [tensor for tensors in fetches.values() for tensor in tensors]
     graph.cleanup()
     measuring = gs.export_onnx(graph)
+    # here, one session serves every pass; Ray workers open their own from the model
+    session = create_session(measuring, native=False) if cluster is None else measuring
     source = data if isinstance(data, DataSource) else DataSource(data)  # once per pass
     passes = max(levels.values())
     for level in range(1, passes + 1):
         active = {name: hook for name, hook in hooks.items() if levels[name] == level}
         desc = "calibrating" if passes == 1 else f"calibrating, pass {level} of {passes}"
         feeds = {key: value for hook in hooks.values() for key, value in hook.feeds().items()}
-        recipe = partial(FetchWorker, measuring, [t.name for name in active
-                                                  for t in fetches[name]], feeds,
+        recipe = partial(FetchWorker, session, [t.name for name in active
+                                                for t in fetches[name]], feeds,
                          "" if level == 1 else f"pass {level}, ")
         count = samples = 0
         for results in map_batches(recipe, source, input_specs(model), batch_size, cluster,
@@ -113,9 +116,10 @@ class FetchWorker:
     hooks' extra inputs, fixed within a pass) added to the batch, and the batch's
     sample count under ``SAMPLES``."""
 
-    def __init__(self, model: onnx.ModelProto, names: list[str], feeds: dict[str, Any],
-                 where: str) -> None:
-        self.session = create_session(model, native=False)
+    def __init__(self, model: onnx.ModelProto | ort.InferenceSession, names: list[str],
+                 feeds: dict[str, Any], where: str) -> None:
+        self.session = model if isinstance(model, ort.InferenceSession) \
+            else create_session(model, native=False)
         self.names, self.feeds, self.where = names, feeds, where
         self.index = 0
 

@@ -108,14 +108,17 @@ class Cluster:
         if not ray.is_initialized():
             raise OnnxSnnError("the cluster is not started: use it in a `with` block")
         raw = data.data if isinstance(data, DataSource) else data
+        is_path = isinstance(raw, str) or hasattr(raw, "__fspath__")
+        if labelled:  # the same checks of data and labels as one process makes
+            labelled_batches(raw, specs, batch_size, labels)
         samples = sample_count(raw, specs)
         if samples == 0:
-            where = f"{raw}: " if isinstance(raw, str) or hasattr(raw, "__fspath__") else ""
-            raise OnnxSnnError(f"{where}the data is empty: no batch to read")
+            raise OnnxSnnError(f"{f'{raw}: ' if is_path else ''}the data is empty: no batch "
+                               "to read")
         per_shard = self.batches_per_shard or max(1, -(-samples // batch_size)
                                                   // (4 * self.workers))
         shards = plan_shards(samples, batch_size, per_shard)
-        shared = raw if isinstance(raw, str) or hasattr(raw, "__fspath__") else ray.put(raw)
+        shared = raw if is_path else ray.put(raw)
         shared_labels = None if labels is None else ray.put(labels)
         if not self.actors:
             host = ray.remote(_Host).options(num_cpus=self.threads, max_restarts=RETRIES,
