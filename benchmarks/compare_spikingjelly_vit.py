@@ -168,28 +168,7 @@ class MeanPooledViT(nn.Module):
 
 def train(make: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray) -> nn.Module:
     """``make()`` trained as ``brm.train_net('vit')`` trains the tests' ViT, in eval mode."""
-    recipe = brm.RECIPES["vit"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(brm.SEED)
-        net = make()
-        optimizer = torch.optim.AdamW(net.parameters(), lr=recipe.lr,
-                                      weight_decay=recipe.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs)
-        inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
-        generator = torch.Generator().manual_seed(brm.SEED)
-        net.train()
-        for _ in range(recipe.epochs):
-            for index in torch.randperm(len(inputs), generator=generator).split(brm.BATCH):
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(net(inputs[index]), targets[index],
-                                            label_smoothing=recipe.label_smoothing).backward()
-                optimizer.step()
-            scheduler.step()
-        return net.eval()
-    finally:
-        torch.set_num_threads(threads)
+    return brm.train_with(make, brm.RECIPES["vit"], x, y)
 
 
 def logits(module: nn.Module, x: np.ndarray) -> torch.Tensor:

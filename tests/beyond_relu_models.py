@@ -69,6 +69,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -397,13 +398,19 @@ def train_net(arch: str) -> nn.Module:
     eval mode; the same weights on every call."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}")
-    recipe = RECIPES[arch]
     x_train, y_train, _, _ = digits_data(arch)
+    return train_with(CONSTRUCTORS[arch], RECIPES[arch], x_train, y_train)
+
+
+def train_with(make: Callable[[], nn.Module], recipe: Recipe, x_train: np.ndarray,
+               y_train: np.ndarray) -> nn.Module:
+    """``make()`` (called after seeding torch) trained with ``recipe`` on the data, in
+    eval mode: one torch thread, AdamW, a cosine schedule, label smoothing."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.manual_seed(SEED)
-        net = CONSTRUCTORS[arch]()
+        net = make()
         optimizer = torch.optim.AdamW(net.parameters(), lr=recipe.lr,
                                       weight_decay=recipe.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs)

@@ -34,10 +34,9 @@ TIME_OPS = {RUNNING_SUM: True, RUNNING_MEAN: True, DIFFERENCE: False, STEP_DIFFE
 COUNTED = {RUNNING_MEAN, STEP_DIFFERENCE}
 
 
-def is_time_op(node) -> bool:
-    """True for a node (``onnx.NodeProto`` or ``gs.Node``) of one of the time ops."""
-    return getattr(node, "domain", "") == DOMAIN and getattr(node, "op_type", getattr(
-        node, "op", None)) in TIME_OPS
+def is_time_op(node: onnx.NodeProto) -> bool:
+    """True for a node of one of the time ops."""
+    return node.domain == DOMAIN and node.op_type in TIME_OPS
 
 
 def _ints(name: str, values: Sequence[int]) -> onnx.NodeProto:
