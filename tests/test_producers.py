@@ -8,6 +8,8 @@ torch's output, sklearn's predictions, or the ANN in onnxruntime. Builders live 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx
 import pytest
@@ -139,3 +141,65 @@ def test_opset_versions_convert(opset, tmp_path) -> None:
     assert ai_onnx_opset(snn) == max(13, opset)
     onnx.checker.check_model(snn, full_check=True)
     assert_rate_codes(case, snn)
+
+
+# --------------------------------------------------------------------------- fixed batch
+
+def _upsampling_net():
+    """Conv-Relu-MaxPool-Upsample-Conv-Relu, then ``view(1, -1)`` into a Linear: a net
+    that only runs at batch 1, as exported from a batch-1 example."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 8 * 8, 5)
+
+        def forward(self, x):
+            x = nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
+            x = torch.relu(self.c2(nn.functional.interpolate(x, scale_factor=2.0)))
+            return self.fc(x.view(1, -1))
+
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_batch_one_export_with_resize_and_view_converts(dynamo, tmp_path) -> None:
+    """A batch-1 export hard-codes the batch in ``view(1, -1)`` (an ``allowzero`` Reshape
+    from dynamo) after a Resize; the conversion makes it follow the batch, and the SNN
+    approaches torch's output sample by sample."""
+    torch = pytest.importorskip("torch")
+    net = _upsampling_net()
+    path = tmp_path / "b1.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=dynamo)
+    ann = onnx.load(str(path))
+    assert ann.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    x = np.random.default_rng(1).random((12, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        expected = np.concatenate([net(torch.from_numpy(row[None])).numpy() for row in x])
+    snn = convert(str(path), {ann.graph.input[0].name: x}, batch_size=6, maxpool="td",
+                  progress=False).model
+    outputs = next(iter(SpikingSession(snn).run({ann.graph.input[0].name: x}, 512)
+                        .outputs.values()))
+    errors = [np.abs(outputs[:t].mean(axis=0) - expected).max() / np.abs(expected).max()
+              for t in (32, 512)]
+    assert errors[1] < errors[0] and errors[1] < 0.05, errors
+
+
+def test_bias_calibration_on_a_dynamo_export(tmp_path) -> None:
+    """Dynamo names the batch axis its own way ('batch'); bias calibration needs every
+    layer's rank through time folding, and shifts each channel."""
+    pytest.importorskip("torch")
+    case = torch_dynamo_bn_cnn(tmp_path)
+    plain = convert(str(case.path), case.data, batch_size=20, progress=False)
+    shifted = convert(str(case.path), case.data, batch_size=20, bias_calibration=8,
+                      progress=False)
+    for layer in shifted.layers:
+        assert layer.bias_shift is not None and layer.bias_shift.ndim == 1
+    errors = [rate_coding_errors(case, result.model, (8,))[0][0] for result in (plain, shifted)]
+    assert errors[1] < errors[0], errors  # calibrated for T = 8, better there

@@ -1,25 +1,39 @@
 """Make the batch axis dynamic, so time can be folded into it.
 
+Every data input's first axis is named ``BATCH_SYMBOL``, however the exporter
+named it, so later passes recognise batch-leading tensors by that name.
 Models exported with a fixed batch (often 1) hard-code it twice: in the input
 shape, and in constant Reshape targets such as a channel shuffle written as
 ``Reshape(x, [1, g, C/g, H, W])`` or ``view(1, -1)``. Once T steps are folded
 into the batch axis, those constants are wrong. ``relax_batch`` declares a
 symbolic batch on every data input and rewrites the leading element of such a
 Reshape target to 0 ("copy the input's first dimension").
+
+Which Reshapes read a batch-leading tensor is found by shape inference with the
+inputs' batch set to ``MARKER_BATCH``, a number no real dimension is likely to
+equal: concrete sizes survive ops (Resize, Upsample, data-dependent shapes) where a
+symbolic batch would turn into a fresh unknown.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 BATCH_SYMBOL = "N"
+#: The batch the inputs get while looking for batch-following Reshapes (a prime).
+MARKER_BATCH = 7919
 _MAX_ROUNDS = 16
 
+Infer = Callable[[onnx.ModelProto], onnx.ModelProto]
 
-def relax_batch(model: onnx.ModelProto, infer) -> onnx.ModelProto:
-    """A copy of ``model`` with a symbolic batch axis and batch-following Reshapes.
+
+def relax_batch(model: onnx.ModelProto, infer: Infer) -> onnx.ModelProto:
+    """A shape-inferred copy of ``model`` with a symbolic batch axis and batch-following
+    Reshapes.
 
     ``infer`` is the shape-inference function to use between rewrites (each
     rewrite can reveal the batch axis of the next Reshape downstream).
@@ -27,62 +41,97 @@ def relax_batch(model: onnx.ModelProto, infer) -> onnx.ModelProto:
     relaxed = onnx.ModelProto()
     relaxed.CopyFrom(model)
     model = relaxed
-    initializers = {t.name for t in model.graph.initializer}
-    batch_sizes: set[int] = {1}
-    symbols: set[str] = set()
-    for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if value.name in initializers or not dims:
-            continue
-        if dims[0].HasField("dim_value"):
-            batch_sizes.add(dims[0].dim_value)
-            dims[0].dim_param = BATCH_SYMBOL
-        symbols.add(dims[0].dim_param)
+    batch_sizes = _fixed_batch_sizes(model) | {1}
+    _follow_batch(model, batch_sizes, infer)
+    symbols = {BATCH_SYMBOL}
+    for value in _data_inputs(model):
+        first = value.type.tensor_type.shape.dim[0]
+        symbols.add(first.dim_param)
+        first.dim_param = BATCH_SYMBOL  # one name for the batch, whatever the exporter chose
     symbols.discard("")
     for value in model.graph.output:
         dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value") and dims[0].dim_value in batch_sizes:
+        if dims and (dims[0].dim_value in batch_sizes if dims[0].HasField("dim_value")
+                     else dims[0].dim_param in symbols):
             dims[0].dim_param = BATCH_SYMBOL
+    del model.graph.value_info[:]
+    return infer(model)
+
+
+def _data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The graph inputs that are not initializers and have a known rank >= 1."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [value for value in model.graph.input if value.name not in initializers
+            and value.type.tensor_type.shape.dim]
+
+
+def _fixed_batch_sizes(model: onnx.ModelProto) -> set[int]:
+    """The fixed first dimensions of the data inputs."""
+    return {value.type.tensor_type.shape.dim[0].dim_value for value in _data_inputs(model)
+            if value.type.tensor_type.shape.dim[0].HasField("dim_value")}
+
+
+def _follow_batch(model: onnx.ModelProto, batch_sizes: set[int], infer: Infer) -> None:
+    """Rewrite, in place, the Reshapes whose constant target hard-codes the batch."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for value in _data_inputs(probe):
+        value.type.tensor_type.shape.dim[0].dim_value = MARKER_BATCH
+    del probe.graph.output[:]  # declared output shapes would clash with the marker
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o.name)
+                              for o in model.graph.output)
     for _ in range(_MAX_ROUNDS):
-        del model.graph.value_info[:]  # stale after a rewrite; inference would keep them
-        model = infer(model)
-        if not _rewrite_reshapes(model, symbols, batch_sizes):
-            break
-    return model
+        del probe.graph.value_info[:]  # stale after a rewrite; inference would keep them
+        rewritten = _rewrite_reshapes(infer(probe), batch_sizes)
+        if not rewritten:
+            return
+        for graph in (probe.graph, model.graph):
+            for index, target in rewritten.items():
+                _set_target(graph, index, target)
 
 
-def _leading_dim_param(model: onnx.ModelProto) -> dict[str, str]:
-    """The symbolic first dimension of every tensor that has one."""
+def _leading_dims(model: onnx.ModelProto) -> dict[str, int]:
+    """The known first dimension of every tensor that has one."""
     leading = {}
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].dim_param:
-            leading[value.name] = dims[0].dim_param
+        if dims and dims[0].HasField("dim_value"):
+            leading[value.name] = dims[0].dim_value
     return leading
 
 
-def _rewrite_reshapes(model: onnx.ModelProto, symbols: set[str], batch_sizes: set[int]) -> int:
-    """Rewrite constant Reshape targets that hard-code the batch; returns how many."""
-    leading = _leading_dim_param(model)
+def _rewrite_reshapes(model: onnx.ModelProto, batch_sizes: set[int]
+                      ) -> dict[int, np.ndarray]:
+    """By node index: the new target of each Reshape that reads a batch-leading tensor
+    (first dimension ``MARKER_BATCH``) but whose constant target starts with a fixed
+    batch size."""
+    leading = _leading_dims(model)
     initializers = {t.name: t for t in model.graph.initializer}
     constants = {node.output[0]: node for node in model.graph.node if node.op_type == "Constant"}
-    rewritten = 0
-    for node in model.graph.node:
-        if node.op_type != "Reshape" or leading.get(node.input[0]) not in symbols:
-            continue
-        if any(a.name == "allowzero" and a.i for a in node.attribute):
+    rewritten = {}
+    for index, node in enumerate(model.graph.node):
+        if node.op_type != "Reshape" or leading.get(node.input[0]) != MARKER_BATCH:
             continue
         target = _constant(node.input[1], initializers, constants)
         if target is None or target.ndim != 1 or not target.size \
-                or int(target[0]) not in batch_sizes:
-            continue
-        fixed = target.copy()
+                or int(target[0]) not in batch_sizes or np.any(target[1:] == 0):
+            continue  # with allowzero, a 0 elsewhere is a real empty axis: leave it
+        fixed = target.astype(np.int64)
         fixed[0] = 0
-        name = f"{node.input[1]}__batch_follows_input"
-        model.graph.initializer.append(numpy_helper.from_array(fixed.astype(np.int64), name))
-        node.input[1] = name
-        rewritten += 1
+        rewritten[index] = fixed
     return rewritten
+
+
+def _set_target(graph: onnx.GraphProto, index: int, target: np.ndarray) -> None:
+    """Give Reshape node ``index`` a new constant target; 0 copies the input's dimension,
+    so ``allowzero`` goes."""
+    node = graph.node[index]
+    name = f"{node.input[1]}__batch_follows_input_{index}"
+    graph.initializer.append(numpy_helper.from_array(target, name))
+    node.input[1] = name
+    kept = [a for a in node.attribute if a.name != "allowzero"]
+    del node.attribute[:]
+    node.attribute.extend(kept)
 
 
 def _constant(name: str, initializers: dict, constants: dict) -> np.ndarray | None:
