@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnx_snn.calibration.collectors import CHANNEL_AXIS, Collector
+from onnx_snn.calibration.collectors import Collector
+from onnx_snn.graph.layout import channel_axis, per_channel_shape
 from onnx_snn.calibration.histogram import ChannelHistogram
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.builder import GraphBuilder
@@ -17,7 +18,7 @@ BALANCED_TIMESTEPS = 16
 
 
 class ThresholdBalancingHook(Collector):
-    """Per channel (axis 1), the threshold θ that minimises Σ (q_θ(x) − x)² over all the
+    """Per channel (``onnx_snn.graph.layout``), the threshold θ that minimises Σ (q_θ(x) − x)² over all the
     calibration values x of the channel, where ``q_θ(x) = θ·clip(floor(L·x/θ + v_init),
     0, L)/L`` is the rate of an IF neuron with soft reset driven for L = ``timesteps``
     levels by x (Li et al., ICML 2021; Bu et al., ICLR 2022, QCFS).
@@ -44,6 +45,7 @@ class ThresholdBalancingHook(Collector):
         self._name = ""
         self._inputs: tuple[str, str, np.dtype] | None = None
         self._histogram: ChannelHistogram | None = None
+        self._axis = 1
 
     def feeds(self) -> dict[str, np.ndarray]:
         theta_name, gate_name, dtype = self._inputs
@@ -54,17 +56,20 @@ class ThresholdBalancingHook(Collector):
     def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
         """Route ``activation``'s consumers through q_θ (once θ is known); fetch it raw."""
         shape = activation.shape
-        channels = shape[CHANNEL_AXIS] if shape is not None and len(shape) >= 2 else None
+        axis = channel_axis(activation, len(shape)) if shape is not None and len(shape) >= 2 \
+            else None
+        channels = None if axis is None else shape[axis]
         if not isinstance(channels, int):
             raise OnnxSnnError(f"'{activation.name}': threshold balancing needs a known rank "
-                               f">= 2 and channel count (axis 1), got shape {shape}")
+                               f">= 2 and channel count, got shape {shape}")
         consumers = list(activation.outputs)
         dtype = activation.dtype
         make = GraphBuilder(graph, f"{activation.name}__balance_")
         theta = gs.Variable(make.name("theta"), dtype, [channels])
         gate = gs.Variable(make.name("quantise"), np.bool_, [])
         graph.inputs.extend([theta, gate])
-        view = make("Reshape", [theta, make.const([channels] + [1] * (len(shape) - 2))], dtype)
+        view = make("Reshape", [theta, make.const(per_channel_shape(channels, axis, len(shape)))],
+                    dtype)
         levels = float(self.timesteps)
         scaled = make("Add", [make("Mul", [make("Div", [activation, view], dtype),
                                            make.const(levels, dtype)], dtype),
@@ -79,10 +84,11 @@ class ThresholdBalancingHook(Collector):
                     consumer.inputs[index] = quantised
         self._name, self._inputs = activation.name, (theta.name, gate.name, np.dtype(dtype))
         self._histogram = ChannelHistogram(channels)
+        self._axis = axis
         return [activation]
 
     def observe(self, fetched: list[np.ndarray]) -> None:
-        self._histogram.add(fetched[0], self._name)
+        self._histogram.add(fetched[0], self._name, self._axis)
         self.batches += 1
 
     def pass_done(self) -> None:

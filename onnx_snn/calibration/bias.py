@@ -21,9 +21,10 @@ import onnx
 import onnx_graphsurgeon as gs
 from tqdm.auto import tqdm
 
-from onnx_snn.calibration.collectors import CHANNEL_AXIS, Collector, channel_axes
+from onnx_snn.calibration.collectors import Collector, channel_layout
 from onnx_snn.calibration.driver import calibrate
 from onnx_snn.graph.builder import GraphBuilder
+from onnx_snn.graph.layout import per_channel_shape
 from onnx_snn.io.data import input_specs
 from onnx_snn.io.metadata import metadata, timesteps_input
 from onnx_snn.runtime.cluster import Cluster, map_batches
@@ -34,41 +35,49 @@ from onnx_snn.validation import check_positive_int
 
 class ChannelMeanHook(Collector):
     """Mean of an activation per channel over all calibration data, optionally
-    clipped at ``ceiling`` (a scalar or one value per channel) first."""
+    clipped at ``ceiling`` (a scalar or one value per channel) first. The channel
+    axis is ``axis``, or found from the graph (``onnx_snn.graph.layout``)."""
 
-    def __init__(self, ceiling: float | np.ndarray | None = None) -> None:
+    def __init__(self, ceiling: float | np.ndarray | None = None,
+                 axis: int | None = None) -> None:
         super().__init__("channel-mean", None)
         self.ceiling = ceiling
         self.sums: np.ndarray | None = None
         self.count = 0
+        self.axis = axis
 
     def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
-        axes = channel_axes(activation)
+        axis, rank = channel_layout(activation)
+        if self.axis is None:
+            self.axis = axis
+        axis = self.axis
         make = GraphBuilder(graph, f"{activation.name}__mean_")
         values = activation
         if self.ceiling is not None:
             ceiling = np.asarray(self.ceiling, dtype=np.float32)
             if ceiling.ndim:
-                ceiling = ceiling.reshape(ceiling.size, *([1] * (len(axes) - 1)))
+                ceiling = ceiling.reshape(per_channel_shape(ceiling.size, axis, rank))
             values = make("Min", [activation, make.const(ceiling, np.float32)], np.float32)
-        sums = make.reduce("ReduceSum", values, axes, np.float32)
+        sums = make.reduce("ReduceSum", values, [a for a in range(rank) if a != axis],
+                           np.float32)
         return [sums, make("Shape", [activation], np.int64)]
 
     def observe(self, fetched: list[np.ndarray]) -> None:
         sums, shape = np.asarray(fetched[0], dtype=np.float64), fetched[1]
         self.sums = sums if self.sums is None else self.sums + sums
-        self.count += int(np.prod(shape)) // int(shape[CHANNEL_AXIS])
+        self.count += int(np.prod(shape)) // int(shape[self.axis])
         self.scale = self.sums / self.count  # the per-channel mean so far
         self.batches += 1
 
 
 def ann_channel_means(ann: onnx.ModelProto, data: Any, layers: list[NeuronPlan],
                       batch_size: int, progress: bool,
-                      cluster: Cluster | None = None) -> dict[str, np.ndarray]:
-    """Per-channel mean of each layer's ANN activation, clipped at its scale."""
+                      cluster: Cluster | None = None) -> dict[str, ChannelMeanHook]:
+    """Per layer, the per-channel mean of its ANN activation, clipped at its scale
+    (``scale``), and the channel axis it found in the ANN (``axis``)."""
     hooks = {layer.node: ChannelMeanHook(layer.scale) for layer in layers}
     calibrate(ann, data, hooks, batch_size=batch_size, progress=progress, cluster=cluster)
-    return {name: hook.scale for name, hook in hooks.items()}
+    return hooks
 
 
 class LayerSumsWorker:
@@ -87,13 +96,14 @@ class LayerSumsWorker:
 
 
 def snn_channel_means(snn: onnx.ModelProto, data: Any, specs, layer: NeuronPlan,
-                      timesteps: int, batch_size: int,
+                      timesteps: int, batch_size: int, axis: int,
                       cluster: Cluster | None = None) -> np.ndarray:
-    """Per-channel mean of one SNN layer's output (rate × scale) over data and T steps."""
+    """Per-channel mean of one SNN layer's output (rate × scale) over data and T steps,
+    channels on ``axis`` (as found in the ANN: time folding hides the layout)."""
     graph = gs.import_onnx(snn)
     neuron = next(n for n in graph.nodes if n.name == layer.node)
     output = next(c for c in neuron.outputs[0].outputs if c.op == "Mul").outputs[0]  # × scale
-    hook = ChannelMeanHook()
+    hook = ChannelMeanHook(axis=axis)
     graph.outputs = hook.graph_outputs(graph, output)
     graph.cleanup()
     model = gs.export_onnx(graph)
@@ -127,9 +137,10 @@ def calibrate_biases(ann: onnx.ModelProto, layers: list[NeuronPlan], data: Any,
     for index in tqdm(range(len(layers)), desc="bias calibration", unit="layer",
                       disable=None if progress else True, leave=False):
         layer = corrected[index]
+        target = targets[layer.node]
         achieved = snn_channel_means(build(ann, corrected), data, specs, layer, timesteps,
-                                     batch_size, cluster)
-        shift = targets[layer.node] - achieved
+                                     batch_size, target.axis, cluster)
+        shift = target.scale - achieved
         if layer.bias_shift is not None:
             shift = shift + layer.bias_shift
         corrected[index] = dataclasses.replace(layer, bias_shift=shift.astype(np.float32))

@@ -21,18 +21,24 @@ from onnx_snn.calibration.modes import (
 )
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.builder import GraphBuilder
+from onnx_snn.graph.layout import channel_axis
 from onnx_snn.snn.rewrite import Scale
 from onnx_snn.validation import check_bool
 
-CHANNEL_AXIS = 1
-
-
-def channel_axes(activation: gs.Variable) -> list[int]:
-    """All axes but the channel axis (1) of ``activation``, whose rank must be known."""
+def channel_layout(activation: gs.Variable) -> tuple[int, int]:
+    """(channel axis, rank) of ``activation``, whose rank must be known
+    (``onnx_snn.graph.layout``)."""
     if activation.shape is None or len(activation.shape) < 2:
         raise OnnxSnnError(f"'{activation.name}': per-channel calibration needs a known rank "
                            f">= 2 (got shape {activation.shape})")
-    return [0, *range(2, len(activation.shape))]
+    rank = len(activation.shape)
+    return channel_axis(activation, rank), rank
+
+
+def channel_axes(activation: gs.Variable) -> list[int]:
+    """All axes but the channel axis of ``activation``."""
+    axis, rank = channel_layout(activation)
+    return [a for a in range(rank) if a != axis]
 
 
 class Collector(ABC):
@@ -101,7 +107,7 @@ class VoltageHook(Collector):
     Per batch it computes a statistic ``s_t`` over the whole output tensor
     (batch axis included), then ``scale = s_t`` for the first batch and
     ``scale = (1 - momentum) * scale + momentum * s_t`` after that. With
-    ``per_channel`` the same happens per channel (axis 1), all other axes
+    ``per_channel`` the same happens per channel (``onnx_snn.graph.layout``), all other axes
     pooled, and ``scale`` is an array.
 
     Its reduction is ``ReduceMax`` for "Max" and fractions of the max, and a
@@ -127,8 +133,8 @@ class VoltageHook(Collector):
         """Per row of [C, n] (C = 1 per layer): TopK of the elements around the
         percentile's rank, and the [C, n] shape."""
         if self.per_channel:
-            rank = len(channel_axes(activation)) + 1
-            perm = [CHANNEL_AXIS, 0, *range(2, rank)]
+            axis, rank = channel_layout(activation)
+            perm = [axis, *(a for a in range(rank) if a != axis)]
             rows = make("Transpose", [activation], activation.dtype, {"perm": perm})
             rows = make("Reshape", [rows, make.const([0, -1])], activation.dtype)
         else:

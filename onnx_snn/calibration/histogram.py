@@ -39,10 +39,10 @@ class ChannelHistogram:
         self.maximum = np.zeros(channels)
         self.exponent = np.full(channels, _EMPTY)
 
-    def add(self, values: np.ndarray, name: str) -> None:
-        """Count one batch of ``name``'s values, shaped [N, C, ...] (C on axis 1)."""
+    def add(self, values: np.ndarray, name: str, axis: int = 1) -> None:
+        """Count one batch of ``name``'s values, with channels on ``axis``."""
         channels = self.counts.shape[0]
-        rows = np.moveaxis(np.asarray(values), 1, 0).reshape(channels, -1).astype(np.float64)
+        rows = np.moveaxis(np.asarray(values), axis, 0).reshape(channels, -1).astype(np.float64)
         if rows.size == 0:
             return
         top = rows.max(axis=1)

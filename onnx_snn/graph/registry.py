@@ -66,7 +66,11 @@ class OpFacts:
       others are parameters: Reshape, Div). Any other op whose inputs vary over
       time becomes a time-difference op (SPEC §10);
     - ``keeps_rectified``: moves, sums or pools values without changing their sign,
-      so a rectified (spiking) input stays rectified.
+      so a rectified (spiking) input stays rectified;
+    - ``layout``: where its output keeps channels (``onnx_snn.graph.layout``):
+      "first" (axis 1: Conv, pooling, BatchNormalization), "last" (MatMul, Gemm),
+      "permute" (Transpose), "reshape" (the axes change: unknown); an op without
+      one keeps its first input's layout when its output has the same rank.
     """
 
     costs: Costs | None = None
@@ -78,31 +82,38 @@ class OpFacts:
     control_flow: bool = False
     linear_in: str | None = None
     keeps_rectified: bool = False
+    layout: str | None = None
 
 
 _NONLINEAR = OpFacts(nonlinear=True)
 #: Ops that only move, select or sum values (input 0; the others are parameters).
 _MOVES = OpFacts(linear_in="first", keeps_rectified=True)
+_RESHAPES = OpFacts(linear_in="first", keeps_rectified=True, layout="reshape")
 
 OPS: dict[str, OpFacts] = {
-    "Conv": OpFacts(costs=_conv_costs, learned=True, linear_in="each"),
-    "Gemm": OpFacts(costs=_gemm_costs, learned=True, linear_in="each"),
-    "MatMul": OpFacts(costs=_matmul_costs, learned=True, linear_in="each"),
-    "ConvTranspose": OpFacts(learned=True, linear_in="each"),
-    "BatchNormalization": OpFacts(learned=True, linear_in="first"),
-    "AveragePool": OpFacts(scale_passes="always", linear_in="first", keeps_rectified=True),
+    "Conv": OpFacts(costs=_conv_costs, learned=True, linear_in="each", layout="first"),
+    "Gemm": OpFacts(costs=_gemm_costs, learned=True, linear_in="each", layout="last"),
+    "MatMul": OpFacts(costs=_matmul_costs, learned=True, linear_in="each", layout="last"),
+    "ConvTranspose": OpFacts(learned=True, linear_in="each", layout="first"),
+    "BatchNormalization": OpFacts(learned=True, linear_in="first", layout="first"),
+    "AveragePool": OpFacts(scale_passes="always", linear_in="first", keeps_rectified=True,
+                           layout="first"),
     "GlobalAveragePool": OpFacts(scale_passes="always", linear_in="first",
-                                 keeps_rectified=True),
-    "MaxPool": OpFacts(scale_passes="nonnegative", keeps_rectified=True),
-    "GlobalMaxPool": OpFacts(keeps_rectified=True),
+                                 keeps_rectified=True, layout="first"),
+    "MaxPool": OpFacts(scale_passes="nonnegative", keeps_rectified=True, layout="first"),
+    "GlobalMaxPool": OpFacts(keeps_rectified=True, layout="first"),
     "ReduceMax": OpFacts(keeps_rectified=True),
     "Pad": OpFacts(scale_passes="pad", linear_in="first", keeps_rectified=True),
-    "Flatten": OpFacts(scale_passes="flatten", linear_in="first", keeps_rectified=True),
-    "Reshape": OpFacts(scale_passes="flatten", linear_in="first", keeps_rectified=True),
+    "Flatten": OpFacts(scale_passes="flatten", linear_in="first", keeps_rectified=True,
+                       layout="reshape"),
+    "Reshape": OpFacts(scale_passes="flatten", linear_in="first", keeps_rectified=True,
+                       layout="reshape"),
+    "Transpose": OpFacts(linear_in="first", keeps_rectified=True, layout="permute"),
+    **{op: _RESHAPES for op in (
+        "Squeeze", "Unsqueeze", "Gather", "DepthToSpace", "SpaceToDepth")},
     **{op: _MOVES for op in (
-        "Transpose", "Squeeze", "Unsqueeze", "Slice", "Split", "Gather", "GatherElements",
-        "Expand", "Tile", "Identity", "Dropout", "ReduceMean", "ReduceSum", "Resize",
-        "Upsample", "DepthToSpace", "SpaceToDepth", "CumSum", "Cast", "CastLike")},
+        "Slice", "Split", "GatherElements", "Expand", "Tile", "Identity", "Dropout",
+        "ReduceMean", "ReduceSum", "Resize", "Upsample", "CumSum", "Cast", "CastLike")},
     **{op: OpFacts(linear_in="all", keeps_rectified=True) for op in ("Add", "Sum", "Concat")},
     "Sub": OpFacts(linear_in="all"),
     "Neg": OpFacts(linear_in="all"),

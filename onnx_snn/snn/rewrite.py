@@ -3,7 +3,7 @@ Mul(θ/s) -> neuron -> Mul(s), or Mul(θ·B/s) -> neuron -> Mul(s/B) for a neuro
 that fires up to B spikes a step.
 
 θ is the neuron's threshold and s the Relu's calibrated scale (SPEC §1, §4):
-one number per layer, or one per channel (axis 1), when the scalers become
+one number per layer, or one per channel (``onnx_snn.graph.layout``), when the scalers become
 per-channel Muls. The input gain is float32(θ/s) computed in double, a
 multiplication rather than a division, so results agree exactly with the
 reference implementations. A channel whose scale is 0 never activated during
@@ -22,6 +22,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.graph.layout import channel_axis, per_channel_shape
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.snn.neurons import Neuron
 from onnx_snn.graph.patterns import Pattern
@@ -68,13 +69,14 @@ def check_layer(layer: NeuronPlan, activation: gs.Tensor, signed_site: bool = Fa
     range."""
     scale = np.asarray(layer.scale)
     if scale.ndim:
-        channels = activation.shape[1] if activation.shape and len(activation.shape) > 1 \
-            else None
+        rank = len(activation.shape) if activation.shape else 0
+        axis = channel_axis(activation, rank) if rank > 1 else None
+        channels = None if axis is None else activation.shape[axis]
         if scale.ndim != 1 or channels is None or isinstance(channels, int) \
                 and scale.size != channels:
             raise OnnxSnnError(f"Relu '{layer.node}': {scale.size} per-channel scales for an "
                                f"activation of shape {activation.shape}: expected one per "
-                               "channel (axis 1)")
+                               f"channel (axis {axis})")
     if signed_site and not getattr(layer.neuron, "signed", False):
         raise OnnxSnnError(f"'{layer.node}' reads values of either sign: it needs a signed "
                            f"neuron, and {type(layer.neuron).__name__} is not one")
@@ -92,12 +94,14 @@ def check_layer(layer: NeuronPlan, activation: gs.Tensor, signed_site: bool = Fa
 
 
 def _channel_shape(values: np.ndarray, activation: gs.Tensor, node: str) -> np.ndarray:
-    """Per-channel values shaped [C, 1, ...] to broadcast against [N, C, ...]."""
+    """Per-channel values shaped to broadcast along ``activation``'s channel axis
+    (``onnx_snn.graph.layout``): [C, 1, 1] against [N, C, H, W], [C] against [N, H, W, C]."""
     if values.ndim == 0:
         return values
     if activation.shape is None or len(activation.shape) < 2:
         raise OnnxSnnError(f"Relu '{node}': per-channel scales need the activation's rank")
-    return values.reshape(values.size, *([1] * (len(activation.shape) - 2)))
+    rank = len(activation.shape)
+    return values.reshape(per_channel_shape(values.size, channel_axis(activation, rank), rank))
 
 
 class ReluToNeuron(Pattern):
