@@ -44,6 +44,7 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     """
     model, steps = folded_copy(model)
     graph = model.graph
+    ranks = _ranks(onnx.shape_inference.infer_shapes(model).graph)
     custom = custom_nodes(node for node in graph.node
                           if not is_if_node(node) and not is_time_op(node))
     if custom:
@@ -65,13 +66,13 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
             if node.op_type in COUNTED and not count:
                 count, counting = _step_count(scope, graph, inputs, outputs, states)
                 nodes += counting
-            nodes += _time_op_step(node, count, scope, graph, inputs, outputs, states)
+            nodes += _time_op_step(node, count, scope, graph, inputs, outputs, states, ranks)
             continue
         if node.name in accumulators:  # a CumSum, in models converted before the time ops
-            nodes += _running_sum(node, scope, graph, inputs, outputs, states)
+            nodes += _running_sum(node, scope, graph, inputs, outputs, states, ranks)
             continue
         if node.name in differences:
-            nodes += _previous_step(node, scope, graph, inputs, outputs, states)
+            nodes += _previous_step(node, scope, graph, inputs, outputs, states, ranks)
             continue
         if not is_if_node(node):
             nodes.append(node)
@@ -119,15 +120,26 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model)
 
 
+def _ranks(graph: onnx.GraphProto) -> dict[str, int]:
+    """The rank of every tensor whose shape the converted model declares."""
+    return {value.name: len(value.type.tensor_type.shape.dim)
+            for value in [*graph.input, *graph.value_info, *graph.output]
+            if value.type.tensor_type.HasField("shape")}
+
+
 def _state(owner: str, suffix: str, scope: NameScope, graph: onnx.GraphProto,
-           inputs: list, outputs: list, states: list) -> tuple[str, str]:
-    """A new state of the node (or tensor) ``owner`` (0 at the start): its input and
-    output names, declared and listed in ``states``."""
+           inputs: list, outputs: list, states: list, rank: int | None) -> tuple[str, str]:
+    """A new state of the node (or tensor) ``owner`` with ``rank`` axes (0 at the start,
+    as [1, ..., 1]): its input and output names, declared and listed in ``states``."""
+    if rank is None:
+        raise OnnxSnnError(f"node '{owner}': the streaming format needs the rank of its "
+                           "state, and the model does not say it")
     state_in = scope.name(f"{identifier(owner)}__{suffix}")
     state_out = scope.name(f"{identifier(owner)}__{suffix}_next")
-    graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), state_in))
-    inputs.append(helper.make_tensor_value_info(state_in, TensorProto.FLOAT, None))
-    outputs.append(helper.make_tensor_value_info(state_out, TensorProto.FLOAT, None))
+    graph.initializer.append(numpy_helper.from_array(np.zeros((1,) * rank, np.float32),
+                                                     state_in))
+    inputs.append(helper.make_tensor_value_info(state_in, TensorProto.FLOAT, [None] * rank))
+    outputs.append(helper.make_tensor_value_info(state_out, TensorProto.FLOAT, [None] * rank))
     states.append({"node": owner, "input": state_in, "output": state_out})
     return state_in, state_out
 
@@ -137,7 +149,7 @@ def _step_count(scope: NameScope, graph: onnx.GraphProto, inputs: list, outputs:
     """The step number c_t (a state counting from 0, plus one each step): its name, and
     the nodes that compute it."""
     count = scope.name("time_step")
-    state_in, state_out = _state(count, "count", scope, graph, inputs, outputs, states)
+    state_in, state_out = _state(count, "count", scope, graph, inputs, outputs, states, 0)
     one = scope.name("time_step__one")
     graph.initializer.append(numpy_helper.from_array(np.ones((), np.float32), one))
     return count, [helper.make_node("Add", [state_in, one], [count]),
@@ -145,20 +157,24 @@ def _step_count(scope: NameScope, graph: onnx.GraphProto, inputs: list, outputs:
 
 
 def _time_op_step(node: onnx.NodeProto, count: str, scope: NameScope, graph: onnx.GraphProto,
-                  inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
+                  inputs: list, outputs: list, states: list, ranks: dict[str, int]
+                  ) -> list[onnx.NodeProto]:
     """One step of a time op (``onnx_snn.ops.time_ops``), the same arithmetic as its
     function body: a running sum keeps its sum so far as state, a difference the
-    previous step's value; ``count`` is the step number c_t."""
+    previous step's value; ``count`` is the step number c_t; ``ranks`` gives the
+    rank of its input."""
     x, y, make = node.input[0], node.output[0], helper.make_node
     if TIME_OPS[node.op_type]:
-        state_in, state_out = _state(node.name, "sum", scope, graph, inputs, outputs, states)
+        state_in, state_out = _state(node.name, "sum", scope, graph, inputs, outputs, states,
+                                     ranks.get(x))
         summed = y if node.op_type == RUNNING_SUM else scope.name(f"{y}__sum")
         nodes = [make("Add", [state_in, x], [summed], name=node.name),
                  make("Identity", [summed], [state_out])]
         if node.op_type == RUNNING_MEAN:
             nodes.append(make("Div", [summed, count], [y]))
         return nodes
-    state_in, state_out = _state(node.name, "previous", scope, graph, inputs, outputs, states)
+    state_in, state_out = _state(node.name, "previous", scope, graph, inputs, outputs, states,
+                                 ranks.get(x))
     now, nodes = x, []
     if node.op_type == STEP_DIFFERENCE:
         now = scope.name(f"{y}__scaled")
@@ -168,19 +184,23 @@ def _time_op_step(node: onnx.NodeProto, count: str, scope: NameScope, graph: onn
 
 
 def _running_sum(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
-                 inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
+                 inputs: list, outputs: list, states: list, ranks: dict[str, int]
+                 ) -> list[onnx.NodeProto]:
     """One step of a CumSum over time: the sum so far (a state) plus this step's value."""
-    state_in, state_out = _state(node.name, "sum", scope, graph, inputs, outputs, states)
+    state_in, state_out = _state(node.name, "sum", scope, graph, inputs, outputs, states,
+                                 ranks.get(node.input[0]))
     return [helper.make_node("Add", [state_in, node.input[0]], [node.output[0]],
                              name=node.name),
             helper.make_node("Identity", [node.output[0]], [state_out])]
 
 
 def _previous_step(node: onnx.NodeProto, scope: NameScope, graph: onnx.GraphProto,
-                   inputs: list, outputs: list, states: list) -> list[onnx.NodeProto]:
+                   inputs: list, outputs: list, states: list, ranks: dict[str, int]
+                   ) -> list[onnx.NodeProto]:
     """One step of a Sub of the previous step: its second input becomes a state whose
     next value is this step's first input."""
-    state_in, state_out = _state(node.name, "previous", scope, graph, inputs, outputs, states)
+    state_in, state_out = _state(node.name, "previous", scope, graph, inputs, outputs, states,
+                                 ranks.get(node.input[0]))
     return [helper.make_node("Sub", [node.input[0], state_in], [node.output[0]],
                              name=node.name),
             helper.make_node("Identity", [node.input[0]], [state_out])]

@@ -69,20 +69,41 @@ def model_files(path: str | os.PathLike) -> list[Path]:
     return [path, *(path.parent / name for name in sorted(locations))]
 
 
+def check_loads(staged: Path, path: str | os.PathLike) -> None:
+    """Refuse a written model that the ONNX checker or plain onnxruntime (no custom op
+    library: the model's own function bodies) would not load, naming what it says."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # the refusal comes back as the exception
+    try:
+        onnx.checker.check_model(str(staged))
+        onnxruntime.InferenceSession(str(staged), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # the checker and onnxruntime raise several internal types
+        raise OnnxSnnError(f"{path}: the model made here would not load in onnxruntime, so "
+                           f"nothing was written ({first_line(error)})") from error
+
+
 def stage_model(outputs: OutputSet, model: onnx.ModelProto, path: str | os.PathLike) -> Path:
-    """Stage ``model`` as the output ``path`` of ``outputs``; a model over ~1.8 GB keeps
-    its tensors in ``<name>.data`` beside it."""
+    """Stage ``model`` as the output ``path`` of ``outputs``, once the staged file loads in
+    plain onnxruntime (``check_loads``); a model over ~1.8 GB keeps its tensors in
+    ``<name>.data`` beside it."""
     if model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
-        return outputs.add_file(path, lambda staged: onnx.save(model, str(staged)))
+        def write(staged: Path) -> None:
+            onnx.save(model, str(staged))
+            check_loads(staged, path)
+
+        return outputs.add_file(path, write)
     data_name = f"{Path(path).name}.data"
 
-    def write(staged: Path) -> None:
+    def write_external(staged: Path) -> None:
         external = onnx.ModelProto()
         external.CopyFrom(model)  # saving with external data moves the tensors out of the proto
         # Tensors under 1 KB stay inline: shape inference must read shape constants.
         onnx.save(external, str(staged), save_as_external_data=True, location=data_name)
+        check_loads(staged, path)
 
-    return outputs.add_files(path, write)
+    return outputs.add_files(path, write_external)
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
