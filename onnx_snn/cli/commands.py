@@ -156,12 +156,48 @@ def report_settings(args: argparse.Namespace) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> dict:
-    from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
+    from onnx_snn.io.data import has_labels
+    from onnx_snn.measure.agreement import ann_fidelity
     from onnx_snn.runtime.predictions import choose_output
     from onnx_snn.runtime.streaming import open_session
 
     session = open_session(args.model)
-    scored = choose_output(session.output_types, args.scored_output)
+    instead = "give --ann ANN.onnx to compare every output with the ANN's instead"
+    try:
+        scored, unscored = choose_output(session.output_types, args.scored_output), None
+    except OnnxSnnError as error:
+        if args.scored_output is not None:
+            raise
+        if not args.ann:
+            raise OnnxSnnError(f"{error}; {instead}") from None
+        scored, unscored = None, "no output holds class scores or labels"
+    if scored is not None and not has_labels(args.data):
+        if not args.ann:
+            raise OnnxSnnError(f"{args.data} has no labels 'y' to score output "
+                               f"'{scored.name}': add them, or {instead}")
+        scored, unscored = None, f"{args.data} has no labels"
+    if args.fidelity and not args.ann:
+        raise OnnxSnnError("--fidelity compares the outputs with the ANN's: add --ann ANN.onnx")
+    if scored is None and args.readout_delay != 0:
+        raise OnnxSnnError(f"{unscored}: a readout delay needs class scores and labels to "
+                           "score; drop --readout-delay")
+    result = {"ann_accuracy": None, "output": None, "snn_accuracy": {}, "readout_delay": {}}
+    if scored is not None:
+        result = _eval_accuracy(args, session, scored)
+    if scored is None or args.fidelity:
+        fidelity = ann_fidelity(session, args.ann, args.data, args.timesteps, args.batch_size)
+        print(f"{unscored + ': ' if unscored else ''}each output against the ANN, the SNN's "
+              f"averaged over T steps ({fidelity.samples} samples)")
+        for line in fidelity.lines():
+            print(f"  {line}")
+        result["fidelity"] = fidelity.to_dict()
+    return result
+
+
+def _eval_accuracy(args: argparse.Namespace, session, scored) -> dict:
+    """eval's accuracy of the SNN at each T (and of the ANN), printed and returned."""
+    from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
+
     ann = ann_accuracy(args.ann, args.data, batch_size=args.batch_size, output=scored.name) \
         if args.ann else None
     delays = _readout_delays(args, session, scored.name)
@@ -197,7 +233,12 @@ def _readout_delays(args: argparse.Namespace, session, output: str) -> dict[int,
 
 
 def run_report(args: argparse.Namespace) -> dict:
+    from onnx_snn.io.data import has_labels
     from onnx_snn.measure.report import make_report
+
+    if not args.ann and not has_labels(args.data):
+        raise OnnxSnnError(f"{args.data} has no labels 'y': add them, or give --ann ANN.onnx "
+                           "to compare every output with the ANN's instead")
 
     with cluster_of(args) as cluster:
         result = make_report(args.model, args.data, ann=args.ann, timesteps=args.timesteps[0],
@@ -210,10 +251,20 @@ def run_report(args: argparse.Namespace) -> dict:
         print(f"ANN accuracy: {result.ann_accuracy:.4f}")
     ratio = result.totals["sop_mac_ratio"]
     energy = result.totals["energy_ratio"]
-    print(f"SNN accuracy at T = {result.timesteps}: {curve[-1]:.4f} (output "
-          f"'{result.output}'); SOP/MAC ratio "
-          f"{'n/a' if ratio is None else f'{ratio:.3f}'}; energy ratio "
-          f"{'n/a' if energy is None else f'{energy:.3f}'}")
+    scored = f"SNN accuracy at T = {result.timesteps}: {curve[-1]:.4f} (output " \
+        f"'{result.output}')" if curve else f"no accuracy (no labels or class scores), T = " \
+        f"{result.timesteps}"
+    print(f"{scored}; SOP/MAC ratio {'n/a' if ratio is None else f'{ratio:.3f}'}; energy "
+          f"ratio {'n/a' if energy is None else f'{energy:.3f}'}")
+    if result.fidelity:
+        final = str(result.timesteps)
+        for name, values in result.fidelity["outputs"].items():
+            error, r, agree = (values[key][final] for key in ("error", "correlation",
+                                                              "agreement"))
+            print(f"  output '{name}' against the ANN at T = {final}: rel. error "
+                  f"{'n/a' if error is None else f'{error:.4f}'}, r "
+                  f"{'n/a' if r is None else f'{r:.4f}'}, agreement "
+                  f"{'n/a' if agree is None else f'{agree:.2%}'}")
     return result.to_dict()
 
 

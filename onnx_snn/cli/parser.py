@@ -204,18 +204,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "eval", parents=[common, scale_out], help="accuracy of an SNN at several T (and of the ANN)",
-        description="Evaluate SNN.onnx on labelled data at every T from one run.")
+        description="Evaluate SNN.onnx on labelled data at every T from one run. With "
+                    "--ann and no labels or no class-score output, compare every output "
+                    "with the ANN's at every T instead (relative error, correlation, "
+                    "argmax agreement).")
     evaluate.add_argument("model", metavar="SNN.onnx", help="a converted model")
     evaluate.add_argument("--data", metavar="TEST.npz", required=True,
                           help="test data: array 'x' (or one array per input name) and "
-                               "integer labels 'y'")
+                               "labels 'y' (class indices [N] or one-hot [N, classes]; "
+                               "optional with --ann)")
     evaluate.add_argument("--output", metavar="NAME", dest="scored_output",
                           help="the output to score (default: the first with class scores "
-                               "[N, classes], else the first integer label output)")
+                               "[N, classes] or [N, classes, 1, 1], else the first integer "
+                               "label output)")
     evaluate.add_argument("--timesteps", type=_timesteps, default=[4, 8, 16, 32, 64],
                           metavar="T[,T...]",
                           help="comma-separated T values (default 4,8,16,32,64)")
     evaluate.add_argument("--ann", metavar="ANN.onnx", help="also evaluate the original ANN")
+    evaluate.add_argument("--fidelity", action="store_true",
+                          help="also compare every output with the --ann ANN's at each T "
+                               "(done anyway when nothing can be scored)")
     evaluate.add_argument("--batch-size", type=_positive_int("batch size"), default=256,
                           metavar="N",
                           help="samples per run (default 256)")
@@ -229,14 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", parents=[common, scale_out], help="accuracy over time, firing rates, SOPs, energy, plots",
         description="Run SNN.onnx on labelled data and write report.json, PNG plots and "
-                    "report.md to OUTDIR.")
+                    "report.md to OUTDIR. With --ann, every output is also compared with "
+                    "the ANN's (labels then optional).")
     report.add_argument("model", metavar="SNN.onnx", help="a converted model")
     report.add_argument("--data", metavar="TEST.npz", required=True,
-                        help="array 'x' (or one array per input name) and integer labels 'y'")
+                        help="array 'x' (or one array per input name) and labels 'y' "
+                             "(class indices or one-hot; optional with --ann)")
     report.add_argument("--output", metavar="NAME", dest="scored_output",
                         help="the output to score (default as for eval)")
     report.add_argument("--ann", metavar="ANN.onnx",
-                        help="the original ANN: its accuracy and the rate comparison")
+                        help="the original ANN: its accuracy, the rate comparison and each "
+                             "output against the ANN's")
     report.add_argument("--timesteps", type=_timesteps, default=[64], metavar="T",
                         help="time steps (default 64)")
     report.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",

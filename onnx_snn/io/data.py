@@ -23,7 +23,8 @@ dtype. Memory stays at one batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,8 @@ class BatchStream:
             if self.labelled:
                 if self._labels is not None:
                     labels = self._labels[start:start + rows]
-                yield LabelledBatch(feed, check_labels(labels, rows, where), start)
+                yield LabelledBatch(feed, check_labels(
+                    labels, rows, where, start, lambda: self._label_source(where)), start)
             else:
                 yield feed
             start += rows
@@ -146,6 +148,18 @@ class BatchStream:
         if self._labels is not None and start != len(self._labels):
             raise OnnxSnnError(f"{len(self._labels)} labels for {start} samples: give one "
                                "label per sample")
+
+    def _label_source(self, where: str) -> str:
+        """Where the labels come from, for messages: the file, the array or the batch,
+        with the labels' whole shape."""
+        data = self.source.data
+        if self._labels is not None:
+            return f"the labels array {list(self._labels.shape)}"
+        if isinstance(data, (str, Path)):
+            return f"labels '{LABELS}' {list(npz_header(Path(data), LABELS)[0])} in {data}"
+        if isinstance(data, Mapping):
+            return f"the data's labels '{LABELS}' {list(np.shape(data[LABELS]))}"
+        return f"the labels of {where}"
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -169,16 +183,64 @@ def labelled_batches(data: Any, specs: list[InputSpec], batch_size: int = 100,
     return BatchStream(data, specs, batch_size, labelled=True, labels=labels)
 
 
-def check_labels(labels: Any, rows: int, where: str) -> np.ndarray:
-    """One integer label per sample, as an int64 array [rows]."""
+def check_labels(labels: Any, rows: int, where: str, start: int = 0,
+                 source: Callable[[], str] | None = None) -> np.ndarray:
+    """One integer label per sample, as an int64 array [rows]: class indices [rows], or
+    one-hot rows [rows, classes] (one 1, the rest 0; read as their argmax). ``start``
+    numbers the rows in the whole data and ``source()`` names the labels in messages."""
     if labels is None:
         raise OnnxSnnError(f"{where}: no labels: give '{LABELS}' with the data, or "
                            "(input, label) pairs")
     labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[0] == rows and labels.shape[1] >= 2 \
+            and labels.dtype.kind in "fiub":
+        return one_hot_labels(labels, start, source or (lambda: f"the labels of {where}"))
     if labels.ndim != 1 or labels.shape[0] != rows or labels.dtype.kind not in "iu":
-        raise OnnxSnnError(f"{where}: labels must be integers, one per sample: got shape "
-                           f"{list(labels.shape)} ({labels.dtype}) for {rows} samples")
+        raise OnnxSnnError(f"{where}: labels must be integers, one per sample, or one-hot "
+                           f"rows [N, classes]: got shape {list(labels.shape)} "
+                           f"({labels.dtype}) for {rows} samples")
     return labels.astype(np.int64, copy=False)
+
+
+def one_hot_labels(labels: np.ndarray, start: int = 0,
+                   source: Callable[[], str] = lambda: "the labels") -> np.ndarray:
+    """The class indices of one-hot rows [N, classes]; refuses the first row that is not
+    one 1 among 0s (``start`` numbers the rows in the whole data)."""
+    ones = labels == 1
+    good = (ones | (labels == 0)).all(axis=1) & (ones.sum(axis=1) == 1)
+    if not good.all():
+        row = int(np.flatnonzero(~good)[0])
+        values = labels[row].tolist()
+        shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
+        raise OnnxSnnError(f"{source()} are not one-hot: row {start + row} is [{shown}] "
+                           "(give one-hot rows [N, classes], one 1 and the rest 0, or class "
+                           "indices [N])")
+    return ones.argmax(axis=1).astype(np.int64)
+
+
+def has_labels(data: Any, labels: Any = None) -> bool:
+    """Whether ``data`` (as ``labelled_batches`` takes it) comes with labels: ``labels``
+    given, an .npz or dict with 'y'; an array has none; a reader or an iterable
+    is taken to carry them (its items say)."""
+    raw = data.data if isinstance(data, DataSource) else data
+    if labels is not None:
+        return True
+    if isinstance(raw, (str, Path)):
+        members = _npz_members(Path(raw))
+        return members is None or LABELS in members
+    if isinstance(raw, Mapping):
+        return LABELS in raw
+    return not _is_array_like(raw)
+
+
+def _npz_members(path: Path) -> set[str] | None:
+    """The array names in an .npz file; None when it is not one that can be read (the
+    data reader then says why)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {name[:-4] for name in archive.namelist() if name.endswith(".npy")}
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
 
 
 def validate_batch(raw: Any, specs: list[InputSpec], where: str) -> Batch:

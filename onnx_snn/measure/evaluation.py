@@ -4,8 +4,12 @@ Both read the data batch by batch (``onnx_snn.io.data.labelled_batches``: arrays
 with labels, an .npz with ``y``, (input, label) pairs, a DataLoader), so memory
 stays at one batch. The scored output is chosen once
 (``onnx_snn.runtime.predictions.choose_output``):
-the first output with class scores [N, classes], or else an integer label
-output; ``output=`` picks another.
+the first output with class scores [N, classes] (singleton axes around the
+classes allowed: [N, classes, 1, 1]), or else an integer label output; ``output=``
+picks another. Labels are class indices [N] or one-hot rows [N, classes]. An ANN
+with a fixed batch runs in chunks of it (``onnx_snn.runtime.sessions.AnnSession``).
+For outputs that are not class scores, or data without labels, see
+``onnx_snn.measure.agreement.ann_fidelity``.
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ def ann_accuracy(model: ModelLike, data: Any, labels: Any = None, batch_size: in
     correct = total = 0
     for batch in labelled_batches(data, ann.specs, batch_size, labels):
         scored.check_labels(batch.labels, batch.start)
-        values = ann.run(batch.feed, where=f"samples {batch.start}-")[0]
+        values = ann.run(batch.feed, where=f"samples {batch.start}-"
+                                           f"{batch.start + len(batch.labels) - 1}")[0]
         correct += int((ann_predictions(scored, values) == batch.labels).sum())
         total += len(batch.labels)
     return correct / total

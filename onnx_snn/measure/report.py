@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+import zlib
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,10 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx_snn.measure.costs import ModelCosts, model_costs
-from onnx_snn.io.data import LabelledBatch, check_batch_size, labelled_batches
+from onnx_snn.io.data import (
+    LabelledBatch, batches, check_batch_size, has_labels, labelled_batches,
+)
+from onnx_snn.measure.agreement import Correlation, Fidelity, OutputTally
 from onnx_snn.runtime.cluster import Cluster, map_batches
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.runtime.predictions import ann_predictions
@@ -62,6 +66,9 @@ class SnnReport:
     totals: dict[str, float | None]
     scatter: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     output: str | None = None  # the scored output
+    #: Each output against the ANN at T = 1, 2, 4, ..., timesteps (``Fidelity.to_dict``),
+    #: with an ANN; accuracy_curve is empty when there are no labels or class scores.
+    fidelity: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -73,14 +80,29 @@ class SnnReport:
         all at once (``onnx_snn.io.outputs``); returns the file names. With ``outputs``
         the folder is only staged there, to be committed with the command's other
         outputs."""
-        from onnx_snn.measure.plots import REPORT_FILES, write_plots, write_summary
+        from onnx_snn.measure.plots import (
+            REPORT_FILES, firing_rate_plot, scatter_plot, sops_plot, write_plots, write_summary,
+        )
 
         written: list[str] = []
 
         def fill(folder: Path) -> tuple[str, ...]:
             (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-            plots = write_plots(self, folder)
-            (folder / "report.md").write_text(write_summary(self, plots))
+            if self.accuracy_curve:
+                plots = write_plots(self, folder)
+                summary = write_summary(self, plots).splitlines()
+            else:  # nothing scored: no accuracy plot or line
+                plots = [firing_rate_plot(self, folder), sops_plot(self, folder)]
+                if self.scatter:
+                    plots.append(scatter_plot(self, folder))
+                unscored = replace(self, accuracy_curve=[0.0] * self.timesteps)
+                summary = [line for line in write_summary(unscored, plots).splitlines()
+                           if not line.startswith("- SNN accuracy")]
+            if self.fidelity:
+                at = next((k for k, line in enumerate(summary) if line.startswith("![")),
+                          len(summary))
+                summary[at:at] = _fidelity_markdown(self.fidelity)
+            (folder / "report.md").write_text("\n".join(summary) + "\n")
             written.extend(["report.json", *(plot.name for plot in plots), "report.md"])
             return REPORT_FILES
 
@@ -89,59 +111,27 @@ class SnnReport:
         return written
 
 
-class _Correlation:
-    """Streaming Pearson correlation of paired samples: (count, means, co-moments)
-    merged batch by batch with Chan's formula, which does not cancel like raw
-    power sums do."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.means = np.zeros(2)
-        self.moments = np.zeros(3)  # Σ(a-ā)², Σ(b-b̄)², Σ(a-ā)(b-b̄)
-
-    @staticmethod
-    def batch_moments(a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-        """One batch's (count, means, co-moments), for ``merge``."""
-        a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-        if a.size == 0:
-            return 0, np.zeros(2), np.zeros(3)
-        means = np.array([a.mean(), b.mean()])
-        da, db = a - means[0], b - means[1]
-        # elementwise products and numpy's pairwise sums, not BLAS dot products, whose
-        # rounding depends on how many threads the BLAS uses (one in a Ray worker)
-        return a.size, means, np.array([np.sum(da * da), np.sum(db * db), np.sum(da * db)])
-
-    def merge(self, n: int, means: np.ndarray, moments: np.ndarray) -> None:
-        """Add a batch's ``batch_moments``."""
-        if n == 0:
-            return
-        delta = means - self.means
-        total = self.count + n
-        self.moments += moments + np.array([delta[0] ** 2, delta[1] ** 2, delta[0] * delta[1]]) \
-            * self.count * n / total
-        self.means += delta * n / total
-        self.count = total
-
-    def value(self) -> float | None:
-        var_a, var_b, cov = self.moments
-        if self.count < 2 or var_a <= 0 or var_b <= 0:
-            return None
-        return float(cov / np.sqrt(var_a * var_b))
-
-
-def _ann_session(ann: ModelLike, scored: str, activations: list[str]) -> AnnSession:
-    """The ANN, fetching the scored output and the activations the neurons replaced."""
+def _ann_session(ann: ModelLike, outputs: list[str], activations: list[str]) -> AnnSession:
+    """The ANN, fetching ``outputs`` (the SNN's) and the activations the neurons replaced."""
     model = replace_zipmaps(load_model(ann))
-    known = {t for node in model.graph.node for t in node.output}
-    missing = [name for name in activations if name not in known]
+    known = {t for node in model.graph.node for t in node.output} \
+        | {value.name for value in model.graph.input}
+    missing = [name for name in [*outputs, *activations] if name not in known]
     if missing:
         name = ann if isinstance(ann, (str, os.PathLike)) else "the model"
         raise OnnxSnnError(f"the ANN {name} has no tensor {', '.join(map(repr, missing))}: is "
                            "it the model this SNN was converted from?")
-    outputs = {o.name for o in model.graph.output}
+    declared = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name)
-                              for name in dict.fromkeys(activations) if name not in outputs)
-    return AnnSession(model, [scored, *activations])
+                              for name in dict.fromkeys([*outputs, *activations])
+                              if name not in declared)
+    return AnnSession(model, [*outputs, *activations])
+
+
+def fidelity_steps(timesteps: int) -> list[int]:
+    """The T at which a report compares outputs with the ANN: 1, 2, 4, ... and T."""
+    return sorted({2 ** k for k in range(timesteps.bit_length()) if 2 ** k <= timesteps}
+                  | {timesteps})
 
 
 @dataclass
@@ -152,51 +142,80 @@ class _BatchPartial:
     samples: int
     spikes: dict[str, float]             # spikes per neuron layer
     ann_correct: int = 0
-    moments: dict[str, tuple] = field(default_factory=dict)   # per layer, for _Correlation
+    moments: dict[str, tuple] = field(default_factory=dict)   # per layer, for Correlation
     scatter: dict[str, np.ndarray] = field(default_factory=dict)
     costs: ModelCosts | None = None      # with a worker's first batch
+    tallies: dict[str, OutputTally] = field(default_factory=dict)  # per output, with an ANN
 
 
 class ReportWorker:
     """Per batch: runs the instrumented SNN (and the ANN, when given) and returns a
     ``_BatchPartial``. Scatter points are drawn with a generator seeded by ``seed``
-    and the batch's first sample, so they do not depend on where the batch runs."""
+    and the batch's first sample (or, without labels, its input's bytes), so they do
+    not depend on where the batch runs.
+
+    ``labelled``: whether the data has labels; accuracy is measured when it does and
+    an output holds class scores or labels. With an ANN, every output of the SNN is
+    also compared with the ANN's (``onnx_snn.measure.agreement``)."""
 
     def __init__(self, snn: onnx.ModelProto, ann: ModelLike | None, timesteps: int,
-                 output: str | None, scatter_points: int, seed: int) -> None:
+                 output: str | None, scatter_points: int, seed: int,
+                 labelled: bool = True) -> None:
         self.model = snn
         props = metadata(snn)
         self.layers = neurons(props, "the SNN")
         self.instrumented = instrument(snn, counts=True, sums=ann is not None)
         self.session = open_session(self.instrumented.model)
         model_outputs = {o.name for o in snn.graph.output}  # not the instrumentation's
-        self.scored = choose_output({name: kind for name, kind in
-                                     self.session.output_types.items()
-                                     if name in model_outputs}, output)
+        kinds = {name: kind for name, kind in self.session.output_types.items()
+                 if name in model_outputs}
+        try:
+            self.scored = choose_output(kinds, output)
+        except OnnxSnnError:
+            if output is not None or ann is None:
+                raise
+            self.scored = None  # nothing to score: the comparison with the ANN only
+        self.labelled = labelled and self.scored is not None
+        self.compared = [name for name, (dtype, _) in kinds.items() if dtype is not None] \
+            if ann is not None else []
+        self.marks = fidelity_steps(timesteps)
         self.scales = json.loads(props[OUTPUT_SCALES])
         self.ann = None if ann is None else _ann_session(
-            ann, self.scored.name, [layer.activation for layer in self.layers])
+            ann, self.compared, [layer.activation for layer in self.layers])
         self.timesteps, self.points, self.seed = timesteps, scatter_points, seed
         self.costs_given = False
 
-    def __call__(self, batch: LabelledBatch) -> _BatchPartial:
-        self.scored.check_labels(batch.labels, batch.start)
-        outputs = self.session.run(batch.feed, self.timesteps).outputs
-        part = _BatchPartial(
-            (SpikingOutput(outputs).predictions(0, self.scored.name)
-             == batch.labels).sum(axis=1), len(batch.labels),
-            {layer.node: float(outputs[self.instrumented.counts[layer.node]].sum())
-             for layer in self.layers})
+    def __call__(self, batch: LabelledBatch | dict[str, np.ndarray]) -> _BatchPartial:
+        feed, labels, start = (batch.feed, batch.labels, batch.start) \
+            if isinstance(batch, LabelledBatch) else (batch, None, None)
+        rows = len(next(iter(feed.values())))
+        outputs = self.session.run(feed, self.timesteps).outputs
+        correct = np.zeros(self.timesteps, dtype=np.int64)
+        if self.labelled:
+            self.scored.check_labels(labels, start)
+            correct = (SpikingOutput(outputs).predictions(0, self.scored.name)
+                       == labels).sum(axis=1)
+        part = _BatchPartial(correct, rows,
+                             {layer.node: float(outputs[self.instrumented.counts[layer.node]]
+                                                .sum()) for layer in self.layers})
         if not self.costs_given:  # shapes measured on one sample: the same everywhere
-            part.costs = model_costs(self.model, batch.feed)
+            part.costs = model_costs(self.model, feed)
             self.costs_given = True
         if self.ann is None:
             return part
-        ann_results = self.ann.run(batch.feed, where=f"samples {batch.start}-")
-        part.ann_correct = int((ann_predictions(self.scored, ann_results[0])
-                                   == batch.labels).sum())
-        rng = np.random.default_rng([self.seed, batch.start])
-        for layer, activation in zip(self.layers, ann_results[1:]):
+        ann_results = self.ann.run(feed, where="a batch" if start is None
+                                   else f"samples {start}-{start + rows - 1}")
+        count = len(self.compared)
+        if self.labelled:
+            scored = ann_results[self.compared.index(self.scored.name)]
+            part.ann_correct = int((ann_predictions(self.scored, scored) == labels).sum())
+        for name, value in zip(self.compared, ann_results[:count]):
+            part.tallies[name] = OutputTally(name, self.marks)
+            part.tallies[name].add(outputs[name], value)
+        first = next(iter(feed.values()))
+        rng = np.random.default_rng([self.seed, start if start is not None
+                                     else zlib.crc32(np.ascontiguousarray(first).tobytes())])
+        for layer, activation in zip(self.layers, ann_results[count:]):
             rate = _scaled_rate(outputs[self.instrumented.sums[layer.node]] / self.timesteps,
                                 self.scales[layer.node])
             activation = activation.reshape(-1)
@@ -205,7 +224,7 @@ class ReportWorker:
                                    f"batch, its ANN tensor '{layer.activation}' "
                                    f"{activation.size}: is the ANN the model this SNN was "
                                    "converted from?")
-            part.moments[layer.node] = _Correlation.batch_moments(activation, rate)
+            part.moments[layer.node] = Correlation.batch_moments(activation, rate)
             pick = rng.choice(rate.size, size=min(self.points, rate.size), replace=False)
             part.scatter[layer.node] = np.stack([activation[pick], rate[pick]], axis=1)
         return part
@@ -220,8 +239,11 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
     (see module doc).
 
     ``data``: inputs with labels in any form ``onnx_snn.io.data.labelled_batches``
-    takes (``labels`` separately for an array). ``ann``: the original ANN, for its
-    accuracy and the rate-against-activation comparison. ``precision`` picks the
+    takes (``labels`` separately for an array; class indices or one-hot rows).
+    ``ann``: the original ANN, for its accuracy, the rate-against-activation
+    comparison and the fidelity of every output (``onnx_snn.measure.agreement``) at
+    T = 1, 2, 4, ..., ``timesteps``. Without labels or a scored output, only that
+    comparison is made (an ANN is then needed). ``precision`` picks the
     energy per operation (fp32, fp16, int8). ``output`` picks the scored output.
     ``cluster``: run the batches on its Ray workers; the sums and moments are folded
     in batch order, so the report is the same bits.
@@ -235,21 +257,29 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
     layers_info = neurons(metadata(model),
                           str(snn) if isinstance(snn, (str, os.PathLike)) else "the SNN")
     names = [layer.node for layer in layers_info]
-    local = ReportWorker(model, ann, timesteps, output, 1, seed)  # checks them all here
+    labelled = has_labels(data, labels)
+    if not labelled and ann is None:
+        raise OnnxSnnError("the data has no labels to score: give labels ('y'), or the ANN "
+                           "to compare every output with it")
+    # checks them all here
+    local = ReportWorker(model, ann, timesteps, output, 1, seed, labelled)
     local.session.check_memory(timesteps)  # before the counters over T are allocated
     specs = local.session.batch_specs
-    expected = labelled_batches(data, specs, batch_size, labels).num_batches or 1
+    labels = labels if local.labelled else None
+    expected = (labelled_batches(data, specs, batch_size, labels) if local.labelled
+                else batches(data, specs, batch_size)).num_batches or 1
     local.points = max(1, scatter_points // expected)
     recipe = (partial(ReportWorker, model, None if ann is None else load_model(ann), timesteps,
-                      output, local.points, seed) if cluster else lambda: local)
+                      output, local.points, seed, local.labelled) if cluster else lambda: local)
     costs = None
+    tallies = {name: OutputTally(name, local.marks) for name in local.compared}
 
     correct = np.zeros(timesteps, dtype=np.int64)
     ann_correct = samples = 0
     spikes = dict.fromkeys(names, 0.0)
-    correlations = {name: _Correlation() for name in names}
+    correlations = {name: Correlation() for name in names}
     scatter = {name: [] for name in names}
-    for part in map_batches(recipe, data, specs, batch_size, cluster, labelled=True,
+    for part in map_batches(recipe, data, specs, batch_size, cluster, labelled=local.labelled,
                             labels=labels, desc="report", progress=progress):
         costs = costs or part.costs
         correct += part.correct
@@ -260,6 +290,8 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
         for name, moments in part.moments.items():
             correlations[name].merge(*moments)
             scatter[name].append(part.scatter[name])
+        for name, tally in part.tallies.items():
+            tallies[name].merge(tally)
 
     mac_pj, ac_pj = ENERGY_PJ[precision]
     layers = []
@@ -279,10 +311,33 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
               "sop_mac_ratio": total_sops / costs.total_macs if costs.total_macs else None,
               "energy_ratio": energy["snn_pj"] / energy["ann_pj"] if costs.total_macs
               else None}
-    return SnnReport(timesteps, samples, (correct / samples).tolist(),
-                     ann_correct / samples if ann is not None else None, layers, energy, totals,
+    fidelity = None if ann is None else Fidelity(
+        local.marks, samples, {name: tally.values() for name, tally in tallies.items()})
+    return SnnReport(timesteps, samples,
+                     (correct / samples).tolist() if local.labelled else [],
+                     ann_correct / samples if ann is not None and local.labelled else None,
+                     layers, energy, totals,
                      {name: np.concatenate(points) for name, points in scatter.items()
-                      if points}, local.scored.name)
+                      if points}, local.scored.name if local.labelled else None,
+                     None if fidelity is None else fidelity.to_dict())
+
+
+def _fidelity_markdown(fidelity: dict[str, Any]) -> list[str]:
+    """report.md's table of each output against the ANN (``SnnReport.fidelity``)."""
+    def cell(value: float | None, percent: bool = False) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f} %" if percent else f"{value:.4f}"
+
+    lines = ["", f"## Outputs against the ANN ({fidelity['samples']} samples)", "",
+             "SNN output averaged over the first T steps, against the ANN's: relative error "
+             "Σ|SNN − ANN| / Σ|ANN|, Pearson r, and argmax agreement along the last axis "
+             "(equality for integer outputs).", "",
+             "| output | T | rel. error | r | agreement |", "|---|---:|---:|---:|---:|"]
+    for name, values in fidelity["outputs"].items():
+        for t in fidelity["timesteps"]:
+            lines.append(f"| {name} | {t} | {cell(values['error'][str(t)])} | "
+                         f"{cell(values['correlation'][str(t)])} | "
+                         f"{cell(values['agreement'][str(t)], True)} |")
+    return [*lines, ""]
 
 
 def _scaled_rate(rate: np.ndarray, scale: Any) -> np.ndarray:

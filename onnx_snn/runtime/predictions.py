@@ -36,10 +36,30 @@ def check_delay(delay: Any, what: str = "readout delay") -> int:
     return check_non_negative_int(delay, what)
 
 
+def class_axis(sample_shape: tuple) -> int | None:
+    """The class axis of per-sample scores ``sample_shape`` (the shape after N): the one
+    axis not known to be 1, so [classes], [classes, 1, 1] and [1, classes] all score
+    (a DenseNet or SqueezeNet exported as [N, classes, 1, 1]); None when no single
+    axis is left (a map, a sequence, boxes)."""
+    axes = [k for k, dim in enumerate(sample_shape) if dim != 1]
+    return axes[0] if len(axes) == 1 else None
+
+
+def as_class_scores(values: np.ndarray, lead: int = 1) -> np.ndarray:
+    """``values`` [*lead axes, ...] as [*lead axes, classes] when the axes after the
+    ``lead`` ones hold one class axis among singletons ([N, classes, 1, 1] ->
+    [N, classes]); unchanged otherwise."""
+    rest = values.shape[lead:]
+    if len(rest) > 1 and sum(dim != 1 for dim in rest) <= 1:
+        return values.reshape(*values.shape[:lead], -1)
+    return values
+
+
 @dataclass(frozen=True)
 class ScoredOutput:
     """The model output that predictions are read from: class scores [N, classes]
-    (the prediction is the argmax) or integer class labels [N]."""
+    (the prediction is the argmax; singleton axes around the classes, as in
+    [N, classes, 1, 1], are dropped) or integer class labels [N]."""
 
     name: str
     labels: bool
@@ -61,40 +81,53 @@ class ScoredOutput:
 #: with the batch axis first, e.g. (N, 10).
 OutputTypes = Mapping[str, "tuple[np.dtype | None, tuple]"]
 
+#: What a scored output looks like, for messages.
+SCORED_KINDS = "class scores [N, classes] (or [N, classes, 1, 1], [N, 1, classes]) " \
+    "or integer labels [N]"
+
+
+def scored_kind(name: str, dtype: np.dtype | None, shape: tuple) -> ScoredOutput | None:
+    """The output as a ``ScoredOutput``, or None when it holds neither class scores
+    (classes >= 2 or unknown) nor integer labels [N]."""
+    if dtype is None or len(shape) < 1:
+        return None
+    if dtype.kind == "f" and len(shape) >= 2:
+        axis = class_axis(shape[1:])
+        if axis is None:
+            return None
+        classes = shape[1 + axis] if isinstance(shape[1 + axis], int) else None
+        return ScoredOutput(name, False, classes) if classes is None or classes >= 2 else None
+    if dtype.kind in "iu" and len(shape) == 1:
+        return ScoredOutput(name, True)
+    return None
+
+
+def describe_output(outputs: OutputTypes, name: str) -> str:
+    """'name' (dtype [N, ...]) for messages."""
+    dtype, shape = outputs[name]
+    dims = ", ".join("N" if i == 0 else str(d) for i, d in enumerate(shape))
+    return f"'{name}' ({'not a tensor' if dtype is None else f'{dtype} [{dims}]'})"
+
 
 def choose_output(outputs: OutputTypes, requested: str | None = None) -> ScoredOutput:
-    """The output to score: ``requested``, or the first float output [N, classes]
-    (classes >= 2), or else the first integer output [N]."""
-    def describe(name: str) -> str:
-        dtype, shape = outputs[name]
-        dims = ", ".join("N" if i == 0 else str(d) for i, d in enumerate(shape))
-        return f"'{name}' ({'not a tensor' if dtype is None else f'{dtype} [{dims}]'})"
-
+    """The output to score: ``requested``, or the first float output with class scores
+    (``scored_kind``), or else the first integer output [N]."""
     def kind(name: str) -> ScoredOutput | None:
-        dtype, shape = outputs[name]
-        if dtype is None:
-            return None
-        classes = shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
-        if dtype.kind == "f" and len(shape) == 2 and (classes is None or classes >= 2):
-            return ScoredOutput(name, False, classes)
-        if dtype.kind in "iu" and len(shape) == 1:
-            return ScoredOutput(name, True)
-        return None
+        return scored_kind(name, *outputs[name])
 
-    listing = ", ".join(describe(name) for name in outputs) or "none"
+    listing = ", ".join(describe_output(outputs, name) for name in outputs) or "none"
     if requested is not None:
         if requested not in outputs:
             raise OnnxSnnError(f"no output named '{requested}': outputs are {listing}")
         chosen = kind(requested)
         if chosen is None:
-            raise OnnxSnnError(f"output {describe(requested)} cannot be scored: expected class "
-                               "scores [N, classes] or integer labels [N]")
+            raise OnnxSnnError(f"output {describe_output(outputs, requested)} cannot be "
+                               f"scored: expected {SCORED_KINDS}")
         return chosen
     candidates = [c for c in map(kind, outputs) if c is not None]
     scores = [c for c in candidates if not c.labels]
     if not candidates:
-        raise OnnxSnnError(f"no output holds class scores [N, classes] or integer labels [N]: "
-                           f"outputs are {listing}")
+        raise OnnxSnnError(f"no output holds {SCORED_KINDS}: outputs are {listing}")
     return (scores or candidates)[0]
 
 
@@ -104,13 +137,14 @@ def check_per_step(per_step: Any) -> np.ndarray:
             or per_step.dtype.kind not in "fiu":
         raise OnnxSnnError(f"per-step outputs must be numbers shaped [T, N, ..., classes] "
                            f"with T >= 1, got shape {list(per_step.shape)} ({per_step.dtype})")
-    return per_step
+    return as_class_scores(per_step, 2) if per_step.ndim > 3 else per_step
 
 
 def delayed_predictions(per_step: np.ndarray, delay: int) -> np.ndarray:
     """Class predictions after each step with readout delay t0 = ``delay``: [T, N, ...].
 
-    ``per_step``: outputs per step, [T, N, ..., classes]. The prediction after t
+    ``per_step``: outputs per step, [T, N, ..., classes] (class scores [T, N, classes,
+    1, 1] or [T, N, 1, classes] are read as [T, N, classes]). The prediction after t
     steps is the argmax over the last axis of the sum of outputs t0+1..t when
     t > t0, and of the sum of outputs 1..t when t <= t0 (no delay: the delayed
     window would be empty). ``delay=0`` is the plain readout. Sums are taken in
@@ -127,4 +161,4 @@ def delayed_predictions(per_step: np.ndarray, delay: int) -> np.ndarray:
 
 def ann_predictions(scored: ScoredOutput, values: np.ndarray) -> np.ndarray:
     """The ANN's class predictions from the scored output's values."""
-    return values if scored.labels else values.argmax(axis=-1)
+    return values if scored.labels else as_class_scores(values).argmax(axis=-1)

@@ -96,7 +96,11 @@ class AnnSession:
     """The original ANN in onnxruntime, fed batches checked against its inputs.
 
     A ZipMap output (scikit-learn converters) gives its probability tensor, as in
-    the converted model.
+    the converted model. When the inputs fix the batch size B (an exporter's batch
+    1), a batch of any size runs in chunks of B rows: a short last chunk is padded
+    with copies of its last row and the padding dropped, and the outputs are put
+    back together along each output's batch axis (the first axis of size B in its
+    declared shape, else axis 0).
     """
 
     def __init__(self, model: ModelLike, outputs: list[str] | None = None) -> None:
@@ -105,11 +109,39 @@ class AnnSession:
         self.outputs = outputs
         self.session = create_session(ann, native=False)
         self.output_types = _output_types(self.session.get_outputs(), time_axis=False)
+        fixed = {spec.shape[0] for spec in self.specs
+                 if spec.shape and isinstance(spec.shape[0], int)}
+        self.fixed_batch = fixed.pop() if len(fixed) == 1 else None
+        #: Each output's batch axis, by name.
+        self.batch_axes = {o.name: next((k for k, dim in enumerate(o.shape or [])
+                                         if dim == self.fixed_batch), 0)
+                           for o in self.session.get_outputs()}
 
     def run(self, batch: Any, where: str = "batch") -> list[np.ndarray]:
         """The requested outputs (all by default) for one batch."""
-        return run_checked(self.session, self.outputs, validate_batch(batch, self.specs, where),
-                           where)
+        feed = validate_batch(batch, self.specs, where)
+        size = self.fixed_batch
+        if size is None:
+            return run_checked(self.session, self.outputs, feed, where)
+        rows = len(next(iter(feed.values())))
+        axes = [self.batch_axes.get(name, 0) for name in self.outputs or self.batch_axes]
+        parts = []
+        for begin in range(0, rows, size):
+            chunk = {name: array[begin:begin + size] for name, array in feed.items()}
+            pad = size - min(size, rows - begin)
+            if pad:  # copies of the last row: values the model takes
+                chunk = {name: np.concatenate([array, np.repeat(array[-1:], pad, axis=0)])
+                         for name, array in chunk.items()}
+            results = run_checked(self.session, self.outputs, chunk,
+                                  f"{where} (rows {begin}-{begin + size - pad - 1} of the "
+                                  f"ANN's fixed batch {size})")
+            parts.append([np.take(value, range(size - pad), axis=axis)
+                          if pad and value.ndim > axis and value.shape[axis] == size else value
+                          for value, axis in zip(results, axes)])
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate(values, axis=axis) if values[0].ndim > axis else values[0]
+                for values, axis in zip(zip(*parts), axes)]
 
 
 @dataclass

@@ -320,7 +320,6 @@ def test_cli_report_writes_json_plots_and_summary(files, mlp, capsys) -> None:
 @pytest.mark.parametrize("extra, status, message", [
     (["--precision", "fp64"], 2, "invalid choice"),
     (["--timesteps", "0"], 2, "time steps must be positive"),
-    (["--data", "{d}/unlabelled.npz"], 1, "no array named 'y'"),
 ])
 def test_cli_report_bad_input(files, capsys, extra, status, message) -> None:
     out = files / "out"
@@ -337,6 +336,18 @@ def test_cli_report_bad_input(files, capsys, extra, status, message) -> None:
     assert len(err) == 1 and err[0].startswith("onnx-snn: error:") and message in err[0], err
     assert not out.exists() or not any(out.iterdir())
     assert not list(files.rglob(".*.tmp"))
+
+
+def test_cli_report_without_labels_needs_the_ann(files, capsys) -> None:
+    """Unlabelled data is only refused when there is no ANN to compare the outputs with
+    (with --ann, tests/measure/test_any_task_outputs.py checks the comparison)."""
+    out = files / "out"
+    assert main(["report", str(files / "snn.onnx"), "--data", str(files / "unlabelled.npz"),
+                 "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("onnx-snn: error:"), err
+    assert "no labels" in err[0] and "--ann" in err[0], err
+    assert not out.exists() or not any(out.iterdir())
 
 
 # --- 7. a CNN, neurons between convolutions, in every format -------------------------------
