@@ -42,7 +42,13 @@ def carries_values(tensor: gs.Tensor) -> bool:
 
 
 def rectifier_cap(node: gs.Node) -> float | None:
-    """``inf`` for a Relu, ``a`` for a Clip(0, a) (``inf`` without a max), else None."""
+    """``inf`` for a Relu, ``a`` for a Clip(0, a) (``inf`` without a max), else None.
+
+    Only on floating-point values: an integer Relu or Clip (a clamped index after an
+    ArgMax, a shape computation) is not an activation and is left alone."""
+    dtype = node.outputs[0].dtype if node.op in ("Relu", "Clip") and node.outputs else None
+    if dtype is not None and not np.issubdtype(np.dtype(dtype), np.floating):
+        return None
     if node.op == "Relu":
         return math.inf
     if node.op != "Clip":

@@ -29,11 +29,13 @@ class GraphBuilder:
 
     def _name(self, op: str) -> str:
         self.count += 1
-        return self.scope.take(f"{self.prefix}{op.lower()}{self.count}")
+        return self.scope.name(f"{self.prefix}{op.lower()}{self.count}")
 
     def name(self, suffix: str) -> str:
-        """A name of this builder's own: the prefix and ``suffix``."""
-        return self.scope.take(f"{self.prefix}{suffix}")
+        """A fresh name of this builder's own: the prefix and ``suffix`` (``_<k>``
+        appended when a name asked for before took it: a node's outputs are
+        several, ``suffix`` is often made from the node's name)."""
+        return self.scope.name(f"{self.prefix}{suffix}")
 
     def __call__(self, op: str, inputs: list, dtype=None, attrs: dict | None = None,
                  output: gs.Variable | None = None, domain: str | None = None) -> gs.Variable:

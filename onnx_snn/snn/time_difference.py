@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import TensorProto, helper
 
 from onnx_snn.graph.builder import GraphBuilder
 from onnx_snn.graph.registry import facts
@@ -87,13 +88,23 @@ class TimeDifference:
         tensor laid out like ``like``; the result in ``like``'s layout (into ``output``)."""
         make = self.make
         layout = self.layout(like)
+        # The time ops (function bodies and native kernels) compute in float32; a value
+        # of another float type (a float64 head) goes through them cast.
+        dtype = front.dtype
+        wide = dtype is not None and np.dtype(dtype) != np.float32
+        if wide:
+            front = make("Cast", [front], np.float32, {"to": TensorProto.FLOAT})
         result = make(op_type, [front, self.steps], front.dtype, domain=DOMAIN,
-                      output=output if layout is None else None)
+                      output=output if layout is None and not wide else None)
         listed = self.accumulators if TIME_OPS[op_type] else self.differences
         listed.append(result.inputs[0].name)
+        if wide:
+            result = make("Cast", [result], dtype,
+                          {"to": helper.np_dtype_to_tensor_dtype(np.dtype(dtype))},
+                          output=output if layout is None else None)
         if layout is None:
             return result
-        return make("Transpose", [result], front.dtype, {"perm": back_permutation(layout)},
+        return make("Transpose", [result], dtype, {"perm": back_permutation(layout)},
                     output=output)
 
     def _running(self, op_type: str, tensor: gs.Tensor) -> gs.Variable:
