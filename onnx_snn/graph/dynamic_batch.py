@@ -51,8 +51,8 @@ def relax_batch(model: onnx.ModelProto, infer: Infer) -> onnx.ModelProto:
     symbols.discard("")
     for value in model.graph.output:
         dims = value.type.tensor_type.shape.dim
-        if dims and (dims[0].dim_value in batch_sizes if dims[0].HasField("dim_value")
-                     else dims[0].dim_param in symbols):
+        if dims and (dims[0].dim_value in batch_sizes or dims[0].dim_value < 0
+                     if dims[0].HasField("dim_value") else dims[0].dim_param in symbols):
             dims[0].dim_param = BATCH_SYMBOL
     del model.graph.value_info[:]
     return infer(model)
@@ -66,9 +66,10 @@ def _data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 
 def _fixed_batch_sizes(model: onnx.ModelProto) -> set[int]:
-    """The fixed first dimensions of the data inputs."""
+    """The fixed first dimensions of the data inputs (a -1 that some exporters write
+    for "any" is none)."""
     return {value.type.tensor_type.shape.dim[0].dim_value for value in _data_inputs(model)
-            if value.type.tensor_type.shape.dim[0].HasField("dim_value")}
+            if value.type.tensor_type.shape.dim[0].dim_value > 0}
 
 
 def _follow_batch(model: onnx.ModelProto, batch_sizes: set[int], infer: Infer) -> None:

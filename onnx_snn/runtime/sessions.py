@@ -109,8 +109,8 @@ class AnnSession:
         self.outputs = outputs
         self.session = create_session(ann, native=False)
         self.output_types = _output_types(self.session.get_outputs(), time_axis=False)
-        fixed = {spec.shape[0] for spec in self.specs
-                 if spec.shape and isinstance(spec.shape[0], int)}
+        fixed = {spec.shape[0] for spec in self.specs  # -1 (some exporters) is no size
+                 if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0}
         self.fixed_batch = fixed.pop() if len(fixed) == 1 else None
         #: Each output's batch axis, by name.
         self.batch_axes = {o.name: next((k for k, dim in enumerate(o.shape or [])
@@ -126,15 +126,22 @@ class AnnSession:
         rows = len(next(iter(feed.values())))
         axes = [self.batch_axes.get(name, 0) for name in self.outputs or self.batch_axes]
         parts = []
+        batched = {spec.name for spec in self.specs if spec.batched}  # not constant inputs
         for begin in range(0, rows, size):
-            chunk = {name: array[begin:begin + size] for name, array in feed.items()}
+            chunk = {name: array[begin:begin + size] if name in batched else array
+                     for name, array in feed.items()}
             pad = size - min(size, rows - begin)
             if pad:  # copies of the last row: values the model takes
                 chunk = {name: np.concatenate([array, np.repeat(array[-1:], pad, axis=0)])
-                         for name, array in chunk.items()}
+                         if name in batched else array for name, array in chunk.items()}
             results = run_checked(self.session, self.outputs, chunk,
                                   f"{where} (rows {begin}-{begin + size - pad - 1} of the "
                                   f"ANN's fixed batch {size})")
+            # a declared shape can lie (ddddocr's [1, seqlen] for [seq, 1, C]): the axis
+            # of size B in what the model gives
+            axes = [axis if value.ndim > axis and value.shape[axis] == size else
+                    next((k for k, dim in enumerate(value.shape) if dim == size), axis)
+                    for value, axis in zip(results, axes)]
             parts.append([np.take(value, range(size - pad), axis=axis)
                           if pad and value.ndim > axis and value.shape[axis] == size else value
                           for value, axis in zip(results, axes)])
@@ -199,13 +206,18 @@ class SpikingSession:
                  if layer.features] if NEURONS in props else []
         #: (values per sample per step, node) of the largest neuron layer, or None.
         self.largest_layer = max(known, default=None)
-        #: Each input as given to ``run`` in a sequence: [T, N, ...].
+        #: Each input as given to ``run`` in a sequence: [T, N, ...]; a constant input
+        #: (no batch axis, declared without the leading S) as it is, at every step.
         self.sequence_specs = [
             InputSpec(i.name, np.dtype(_ORT_DTYPES.get(i.type, np.float32)),
-                      (None, *(d if isinstance(d, int) else None for d in i.shape[1:])))
+                      (None, *(d if isinstance(d, int) else None for d in i.shape[1:]))
+                      if _batched(i.shape) else
+                      tuple(d if isinstance(d, int) else None for d in i.shape),
+                      batched=_batched(i.shape))
             for i in self.session.get_inputs() if i.name not in hidden_inputs]
-        #: Each input as one batch, shown at every step: [N, ...].
-        self.batch_specs = [InputSpec(s.name, s.dtype, s.shape[1:]) for s in self.sequence_specs]
+        #: Each input as one batch, shown at every step: [N, ...] (a constant input as is).
+        self.batch_specs = [InputSpec(s.name, s.dtype, s.shape[1:] if s.batched else s.shape,
+                                      s.batched) for s in self.sequence_specs]
         self.input_names = [spec.name for spec in self.sequence_specs]
         self.output_names = [o.name for o in self.session.get_outputs()
                              if o.name not in hidden_outputs]
@@ -238,7 +250,8 @@ class SpikingSession:
             if timesteps is None:
                 timesteps = next(iter(feed.values())).shape[0]
         else:
-            feed = {name: array[None] for name, array
+            batched = {spec.name for spec in self.batch_specs if spec.batched}
+            feed = {name: array[None] if name in batched else array for name, array
                     in validate_batch(feed, self.batch_specs, where="batch").items()}
         if timesteps is None:
             raise OnnxSnnError("give the number of time steps")
@@ -267,6 +280,13 @@ class SpikingSession:
             raise OnnxSnnError(f"the model has inputs {', '.join(self.input_names)}; "
                                "pass a dict")
         return {self.input_names[0]: inputs}
+
+
+def _batched(shape: list) -> bool:
+    """Whether a converted model's input (declared ``shape``) carries samples, [S, N, ...]
+    (S is 1 in the streaming format); an input without a batch axis in the ANN keeps
+    its shape (``onnx_snn.snn.time_folding``)."""
+    return len(shape) >= 2 and shape[0] in ("S", 1)
 
 
 def check_timesteps(timesteps: Any) -> int:
