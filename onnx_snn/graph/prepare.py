@@ -3,6 +3,9 @@
 - refuse ops from domains onnxruntime does not know, unless the model defines them;
 - bring the ai.onnx opset up to at least ``MIN_OPSET`` (``onnx.version_converter``);
 - replace ZipMap outputs (scikit-learn converters) by their probability tensors;
+- fold what depends on constants alone into initializers (weights written as Constant
+  nodes, as paddle2onnx does, and Reshapes of them), so that weighted layers,
+  BatchNorm folding and shape inference see constant weights and shapes;
 - make the batch axis dynamic (``onnx_snn.graph.dynamic_batch``) and run shape inference;
 - fold a BatchNormalization that follows a Conv or Gemm into that layer;
 - drop Dropout and Identity nodes;
@@ -49,7 +52,7 @@ def prepared_graph(model: onnx.ModelProto) -> gs.Graph:
         except Exception as error:  # the converter raises several internal types
             raise OnnxSnnError(f"cannot convert the model from opset {opset} to {MIN_OPSET}: "
                                f"{first_line(error)}") from None
-    model = replace_zipmaps(model)
+    model = fold_constant_subgraphs(replace_zipmaps(model))
     graph = gs.import_onnx(relax_batch(model, infer_shapes))
     name_nodes(graph)
     fold_batch_norms(graph)
@@ -124,6 +127,26 @@ def replace_zipmaps(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+#: Folded values above this size stay computed in the graph (a Tile or Expand of a
+#: constant can be far larger than its inputs).
+FOLD_SIZE_LIMIT = 64 * 2**20
+
+
+def fold_constant_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every Constant node, and every node whose inputs are all constant,
+    replaced by initializers (onnx-graphsurgeon's constant folding, run in
+    onnxruntime). Shapes are not folded: a batch-1 export's Shape of the input would
+    become the constant 1 and stop following the batch."""
+    if not any(node.op_type == "Constant" for node in model.graph.node):
+        return model
+    graph = gs.import_onnx(model)
+    graph.fold_constants(fold_shapes=False, recurse_subgraphs=False,
+                         size_threshold=FOLD_SIZE_LIMIT).cleanup()
+    folded = gs.export_onnx(graph, do_type_check=False)
+    folded.ir_version = model.ir_version
+    return folded
+
+
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -131,12 +154,46 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape inference that keeps going where an op has no inference function."""
+    """Shape inference that keeps going where an op has no inference function, plus the
+    ranks of Reshapes whose target onnx cannot evaluate (``reshape_ranks``)."""
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as error:  # inference errors come as several internal types
         raise OnnxSnnError(f"shape inference failed: {first_line(error)}") \
             from None
+    if reshape_ranks(inferred):
+        inferred = infer_shapes(inferred)
+    return inferred
+
+
+def reshape_ranks(model: onnx.ModelProto) -> int:
+    """Declare, in place, the rank of each Reshape output that shape inference left
+    unknown while the target's length is known (a target computed from a Shape through
+    a Cast, which onnx does not propagate, as paddle2onnx writes ``flatten``): its
+    dimensions stay unknown. Returns how many it declared."""
+    values = {value.name: value for value in
+              [*model.graph.input, *model.graph.value_info, *model.graph.output]}
+    lengths = {t.name: list(t.dims) for t in model.graph.initializer}
+    lengths.update({name: [d.dim_value if d.HasField("dim_value") else None
+                           for d in value.type.tensor_type.shape.dim]
+                    for name, value in values.items()
+                    if value.type.tensor_type.HasField("shape")})
+    declared = 0
+    for node in model.graph.node:
+        target = lengths.get(node.input[1]) if node.op_type == "Reshape" else None
+        output = values.get(node.output[0]) if node.op_type == "Reshape" else None
+        if target is None or len(target) != 1 or target[0] is None \
+                or output is not None and output.type.tensor_type.HasField("shape"):
+            continue
+        info = onnx.helper.make_tensor_value_info(
+            node.output[0], values[node.input[0]].type.tensor_type.elem_type
+            if node.input[0] in values else onnx.TensorProto.FLOAT, [None] * target[0])
+        if output is None:
+            model.graph.value_info.append(info)
+        else:
+            output.CopyFrom(info)
+        declared += 1
+    return declared
 
 
 def name_nodes(graph: gs.Graph) -> None:

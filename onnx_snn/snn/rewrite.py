@@ -72,7 +72,7 @@ def check_layer(layer: NeuronPlan, activation: gs.Tensor, signed_site: bool = Fa
         rank = len(activation.shape) if activation.shape else 0
         axis = channel_axis(activation, rank) if rank > 1 else None
         channels = None if axis is None else activation.shape[axis]
-        if scale.ndim != 1 or channels is None or isinstance(channels, int) \
+        if scale.ndim != 1 or axis is None or isinstance(channels, int) \
                 and scale.size != channels:
             raise OnnxSnnError(f"Relu '{layer.node}': {scale.size} per-channel scales for an "
                                f"activation of shape {activation.shape}: expected one per "

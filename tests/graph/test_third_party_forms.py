@@ -96,3 +96,58 @@ def test_a_time_difference_op_on_float64_values() -> None:
     plain_load(snn)
     errors = mean_errors(snn, ann_outputs(ann)[0], "y")
     assert errors[1] < errors[0] and errors[1] < 0.05, errors
+
+
+def paddle_style_model() -> onnx.ModelProto:
+    """As paddle2onnx writes a classifier: weights as Constant nodes, Conv then a separate
+    BatchNormalization, and a flatten whose target is computed from the Shape through
+    Casts (which onnx's shape inference does not see through)."""
+    rng = np.random.default_rng(5)
+
+    def constant(name: str, values: np.ndarray) -> onnx.NodeProto:
+        return h.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(
+            np.asarray(values), name))
+
+    nodes = [constant("w", rng.normal(size=(6, 3, 3, 3)).astype(np.float32) / 4),
+             constant("gamma", rng.uniform(0.5, 1.5, 6).astype(np.float32)),
+             constant("beta", rng.normal(size=6).astype(np.float32) * 0.1 + 0.2),
+             constant("mean", rng.normal(size=6).astype(np.float32) * 0.1),
+             constant("var", rng.uniform(0.5, 1.5, 6).astype(np.float32)),
+             constant("fc", rng.normal(size=(6, 3)).astype(np.float32)),
+             constant("start", np.array([0], np.int32)), constant("end", np.array([1], np.int32)),
+             constant("rest", np.array([-1], np.int64)),
+             h.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             h.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["b"],
+                         name="bn"),
+             h.make_node("Relu", ["b"], ["r"], name="relu"),
+             h.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+             h.make_node("Shape", ["p"], ["shape"], name="shape"),
+             h.make_node("Cast", ["shape"], ["shape32"], name="cast32", to=TP.INT32),
+             h.make_node("Slice", ["shape32", "start", "end"], ["batch32"], name="slice"),
+             h.make_node("Cast", ["batch32"], ["batch"], name="cast64", to=TP.INT64),
+             h.make_node("Concat", ["batch", "rest"], ["target"], name="concat", axis=-1),
+             h.make_node("Reshape", ["p", "target"], ["flat"], name="flatten"),
+             h.make_node("Relu", ["flat"], ["flat_r"], name="relu_flat"),
+             h.make_node("MatMul", ["flat_r", "fc"], ["y"], name="head")]
+    graph = h.make_graph(nodes, "paddle", [h.make_tensor_value_info("x", TP.FLOAT, [-1, 3, 6, 6])],
+                         [h.make_tensor_value_info("y", TP.FLOAT, [-1, 3])])
+    ann = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    onnx.checker.check_model(ann)
+    return ann
+
+
+def test_a_paddle_style_graph_folds_its_constants_and_converts_per_channel() -> None:
+    ann = paddle_style_model()
+    x = np.random.default_rng(6).random((24, 3, 6, 6)).astype(np.float32)
+    converted = convert(ann, {"x": x}, hook_factory=HookFactory("max", per_channel=True),
+                        batch_size=24, progress=False)
+    ops = [node.op_type for node in converted.model.graph.node]
+    assert "BatchNormalization" not in ops and "Constant" not in ops  # folded into the Conv
+    assert [np.shape(layer.scale) for layer in converted.layers] == [(6,), (6,)]
+    plain_load(converted.model)
+    expected = ort.InferenceSession(ann.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    per_step = SpikingSession(converted.model).run({"x": x}, 512).outputs["y"]
+    errors = [float(np.abs(per_step[:t].mean(axis=0) - expected).max() / np.abs(expected).max())
+              for t in (16, 512)]
+    assert errors[1] < errors[0] and errors[1] < 0.02, errors
