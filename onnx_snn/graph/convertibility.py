@@ -9,9 +9,12 @@ On a prepared graph, with the rectifiers that will become neurons:
 - a control-flow node (If, Loop, Scan) that spiking values reach may neither
   hold rectifiers or other activations in its body (they would run per step on
   spikes) nor take its condition or trip count from spiking values;
-- every graph output must carry the batch axis first, so that time can be
-  folded into it: an output that no input reaches (a constant) or whose first
-  axis is not the batch is refused.
+- every graph output must carry a batch axis, so that time can be folded into
+  it: an output that no input reaches (a constant), a scalar, or one whose
+  declared shape is static with no batch-sized axis is refused. The batch may sit
+  on another axis than the first (a time-major CTC output [steps, N, classes]):
+  ``onnx_snn.graph.batch_axes`` measures where, and refuses an output whose size
+  does not follow the batch.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from onnx_snn.graph.activations import (
     NONLINEAR, downstream, rectifier_cap, nonlinear_activations,
 )
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL
 from onnx_snn.graph.registry import CONTROL_FLOW
 
 #: Inputs of a control-flow op that choose what runs: If's condition, Loop's trip
@@ -97,7 +101,8 @@ def _check_outputs(graph: gs.Graph) -> None:
             raise OnnxSnnError(f"output '{output.name}' does not depend on the input: a "
                                "spiking model's outputs are per step and sample, [T, N, ...]")
         if shape is not None and (len(shape) == 0 or isinstance(shape[0], int)
-                                  and shape[0] != 1):
+                                  and shape[0] != 1 and BATCH_SYMBOL not in shape
+                                  and 1 not in shape):
             raise OnnxSnnError(f"output '{output.name}' has shape {list(shape)}, with no batch "
-                               "axis first: onnx-snn folds time into the batch axis, so every "
-                               "output must be [N, ...]")
+                               "axis: onnx-snn folds time into the batch axis, so every "
+                               "output must carry one ([N, ...], or [steps, N, ...])")

@@ -18,7 +18,8 @@ Accepted forms (``batches``, and ``labelled_batches`` when labels are needed):
 
 Every batch is checked against the model's inputs (names, shape, dtype kind,
 finite values, integer values for integer inputs) and cast to the input's
-dtype. Memory stays at one batch.
+dtype. Memory stays at one batch. An input without a batch axis (a rank-0
+setting) is given once and fed with every batch (``onnx_snn.io.constant_inputs``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import onnx
 from onnx import helper
 
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.io.constant_inputs import constant_value, dict_constants, npz_constants
 from onnx_snn.io.npz import npz_batches, npz_header, npz_keys_for
 from onnx_snn.validation import check_positive_int
 
@@ -44,11 +46,14 @@ LABELS = "y"
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A model input: name, numpy dtype, and shape (None for a dynamic dim)."""
+    """A model input: name, numpy dtype, and shape (None for a dynamic dim).
+    ``batched``: whether the first axis is the batch; an input without one (a
+    rank-0 setting) is a constant input, fed as it is with every batch."""
 
     name: str
     dtype: np.dtype
     shape: tuple[int | None, ...]
+    batched: bool = True
 
     @property
     def sample_shape(self) -> tuple[int | None, ...]:
@@ -66,7 +71,7 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         dims = tuple(d.dim_value if d.HasField("dim_value") else None
                      for d in tensor_type.shape.dim)
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
-        specs.append(InputSpec(value.name, dtype, dims))
+        specs.append(InputSpec(value.name, dtype, dims, batched=len(dims) > 0))
     return specs
 
 
@@ -244,14 +249,18 @@ def _npz_members(path: Path) -> set[str] | None:
 
 
 def validate_batch(raw: Any, specs: list[InputSpec], where: str) -> Batch:
-    """Check a batch against the model inputs and cast it to their dtypes."""
+    """Check a batch against the model inputs and cast it to their dtypes. The batched
+    inputs come first in the result, so its first array has the batch's rows."""
     feed = _as_feed(raw, specs, where)
     sizes = set()
-    for spec in specs:
-        array = feed[spec.name]
+    for spec in sorted(specs, key=lambda s: not s.batched):
+        array = feed.pop(spec.name)
         if array.dtype.kind not in "fiub":
             raise OnnxSnnError(f"{where}: input '{spec.name}' has dtype {array.dtype}; "
                                f"expected numbers ({spec.dtype})")
+        if not spec.batched:
+            feed[spec.name] = _cast(constant_value(array, spec, where), spec, where)
+            continue
         if array.ndim != len(spec.shape):
             raise OnnxSnnError(f"{where}: input '{spec.name}' has shape {list(array.shape)}; "
                                f"expected {_shape_text(spec.shape)}")
@@ -333,11 +342,15 @@ def _batch_count(source: Any, specs: list[InputSpec], batch_size: int) -> int | 
     if isinstance(source, (str, Path)):
         path = Path(source)
         keys = npz_keys_for(path, [spec.name for spec in specs])
-        rows = npz_header(path, next(iter(keys.values())))[0][0]
+        constants = npz_constants(path, keys, specs)
+        batched = [key for name, key in keys.items() if name not in constants] or [*keys.values()]
+        rows = npz_header(path, batched[0])[0][0]
     elif _is_array_like(source):
         rows = int(np.shape(source)[0]) if np.ndim(source) else 0
     elif isinstance(source, Mapping):
-        rows = max((int(np.shape(v)[0]) for v in source.values() if np.ndim(v)), default=0)
+        constants = dict_constants(source, specs)
+        rows = max((int(np.shape(v)[0]) for k, v in source.items()
+                    if np.ndim(v) and k not in constants), default=0)
     elif hasattr(source, "get_next"):
         return None
     elif isinstance(source, Iterable):
@@ -357,7 +370,10 @@ def _raw_batches(source: Any, specs: list[InputSpec], batch_size: int,
     if isinstance(source, (str, Path)):
         path = Path(source)
         keys = npz_keys_for(path, [spec.name for spec in specs], LABELS if npz_labels else None)
-        yield from npz_batches(path, keys, batch_size)
+        constants = npz_constants(path, keys, specs)
+        for batch in npz_batches(path, {n: k for n, k in keys.items() if n not in constants},
+                                 batch_size):
+            yield {**batch, **constants}
     elif _is_array_like(source):
         array = np.asarray(source)
         if array.ndim == 0:
@@ -365,13 +381,12 @@ def _raw_batches(source: Any, specs: list[InputSpec], batch_size: int,
         for start in range(0, array.shape[0], batch_size):
             yield array[start:start + batch_size]
     elif isinstance(source, Mapping):
-        arrays = {k: np.asarray(v) for k, v in source.items()}
+        constants = dict_constants(source, specs)
+        arrays = {k: np.asarray(v) for k, v in source.items() if k not in constants}
         rows = max((a.shape[0] for a in arrays.values() if a.ndim), default=0)
         for start in range(0, rows, batch_size):
-            yield {k: a[start:start + batch_size] for k, a in arrays.items()}
+            yield {**{k: a[start:start + batch_size] for k, a in arrays.items()}, **constants}
     elif hasattr(source, "get_next"):
         yield from iter(source.get_next, None)
     else:
         yield from source
-
-

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.activations import carries_values
 from onnx_snn.graph.builder import GraphBuilder
 from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL
@@ -77,13 +78,16 @@ class TimeFolding:
         graph.toposort()
         scope = self.scope or NameScope.of(graph)
         make = GraphBuilder(graph, "time_fold__", scope)
-        data_inputs = [t for t in graph.inputs if t is not self.timesteps]
+        data_inputs = [t for t in graph.inputs if t is not self.timesteps and has_batch_axis(t)]
+        if not data_inputs:
+            raise OnnxSnnError("no input has a batch axis: onnx-snn folds time into the batch "
+                               "axis of the inputs")
         temporal, temporal_tensors, batch, shape_values = self._classify(graph, data_inputs)
-        folded_inputs = [self._fold_input(make, x, scope) for x in data_inputs]
+        folded = {id(x): self._fold_input(make, x, scope) for x in data_inputs}
         steps = make("Reshape", [self.timesteps, make.const([1])], np.int64)
         td = TimeDifference(make, steps, lambda tensor: self.moved.get(tensor.name))
-        samples = make("Slice", [make("Shape", [folded_inputs[0]], np.int64), make.const([0]),
-                                 make.const([1])], np.int64)
+        samples = make("Slice", [make("Shape", [folded[id(data_inputs[0])]], np.int64),
+                                 make.const([0]), make.const([1])], np.int64)
         broadcast: dict[int, gs.Variable] = {}
 
         def over_time(tensor: gs.Variable) -> gs.Variable:
@@ -155,7 +159,8 @@ class TimeFolding:
         graph.outputs = [self._unfold_output(make, out, steps, over_time, scope,
                                              temporal=id(out) not in batch)
                          for out in graph.outputs]
-        graph.inputs = [*folded_inputs, self.timesteps]
+        graph.inputs = [folded.get(id(x), x) for x in graph.inputs if x is not self.timesteps]
+        graph.inputs.append(self.timesteps)
         for tensor in graph.tensors().values():
             if isinstance(tensor, gs.Variable) and tensor not in graph.inputs \
                     and tensor not in graph.outputs:
@@ -206,7 +211,7 @@ class TimeFolding:
     @staticmethod
     def _fold_input(make: GraphBuilder, x: gs.Variable, scope: NameScope) -> gs.Variable:
         """Replace input ``x`` by a new input with a time axis, reshaped back into ``x``."""
-        sample_dims = list(x.shape[1:]) if x.shape else None
+        sample_dims = None if x.shape is None else list(x.shape[1:])
         outer = gs.Variable(x.name, x.dtype, None if sample_dims is None
                             else ["S", "N", *sample_dims])
         x.name = scope.name(f"{x.name}__folded")
@@ -216,19 +221,38 @@ class TimeFolding:
                                      {"axis": 0})], output=x)
         return outer
 
-    @staticmethod
-    def _unfold_output(make: GraphBuilder, out: gs.Variable, steps: gs.Variable, over_time,
-                       scope: NameScope, temporal: bool) -> gs.Variable:
-        """Graph output ``out`` [T·N, ...] reshaped to [T, N, ...] under its own name."""
+    def _unfold_output(self, make: GraphBuilder, out: gs.Variable, steps: gs.Variable,
+                       over_time, scope: NameScope, temporal: bool) -> gs.Variable:
+        """Graph output ``out`` [T·N, ...] reshaped to [T, N, ...] under its own name; one
+        with the batch on axis k (``moved``) becomes [T, ...] with N on axis k + 1."""
         name = out.name
-        sample_dims = list(out.shape[1:]) if out.shape else None
+        layout = self.moved.get(name)
         source = out if temporal else over_time(out)
         out.name = scope.name(f"{name}__folded")
-        result = gs.Variable(name, out.dtype, None if sample_dims is None
-                             else ["T", "N", *sample_dims])
-        make("Reshape", [source, make("Concat", [steps, _with_rows(make, source, [-1])],
-                                      np.int64, {"axis": 0})], output=result)
+        dims = None if out.shape is None or layout is not None and len(out.shape) != layout[1] \
+            else list(out.shape)
+        if layout is None:
+            result = gs.Variable(name, out.dtype, None if not dims else ["T", "N", *dims[1:]])
+            make("Reshape", [source, make("Concat", [steps, _with_rows(make, source, [-1])],
+                                          np.int64, {"axis": 0})], output=result)
+            return result
+        axis, rank = layout
+        dims = dims or [None] * rank
+        result = gs.Variable(name, out.dtype,
+                             ["T", *("N" if k == axis else d for k, d in enumerate(dims))])
+        front = make("Transpose", [source], out.dtype, {"perm": front_permutation(layout)})
+        split = make("Reshape", [front, make("Concat", [steps, _with_rows(make, front, [-1])],
+                                             np.int64, {"axis": 0})], out.dtype)
+        make("Transpose", [split], out.dtype,
+             {"perm": [0, *(1 + k for k in back_permutation(layout))]}, output=result)
         return result
+
+
+def has_batch_axis(tensor: gs.Variable) -> bool:
+    """Whether a graph input carries samples along its first axis: an input without a
+    batch axis (a rank-0 setting such as a pitch net's fmin) is fed as it is at every
+    step, like a constant (``onnx_snn.io.constant_inputs``)."""
+    return tensor.shape is None or len(tensor.shape) > 0
 
 
 def _folded_shape(shape: list | None) -> list | None:
