@@ -26,7 +26,7 @@ from onnx_snn.graph.convertibility import check_activations, check_convertible
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.metadata import TIMESTEPS, is_converted, metadata
 from onnx_snn.io.models import ModelLike, load_model
-from onnx_snn.graph.pooling import TEMPORAL_POLICIES, apply_maxpool_policy
+from onnx_snn.graph.pooling import TEMPORAL_POLICIES, apply_maxpool_policy, spike_pools
 from onnx_snn.graph.prepare import ai_onnx_opset, prepared_graph
 from onnx_snn.graph.signed_sites import insert_signed_sites
 from onnx_snn.graph.temporal import (
@@ -73,6 +73,7 @@ def spiking_caveats(graph: gs.Graph, converted: Collection[str], maxpool: str = 
     ``maxpool`` is the MaxPool policy (its ``TEMPORAL_POLICIES`` pool spikes exactly).
     Other nonlinear ops are exact time-difference ops unless ``keep_analog``."""
     after = downstream(graph, [n for n in graph.nodes if n.name in converted])
+    pools = spike_pools(graph)
     caveats = []
     for node in graph.nodes:
         if id(node) not in after:
@@ -80,7 +81,7 @@ def spiking_caveats(graph: gs.Graph, converted: Collection[str], maxpool: str = 
         if keep_analog and is_output_head(node, graph):
             caveats.append(Entry(node.name, node.op, "keep", OUTPUT_HEAD_NOTE))
         elif node.op == "MaxPool" and maxpool not in TEMPORAL_POLICIES \
-                and not _feeds_a_neuron(node, converted):
+                and node.name in pools:
             caveats.append(Entry(node.name, node.op, "keep", "follows spiking neurons: the max "
                                  "over spikes over-counts; use maxpool='td', 'gated', "
                                  "'before' or 'avg'"))
@@ -88,13 +89,6 @@ def spiking_caveats(graph: gs.Graph, converted: Collection[str], maxpool: str = 
             caveats.append(Entry(node.name, node.op, "keep", "kept: LRN is not linear, so on "
                                  "spikes it only approximates the ANN"))
     return caveats
-
-
-def _feeds_a_neuron(pool: gs.Node, converted: Collection[str]) -> bool:
-    """A MaxPool whose only reader becomes a neuron (``maxpool='before'`` put it there):
-    it takes the max of potentials, not of spikes."""
-    readers = pool.outputs[0].outputs if pool.outputs else []
-    return len(readers) == 1 and readers[0].name in converted
 
 
 #: Notes on how an op runs once its inputs vary over time (``graph.temporal``).
@@ -115,6 +109,7 @@ def inspect_graph(graph: gs.Graph, exclude: Collection[str] = (), keep_analog: b
     ``td``, ``per-step``, ``summed``, ``gated``, ``shape``), ``keep`` for an excluded
     rectifier; and the names of the neurons to convert."""
     site_names = {site.name for site in sites}
+    pools = spike_pools(graph)
     entries, converted = [], []
     varying: set[int] = set()
     for node in [n for n in graph.nodes if n.op != "Constant"]:
@@ -131,7 +126,7 @@ def inspect_graph(graph: gs.Graph, exclude: Collection[str] = (), keep_analog: b
             entries.append(Entry(node.name, node.op, action, note))
             continue
         else:
-            action = behaviour_over_time(node, reads, maxpool, not keep_analog)
+            action = behaviour_over_time(node, reads, maxpool, not keep_analog, pools)
             note = _BEHAVIOUR_NOTES.get(action, "")
             if cap is not None:
                 action, note = "keep", f"excluded: {action}, {note}".rstrip(", ")

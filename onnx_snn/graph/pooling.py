@@ -4,9 +4,11 @@ The max over spike trains over-counts: it is at least the max of the rates.
 Policies:
 
 - ``"keep"`` (default): leave MaxPool as it is, with a warning where it follows
-  spiking neurons;
+  spiking neurons (a MaxPool of analog values, such as a time-difference op's
+  output, is a time-difference op under every policy: ``spike_pools``);
 - ``"before"``: where a MaxPool directly follows a rectifier, swap the two, so
-  the neuron sees the max of its analog inputs. Exact in the ANN, since
+  the neuron sees the max of its analog inputs (the pool is then a time-difference
+  op, exact on the mean potentials, unless it reads the input). Exact in the ANN, since
   ``relu(maxpool(x)) == maxpool(relu(x))`` (SPEC §7; the over-counting of a max
   over spikes is discussed by Rueckauer et al., "Conversion of continuous-valued
   deep networks to efficient event-driven networks for image classification",
@@ -32,6 +34,7 @@ from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.activations import rectifier_cap
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.graph.patterns import Pattern, PatternPass
+from onnx_snn.graph.signed_sites import RECTIFIED, tensor_kinds
 
 #: Policies that change only the spiking model's MaxPools, not the ANN.
 TEMPORAL_POLICIES = ("td", "gated")
@@ -44,6 +47,14 @@ def check_policy(policy: str) -> str:
         raise OnnxSnnError(f"MaxPool policy {policy!r} is not valid: use one of "
                            f"{', '.join(MAXPOOL_POLICIES)}")
     return policy
+
+
+def spike_pools(graph: gs.Graph) -> set[str]:
+    """The MaxPools of a prepared ANN graph that pool rectified values, which become
+    spikes: "keep" keeps those step by step (``onnx_snn.graph.temporal``)."""
+    kinds = tensor_kinds(graph)
+    return {node.name for node in graph.nodes if node.op == "MaxPool" and node.inputs
+            and kinds.get(id(node.inputs[0])) == RECTIFIED}
 
 
 def apply_maxpool_policy(graph: gs.Graph, policy: str) -> None:

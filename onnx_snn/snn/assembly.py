@@ -15,6 +15,7 @@ from onnx import helper
 from onnx_snn.graph.batch_axes import moved_batch_axes
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.graph.patterns import PatternPass, compose
+from onnx_snn.graph.pooling import spike_pools
 from onnx_snn.graph.prepare import ai_onnx_opset
 from onnx_snn.io.metadata import (
     ACCUMULATORS, DIFFERENCES, NEURONS, TD_OUTPUTS, OUTPUT_SCALES, TIMESTEPS, TIMESTEPS_KEY, VERSION_KEY,
@@ -58,7 +59,8 @@ def build_spiking_model(ann: onnx.ModelProto, layers: list[NeuronPlan],
     replaced = [NeuronInfo(layer.node, "", activation[layer.node].name,
                            _values_per_sample(activation[layer.node])) for layer in layers]
     folded = {layer.node for layer in layers} if fold_scales else set()
-    time_folding = TimeFolding(timesteps, scope, maxpool, time_difference, moved)
+    time_folding = TimeFolding(timesteps, scope, maxpool, time_difference, moved,
+                               spike_pools(graph))
     graph = compose(PatternPass(ReluToNeuron(layers, timesteps, scope)),
                     FoldOutputScales(folded), time_folding)(graph)
     nodes = {node.name: node for node in graph.nodes}

@@ -17,6 +17,8 @@ node uses are recomputed on the broadcast tensor, so they see T·N samples.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -50,7 +52,8 @@ class TimeFolding:
     step t alone, so its label converges like the scores do; the running sums
     are listed in ``accumulators``. With ``maxpool`` "td" or "gated",
     each MaxPool that spiking values reach is rewritten by
-    ``onnx_snn.snn.temporal_pooling``. With ``time_difference``, every other node
+    ``onnx_snn.snn.temporal_pooling``; with the others, so is each one that pools
+    analog values, as "td" (those in ``spike_pools`` pool spikes and run per step). With ``time_difference``, every other node
     that is not affine in the time-varying values it reads (GELU, LayerNorm,
     Softmax, a product of two of them, ...) becomes a time-difference op
     (``onnx_snn.snn.time_difference``); without it such nodes run step by step
@@ -64,10 +67,12 @@ class TimeFolding:
 
     def __init__(self, timesteps: gs.Variable, scope: NameScope | None = None,
                  maxpool: str = "keep", time_difference: bool = True,
-                 moved: dict[str, tuple[int, int]] | None = None) -> None:
+                 moved: dict[str, tuple[int, int]] | None = None,
+                 spike_pools: Collection[str] = ()) -> None:
         self.timesteps = timesteps
         self.scope = scope
         self.maxpool = check_policy(maxpool)
+        self.spike_pools = set(spike_pools)
         self.time_difference = time_difference
         self.moved = moved or {}
         self.accumulators: list[str] = []
@@ -143,11 +148,12 @@ class TimeFolding:
             if is_neuron(node):
                 continue
             varying = [id(t) in temporal_tensors and carries_values(t) for t in node.inputs]
-            behaviour = behaviour_over_time(node, varying, self.maxpool, self.time_difference)
+            behaviour = behaviour_over_time(node, varying, self.maxpool, self.time_difference,
+                                            self.spike_pools)
             if behaviour == SUMMED:
                 node.inputs[0] = td.running_sum(node.inputs[0])
             elif node.op == "MaxPool" and behaviour in (TIME_DIFFERENCE, GATED):
-                pool_over_time(node, self.maxpool, td)
+                pool_over_time(node, "gated" if behaviour == GATED else "td", td)
             elif behaviour == TIME_DIFFERENCE:
                 td.rewrite(node, varying)
             elif behaviour == LINEAR:

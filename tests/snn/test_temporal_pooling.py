@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from pattern_models import Net, images
 
 from onnx_snn import OnnxSnnError, convert
+from onnx_snn.calibration.factories import HookFactory
 from onnx_snn.export.formats import to_standard, to_streaming
 from onnx_snn.graph.pooling import MAXPOOL_POLICIES, check_policy
 from onnx_snn.io.metadata import metadata, neurons
@@ -223,3 +224,53 @@ def output_errors(ann: onnx.ModelProto, calibration: np.ndarray, test: np.ndarra
 def test_td_gets_closer_to_the_ann_than_keep() -> None:
     errors = output_errors(*trained_maxpool_net(), policies=("keep", "td"), steps=(64,))
     assert errors["td"][0] < errors["keep"][0]
+
+
+def _mean_errors(ann: onnx.ModelProto, data: dict, snn: onnx.ModelProto,
+                 steps=(16, 256)) -> list[float]:
+    """max |mean SNN output over t steps - ANN output| / max |ANN| (ANN in onnxruntime)."""
+    import onnxruntime as ort
+
+    expected = ort.InferenceSession(ann.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, data)[0]
+    per_step = SpikingSession(snn).run(data, max(steps)).per_step
+    return [float(np.abs(per_step[:t].mean(axis=0) - expected).max() / np.abs(expected).max())
+            for t in steps]
+
+
+def test_a_maxpool_of_analog_values_is_a_time_difference_op_under_keep() -> None:
+    """conv-relu-conv-HardSigmoid-MaxPool: the pool reads a time-difference op's analog
+    output (as PaddleOCR's MobileNetV3 head does after a hardswish). The max of those
+    per-step values never converged (the classifier sat at chance); pooled as a
+    time-difference op, the mean output is the ANN's."""
+    n = Net(21)
+    r1 = n.relu(n.conv("x", 3, 6), "relu1")
+    gated = n.op("HardSigmoid", [n.conv(r1, 6, 6)], "gate")
+    pooled = n.op("MaxPool", [gated], "pool", kernel_shape=[2, 2], strides=[2, 2])
+    ann = n.model(n.head(n.relu(n.conv(pooled, 6, 6), "relu2"), 6))
+    data = images(22, count=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no over-count warning: it pools no spikes
+        snn = convert(ann, data, hook_factory=HookFactory("max"), progress=False).model
+    errors = _mean_errors(ann, data, snn)
+    assert errors[1] < errors[0] and errors[1] < 0.03, errors
+
+
+def test_maxpool_before_a_later_neuron_converges() -> None:
+    """relu-conv-relu-MaxPool with ``maxpool="before"``: the pool moves onto the second
+    neuron's input, which varies over time; it pools the potentials' running means
+    (it kept the max of per-step inputs, and sat at 25 % on a LeNet)."""
+    n = Net(23)
+    r1 = n.relu(n.conv("x", 3, 6), "relu1")
+    r2 = n.relu(n.conv(r1, 6, 6), "relu2")
+    pooled = n.op("MaxPool", [r2], "pool", kernel_shape=[2, 2], strides=[2, 2])
+    ann = n.model(n.head(n.relu(n.conv(pooled, 6, 6), "relu3"), 6))
+    data = images(24, count=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        converted = convert(ann, data, hook_factory=HookFactory("max"), maxpool="before",
+                            progress=False)
+    ops = [node.op_type for node in converted.model.graph.node]
+    assert "MaxPool" in ops and "RunningSum" in ops  # pooled over running sums
+    errors = _mean_errors(ann, data, converted.model)
+    assert errors[1] < errors[0] and errors[1] < 0.03, errors
