@@ -41,11 +41,12 @@ class Shard:
 def sample_count(data: Any, specs: list[InputSpec]) -> int:
     """How many samples ``data`` holds; refuses data a worker cannot read by rows."""
     data = data.data if isinstance(data, DataSource) else data
-    if isinstance(data, (str, Path)):
-        keys = npz_keys_for(Path(data), [spec.name for spec in specs])
+    batched = [spec.name for spec in specs if spec.batched] or [spec.name for spec in specs]
+    if isinstance(data, (str, Path)):  # constant inputs (no batch axis) hold no rows
+        keys = npz_keys_for(Path(data), batched)
         return npz_header(Path(data), next(iter(keys.values())))[0][0]
     if isinstance(data, Mapping):
-        return len(next(iter(data.values())))
+        return len(next(v for v in data.values() if np.ndim(v)))
     if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
         return len(np.asarray(data))
     raise OnnxSnnError(f"workers read their rows themselves: give the data as an .npz path, "

@@ -81,7 +81,9 @@ class StreamingSession(SpikingSession):
         """
         feed, timesteps = self._frames(inputs, timesteps, sequence)
         self.reset()
+        batched = {spec.name for spec in self.batch_specs if spec.batched}
         steps = [self._advance({name: array[min(t, len(array) - 1)][None]
+                                if name in batched else array  # a constant input
                                 for name, array in feed.items()})
                  for t in range(timesteps)]
         return SpikingOutput({

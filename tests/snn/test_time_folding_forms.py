@@ -224,3 +224,31 @@ def test_fixed_batch_ann_runs_in_chunks_with_constant_inputs_and_lying_outputs()
     rows = [_ann(recurrent, {"x": SEQ[i:i + 1]}) for i in range(3)]
     np.testing.assert_array_equal(AnnSession(recurrent).run(SEQ[:3])[0],
                                   np.concatenate(rows, axis=1))
+
+
+def test_scalar_inputs_in_the_standard_and_streaming_formats():
+    """Every format feeds a constant input as it is: the streaming model, one step per
+    call, gives the onnx-snn format's outputs step for step."""
+    from onnx_snn.export.formats import to_standard, to_streaming
+    from onnx_snn.runtime.streaming import StreamingSession
+
+    snn = onnx_snn.convert(scalar_input_model(), {"x": X, **_settings(1.2)},
+                           progress=False).model
+    feed = {"x": X[:4], **_settings(1.2)}
+    reference = SpikingSession(snn).run(feed, 16).per_step
+    standard = SpikingSession(to_standard(snn)).run(feed, 16).per_step
+    streamed = StreamingSession(to_streaming(snn)).run(feed, 16).per_step
+    np.testing.assert_allclose(standard, reference, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(streamed, reference, rtol=1e-6, atol=1e-6)
+
+
+def test_workers_count_rows_past_a_constant_input(tmp_path):
+    """Sharding counts the samples of batched inputs, whichever member comes first."""
+    from onnx_snn.io.data import input_specs
+    from onnx_snn.io.shards import sample_count
+
+    specs = input_specs(scalar_input_model())
+    path = tmp_path / "data.npz"
+    np.savez(path, gain=np.float32(1.0), shift=np.int64(3), x=X)  # a scalar member first
+    assert sample_count(str(path), specs) == len(X)
+    assert sample_count({"gain": np.float32(1.0), "x": X}, specs) == len(X)
