@@ -26,7 +26,7 @@ from pattern_models import (
     torch_torchscript_bn_cnn,
 )
 
-from onnx_snn import convert
+from onnx_snn import OnnxSnnError, convert
 from onnx_snn.graph.prepare import ai_onnx_opset
 from onnx_snn.runtime import SpikingSession
 
@@ -203,3 +203,55 @@ def test_bias_calibration_on_a_dynamo_export(tmp_path) -> None:
         assert layer.bias_shift is not None and layer.bias_shift.ndim == 1
     errors = [rate_coding_errors(case, result.model, (8,))[0][0] for result in (plain, shifted)]
     assert errors[1] < errors[0], errors  # calibrated for T = 8, better there
+
+
+def _pooled_head(channels_last: bool):
+    """Conv-Relu-global average-flatten-Linear-Relu-Linear (VGG's head), with its input
+    [N, H, W, C] permuted inside when ``channels_last``."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+
+        def forward(self, x):
+            x = x.permute(0, 3, 1, 2) if channels_last else x
+            y = nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1)
+            return self.fc2(torch.relu(self.fc1(torch.flatten(y, 1))))
+
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+def test_bias_calibration_after_a_dynamo_flatten(tmp_path) -> None:
+    """Dynamo writes the flatten as a Reshape whose output shape time folding cannot
+    keep; bias calibration takes each layer's layout from the ANN."""
+    torch = pytest.importorskip("torch")
+    from onnx_snn.export.torch import export_torch
+
+    x = np.random.default_rng(0).random((16, 3, 8, 8), dtype=np.float32)
+    path = tmp_path / "ann.onnx"
+    export_torch(_pooled_head(False), torch.from_numpy(x[:2]), path, dynamo=True)
+    converted = convert(str(path), {"x": x}, batch_size=8, bias_calibration=4, progress=False)
+    assert [np.shape(layer.bias_shift) for layer in converted.layers] == [(8,), (16,)]
+
+
+def test_a_batch_one_flatten_that_drops_the_batch_is_refused(tmp_path) -> None:
+    """Dynamo at a fixed batch of 1 writes ``flatten`` of a channels-last tensor as
+    Reshape([-1]) -> Gather(constant indices) -> Reshape([1, C]): the batch axis is
+    gone, and time folded into it would mix the steps. The conversion refuses, naming
+    the node, instead of writing a model that fails on every input."""
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).random((8, 16, 16, 3), dtype=np.float32)
+    path = tmp_path / "ann.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_pooled_head(True), (torch.from_numpy(x[:1]),), str(path),
+                          dynamo=True, input_names=["x"])
+    assert any(node.op_type == "Gather" for node in onnx.load(str(path)).graph.node)
+    with pytest.raises(OnnxSnnError, match=r"turns a tensor with a batch axis into .* which "
+                                           r"has none"):
+        convert(str(path), {"x": x}, progress=False)

@@ -35,22 +35,22 @@ from onnx_snn.validation import check_positive_int
 
 class ChannelMeanHook(Collector):
     """Mean of an activation per channel over all calibration data, optionally
-    clipped at ``ceiling`` (a scalar or one value per channel) first. The channel
-    axis is ``axis``, or found from the graph (``onnx_snn.graph.layout``)."""
+    clipped at ``ceiling`` (a scalar or one value per channel) first. ``layout`` is
+    the activation's (channel axis, rank), or found from the graph
+    (``onnx_snn.calibration.collectors.channel_layout``)."""
 
     def __init__(self, ceiling: float | np.ndarray | None = None,
-                 axis: int | None = None) -> None:
+                 layout: tuple[int, int] | None = None) -> None:
         super().__init__("channel-mean", None)
         self.ceiling = ceiling
         self.sums: np.ndarray | None = None
         self.count = 0
-        self.axis = axis
+        self.layout = layout
 
     def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
-        axis, rank = channel_layout(activation)
-        if self.axis is None:
-            self.axis = axis
-        axis = self.axis
+        if self.layout is None:
+            self.layout = channel_layout(activation)
+        axis, rank = self.layout
         make = GraphBuilder(graph, f"{activation.name}__mean_")
         values = activation
         if self.ceiling is not None:
@@ -65,7 +65,7 @@ class ChannelMeanHook(Collector):
     def observe(self, fetched: list[np.ndarray]) -> None:
         sums, shape = np.asarray(fetched[0], dtype=np.float64), fetched[1]
         self.sums = sums if self.sums is None else self.sums + sums
-        self.count += int(np.prod(shape)) // int(shape[self.axis])
+        self.count += int(np.prod(shape)) // int(shape[self.layout[0]])
         self.scale = self.sums / self.count  # the per-channel mean so far
         self.batches += 1
 
@@ -74,7 +74,7 @@ def ann_channel_means(ann: onnx.ModelProto, data: Any, layers: list[NeuronPlan],
                       batch_size: int, progress: bool,
                       cluster: Cluster | None = None) -> dict[str, ChannelMeanHook]:
     """Per layer, the per-channel mean of its ANN activation, clipped at its scale
-    (``scale``), and the channel axis it found in the ANN (``axis``)."""
+    (``scale``), and its layout in the ANN (``layout``)."""
     hooks = {layer.node: ChannelMeanHook(layer.scale) for layer in layers}
     calibrate(ann, data, hooks, batch_size=batch_size, progress=progress, cluster=cluster)
     return hooks
@@ -96,14 +96,15 @@ class LayerSumsWorker:
 
 
 def snn_channel_means(snn: onnx.ModelProto, data: Any, specs, layer: NeuronPlan,
-                      timesteps: int, batch_size: int, axis: int,
+                      timesteps: int, batch_size: int, layout: tuple[int, int],
                       cluster: Cluster | None = None) -> np.ndarray:
     """Per-channel mean of one SNN layer's output (rate × scale) over data and T steps,
-    channels on ``axis`` (as found in the ANN: time folding hides the layout)."""
+    with the (channel axis, rank) ``layout`` found in the ANN (time folding can hide
+    shapes)."""
     graph = gs.import_onnx(snn)
     neuron = next(n for n in graph.nodes if n.name == layer.node)
     output = next(c for c in neuron.outputs[0].outputs if c.op == "Mul").outputs[0]  # × scale
-    hook = ChannelMeanHook(axis=axis)
+    hook = ChannelMeanHook(layout=layout)
     graph.outputs = hook.graph_outputs(graph, output)
     graph.cleanup()
     model = gs.export_onnx(graph)
@@ -139,7 +140,7 @@ def calibrate_biases(ann: onnx.ModelProto, layers: list[NeuronPlan], data: Any,
         layer = corrected[index]
         target = targets[layer.node]
         achieved = snn_channel_means(build(ann, corrected), data, specs, layer, timesteps,
-                                     batch_size, target.axis, cluster)
+                                     batch_size, target.layout, cluster)
         shift = target.scale - achieved
         if layer.bias_shift is not None:
             shift = shift + layer.bias_shift

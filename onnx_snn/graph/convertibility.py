@@ -9,6 +9,8 @@ On a prepared graph, with the rectifiers that will become neurons:
 - a control-flow node (If, Loop, Scan) that spiking values reach may neither
   hold rectifiers or other activations in its body (they would run per step on
   spikes) nor take its condition or trip count from spiking values;
+- no node that spiking values reach may drop the batch axis (a Reshape to [-1]
+  of a batch-1 export), since time is folded into it;
 - every graph output must carry a batch axis, so that time can be folded into
   it: an output that no input reaches (a constant), a scalar, or one whose
   declared shape is static with no batch-sized axis is refused. The batch may sit
@@ -27,7 +29,7 @@ from onnx_snn.graph.activations import (
     NONLINEAR, downstream, rectifier_cap, nonlinear_activations,
 )
 from onnx_snn.errors import OnnxSnnError
-from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL
+from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL, batch_losing_nodes
 from onnx_snn.graph.registry import CONTROL_FLOW
 
 #: Inputs of a control-flow op that choose what runs: If's condition, Loop's trip
@@ -73,6 +75,19 @@ def check_convertible(graph: gs.Graph, converted: Collection[str]) -> None:
                                "values, which change from step to step: it cannot be folded "
                                "over time")
     _check_outputs(graph)
+    _check_batch_kept(graph, spiking)
+
+
+def _check_batch_kept(graph: gs.Graph, spiking: set[int]) -> None:
+    """Refuse a node that spiking values reach and that drops the batch axis (it would
+    mix the time steps folded into it), naming it."""
+    lost = batch_losing_nodes(gs.export_onnx(graph.copy().cleanup(), do_type_check=False))
+    for node in graph.nodes:
+        if id(node) in spiking and node.name in lost:
+            raise OnnxSnnError(f"{node.op} '{node.name}' turns a tensor with a batch axis into "
+                               f"'{lost[node.name]}', which has none: the time steps folded "
+                               "into the batch would mix (a batch-1 export can write a "
+                               "flatten as a Reshape to [-1]; export with a dynamic batch)")
 
 
 def _body_nodes(node: gs.Node) -> list[gs.Node]:

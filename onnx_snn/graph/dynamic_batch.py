@@ -21,14 +21,18 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 BATCH_SYMBOL = "N"
 #: The batch the inputs get while looking for batch-following Reshapes (a prime).
 MARKER_BATCH = 7919
-_MAX_ROUNDS = 16
+#: Shape computations folded while looking, up to this size (bytes) a value.
+MARKER_FOLD_LIMIT = 2**20
 
 Infer = Callable[[onnx.ModelProto], onnx.ModelProto]
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.BFLOAT16}
 
 
 def relax_batch(model: onnx.ModelProto, infer: Infer) -> onnx.ModelProto:
@@ -74,6 +78,21 @@ def _fixed_batch_sizes(model: onnx.ModelProto) -> set[int]:
 
 def _follow_batch(model: onnx.ModelProto, batch_sizes: set[int], infer: Infer) -> None:
     """Rewrite, in place, the Reshapes whose constant target hard-codes the batch."""
+    # each round rewrites at least one Reshape (a chain of them, as in a channel shuffle,
+    # reveals one more per round), so there are at most as many rounds as Reshapes
+    for _ in range(sum(node.op_type == "Reshape" for node in model.graph.node)):
+        rewritten = _rewrite_reshapes(_marked(model, infer), batch_sizes)
+        if not rewritten:
+            return
+        for node in model.graph.node:
+            if node.op_type == "Reshape" and node.output[0] in rewritten:
+                _set_target(model.graph, node, rewritten[node.output[0]])
+
+
+def _marked(model: onnx.ModelProto, infer: Infer) -> onnx.ModelProto:
+    """A shape-inferred copy of ``model`` with ``MARKER_BATCH`` as every input's batch,
+    its shape computations folded (onnx-graphsurgeon): onnx's own inference does not
+    evaluate them all (a Div of a Shape, as TorchScript writes ``chunk``)."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     for value in _data_inputs(probe):
@@ -81,14 +100,16 @@ def _follow_batch(model: onnx.ModelProto, batch_sizes: set[int], infer: Infer) -
     del probe.graph.output[:]  # declared output shapes would clash with the marker
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o.name)
                               for o in model.graph.output)
-    for _ in range(_MAX_ROUNDS):
-        del probe.graph.value_info[:]  # stale after a rewrite; inference would keep them
-        rewritten = _rewrite_reshapes(infer(probe), batch_sizes)
-        if not rewritten:
-            return
-        for graph in (probe.graph, model.graph):
-            for index, target in rewritten.items():
-                _set_target(graph, index, target)
+    del probe.graph.value_info[:]
+    probe = infer(probe)
+    if not any(node.op_type == "Shape" for node in probe.graph.node):
+        return probe
+    graph = gs.import_onnx(probe)
+    graph.fold_constants(fold_shapes=True, recurse_subgraphs=False,
+                         size_threshold=MARKER_FOLD_LIMIT).cleanup()
+    probe = gs.export_onnx(graph, do_type_check=False)
+    del probe.graph.value_info[:]
+    return infer(probe)
 
 
 def _leading_dims(model: onnx.ModelProto) -> dict[str, int]:
@@ -102,15 +123,15 @@ def _leading_dims(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _rewrite_reshapes(model: onnx.ModelProto, batch_sizes: set[int]
-                      ) -> dict[int, np.ndarray]:
-    """By node index: the new target of each Reshape that reads a batch-leading tensor
+                      ) -> dict[str, np.ndarray]:
+    """By output name: the new target of each Reshape that reads a batch-leading tensor
     (first dimension ``MARKER_BATCH``) but whose constant target starts with a fixed
     batch size."""
     leading = _leading_dims(model)
     initializers = {t.name: t for t in model.graph.initializer}
     constants = {node.output[0]: node for node in model.graph.node if node.op_type == "Constant"}
     rewritten = {}
-    for index, node in enumerate(model.graph.node):
+    for node in model.graph.node:
         if node.op_type != "Reshape" or leading.get(node.input[0]) != MARKER_BATCH:
             continue
         target = _constant(node.input[1], initializers, constants)
@@ -119,15 +140,14 @@ def _rewrite_reshapes(model: onnx.ModelProto, batch_sizes: set[int]
             continue  # with allowzero, a 0 elsewhere is a real empty axis: leave it
         fixed = target.astype(np.int64)
         fixed[0] = 0
-        rewritten[index] = fixed
+        rewritten[node.output[0]] = fixed
     return rewritten
 
 
-def _set_target(graph: onnx.GraphProto, index: int, target: np.ndarray) -> None:
-    """Give Reshape node ``index`` a new constant target; 0 copies the input's dimension,
-    so ``allowzero`` goes."""
-    node = graph.node[index]
-    name = f"{node.input[1]}__batch_follows_input_{index}"
+def _set_target(graph: onnx.GraphProto, node: onnx.NodeProto, target: np.ndarray) -> None:
+    """Give Reshape ``node`` a new constant target; 0 copies the input's dimension, so
+    ``allowzero`` goes."""
+    name = f"{node.output[0]}__batch_follows_input"
     graph.initializer.append(numpy_helper.from_array(target, name))
     node.input[1] = name
     kept = [a for a in node.attribute if a.name != "allowzero"]
@@ -144,3 +164,27 @@ def _constant(name: str, initializers: dict, constants: dict) -> np.ndarray | No
             if attribute.name == "value":
                 return numpy_helper.to_array(attribute.t)
     return None
+
+
+def batch_losing_nodes(model: onnx.ModelProto) -> dict[str, str]:
+    """By node name: the nodes of a prepared model that take a tensor with a batch axis
+    and give one without (a Reshape to [-1] that flattens the batch away, then a
+    Gather of constant indices, as a batch-1 export writes ``flatten`` of a
+    channels-last tensor), with the tensor they give. Once time is folded into the
+    batch, such a node mixes the steps."""
+    probe = _marked(model, lambda m: onnx.shape_inference.infer_shapes(m, data_prop=True))
+    values = [*probe.graph.input, *probe.graph.value_info, *probe.graph.output]
+    dims = {value.name: [d.dim_value for d in value.type.tensor_type.shape.dim]
+            for value in values if value.type.tensor_type.HasField("shape")}
+    floats = {value.name for value in values
+              if value.type.tensor_type.elem_type in _FLOAT_TYPES}  # data, not shapes
+
+    def batched(name: str) -> bool | None:
+        shape = dims.get(name)
+        return None if shape is None or 0 in shape else \
+            any(d and d % MARKER_BATCH == 0 for d in shape)
+
+    return {node.name: node.output[0] for node in probe.graph.node
+            if node.input and node.output and node.output[0] in floats
+            and batched(node.input[0]) and batched(node.output[0]) is False}
+

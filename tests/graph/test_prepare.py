@@ -283,3 +283,48 @@ def test_given_names_win_over_generated_names() -> None:
     names = [node.name for node in prepared.graph.node]
     assert names[1:] == ["Neg_1", "Relu_0"]
     assert len(set(names)) == 3 and all(names)
+
+
+def _shuffle_chain(units: int, channels: int = 4) -> onnx.ModelProto:
+    """A batch-1 export of ``units`` channel shuffles, each computing its split point
+    from the Shape through a Div (as TorchScript writes ``chunk``) and hard-coding the
+    batch in two Reshapes: Slice(x, 0, C/2) ++ Relu(Slice(x, C/2, C)) -> Reshape
+    [1, 2, C/2, H, W] -> Transpose -> Reshape [1, C, H, W]."""
+    nodes, inits, x = [], {}, "x"
+    inits.update(one=np.array([1], np.int64), two=np.array([2], np.int64),
+                 zero=np.array([0], np.int64), big=np.array([channels], np.int64),
+                 split=np.array([1, 2, channels // 2, 3, 3], np.int64),
+                 back=np.array([1, channels, 3, 3], np.int64))
+    for k in range(units):
+        p = f"u{k}_"
+        nodes += [helper.make_node("Shape", [x], [p + "shape"]),
+                  helper.make_node("Gather", [p + "shape", "one"], [p + "c"], axis=0),
+                  helper.make_node("Div", [p + "c", "two"], [p + "half"]),
+                  helper.make_node("Slice", [x, "zero", p + "half", "one"], [p + "a"]),
+                  helper.make_node("Slice", [x, p + "half", "big", "one"], [p + "b"]),
+                  helper.make_node("Relu", [p + "b"], [p + "rb"]),
+                  helper.make_node("Concat", [p + "a", p + "rb"], [p + "cat"], axis=1),
+                  helper.make_node("Reshape", [p + "cat", "split"], [p + "r1"]),
+                  helper.make_node("Transpose", [p + "r1"], [p + "t"], perm=[0, 2, 1, 3, 4]),
+                  helper.make_node("Reshape", [p + "t", "back"], [p + "out"])]
+        x = p + "out"
+    nodes.append(helper.make_node("Identity", [x], ["y"]))
+    graph = helper.make_graph(
+        nodes, "shuffles", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 3, 3])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_long_chain_of_batch_one_reshapes_follows_the_batch() -> None:
+    """Each channel shuffle's second Reshape shows its batch only once the first is
+    rewritten, and the split point only once the Shape-Div is evaluated: 10 units
+    need 20 rounds of rewrites, all found. Run at batch 5, every sample equals the batch-1 ANN."""
+    ann = _shuffle_chain(10)
+    prepared = prepare(ann)
+    x = np.random.default_rng(0).normal(size=(5, 4, 3, 3)).astype(np.float32)
+    batched = ort.InferenceSession(prepared.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    single = ort.InferenceSession(ann.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([single.run(None, {"x": row[None]})[0] for row in x])
+    np.testing.assert_array_equal(batched, expected)
