@@ -255,3 +255,37 @@ def test_a_batch_one_flatten_that_drops_the_batch_is_refused(tmp_path) -> None:
     with pytest.raises(OnnxSnnError, match=r"turns a tensor with a batch axis into .* which "
                                            r"has none"):
         convert(str(path), {"x": x}, progress=False)
+
+
+def test_a_global_max_pool_converts_the_same_from_both_exporters(tmp_path) -> None:
+    """``AdaptiveMaxPool2d(1)``: TorchScript writes a MaxPool over the whole input,
+    dynamo a ReduceMax. Both are the same global max, a time-difference op exact on
+    the running means: the two SNNs agree with each other and approach torch."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 6, 3), nn.Linear(6, 3)
+
+        def forward(self, x):
+            pooled = nn.functional.adaptive_max_pool2d(torch.relu(self.conv(x)), 1)
+            return self.fc(torch.flatten(pooled, 1))
+
+    torch.manual_seed(3)
+    net = Net().eval()
+    x = np.random.default_rng(4).random((12, 3, 8, 8), dtype=np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    means = []
+    for dynamo in (True, False):
+        path = tmp_path / f"ann_{dynamo}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.from_numpy(x[:2]),), str(path), dynamo=dynamo,
+                              input_names=["x"])
+            snn = convert(str(path), {"x": x}, batch_size=12, progress=False).model
+        means.append(SpikingSession(snn).run({"x": x}, 256).per_step.mean(axis=0))
+    np.testing.assert_allclose(means[0], means[1], rtol=1e-4, atol=1e-4)
+    assert np.abs(means[0] - expected).max() < 0.05 * np.abs(expected).max()

@@ -8,6 +8,9 @@
   BatchNorm folding and shape inference see constant weights and shapes;
 - make the batch axis dynamic (``onnx_snn.graph.dynamic_batch``) and run shape inference;
 - fold a BatchNormalization that follows a Conv or Gemm into that layer;
+- write a MaxPool or AveragePool whose window is its whole input as the global pool
+  it is (TorchScript writes ``AdaptiveMaxPool2d(1)`` so, dynamo as a ReduceMax), so
+  the same net converts the same way from either exporter;
 - drop Dropout and Identity nodes;
 - give every node a unique name (layers are addressed by node name).
 
@@ -55,6 +58,7 @@ def prepared_graph(model: onnx.ModelProto) -> gs.Graph:
     model = fold_constant_subgraphs(replace_zipmaps(model))
     graph = gs.import_onnx(relax_batch(model, infer_shapes))
     name_nodes(graph)
+    globalise_pools(graph)
     fold_batch_norms(graph)
     drop_passthrough_nodes(graph)
     return graph.cleanup().toposort()
@@ -211,6 +215,31 @@ def name_nodes(graph: gs.Graph) -> None:
             name = f"{name}_{index}"
         node.name = name
         taken.add(name)
+
+
+_GLOBAL_POOLS = {"MaxPool": "GlobalMaxPool", "AveragePool": "GlobalAveragePool"}
+
+
+def globalise_pools(graph: gs.Graph) -> int:
+    """Turn each pool whose window covers its whole input (static spatial dims, no
+    padding or dilation) into the global pool of the same kind; returns how many."""
+    changed = 0
+    for node in graph.nodes:
+        shape = node.inputs[0].shape if node.op in _GLOBAL_POOLS and node.inputs else None
+        if shape is None or len(node.outputs) != 1 or len(shape) < 3:
+            continue
+        spatial = list(shape[2:])
+        kernel = list(node.attrs.get("kernel_shape", []))
+        if kernel != spatial or not all(isinstance(d, int) for d in spatial) \
+                or any(node.attrs.get("pads", [0])) \
+                or any(d != 1 for d in node.attrs.get("dilations", [1])) \
+                or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID",
+                                                                  b"VALID"):
+            continue
+        node.op = _GLOBAL_POOLS[node.op]
+        node.attrs.clear()
+        changed += 1
+    return changed
 
 
 def _only_consumer(tensor: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
