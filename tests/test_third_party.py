@@ -102,7 +102,7 @@ def test_paddle_cls_reaches_the_ann_with_burst_neurons(tmp_path):
     (the ANN: 94 %; benchmarks/third_party.py)."""
     ann = model_file(CLS)
     snn = converted(ann, cls_data(32, seed=10)[0], tmp_path, **BURST)
-    feeds, accuracy = cls_case(40)
+    feeds, accuracy = cls_case(20)
     ann_accuracy, snn_accuracy = accuracy(ann_run(ann, feeds)), accuracy(snn_means(snn, feeds))
     assert ann_accuracy >= 0.9, "the rendered text lines are not what the ANN reads"
     assert snn_accuracy >= ann_accuracy - 0.01, (ann_accuracy, snn_accuracy)
