@@ -104,12 +104,22 @@ def _marked(model: onnx.ModelProto, infer: Infer) -> onnx.ModelProto:
     probe = infer(probe)
     if not any(node.op_type == "Shape" for node in probe.graph.node):
         return probe
-    graph = gs.import_onnx(probe)
-    graph.fold_constants(fold_shapes=True, recurse_subgraphs=False,
-                         size_threshold=MARKER_FOLD_LIMIT).cleanup()
-    probe = gs.export_onnx(graph, do_type_check=False)
+    probe = fold_constants(probe, fold_shapes=True, size_limit=MARKER_FOLD_LIMIT)
     del probe.graph.value_info[:]
     return infer(probe)
+
+
+def fold_constants(model: onnx.ModelProto, fold_shapes: bool, size_limit: int
+                   ) -> onnx.ModelProto:
+    """``model`` with every node whose inputs are all constant (Constant nodes too, and,
+    with ``fold_shapes``, Shapes of static tensors) replaced by initializers of at most
+    ``size_limit`` bytes: onnx-graphsurgeon's constant folding, run in onnxruntime."""
+    graph = gs.import_onnx(model)
+    graph.fold_constants(fold_shapes=fold_shapes, recurse_subgraphs=False,
+                         size_threshold=size_limit).cleanup()
+    folded = gs.export_onnx(graph, do_type_check=False)
+    folded.ir_version = model.ir_version
+    return folded
 
 
 def _leading_dims(model: onnx.ModelProto) -> dict[str, int]:

@@ -24,7 +24,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
-from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL, relax_batch
+from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL, fold_constants, relax_batch
 from onnx_snn.errors import OnnxSnnError, first_line
 from onnx_snn.graph.registry import MIN_OPSET, ONNXRUNTIME_DOMAINS
 
@@ -143,12 +143,7 @@ def fold_constant_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     become the constant 1 and stop following the batch."""
     if not any(node.op_type == "Constant" for node in model.graph.node):
         return model
-    graph = gs.import_onnx(model)
-    graph.fold_constants(fold_shapes=False, recurse_subgraphs=False,
-                         size_threshold=FOLD_SIZE_LIMIT).cleanup()
-    folded = gs.export_onnx(graph, do_type_check=False)
-    folded.ir_version = model.ir_version
-    return folded
+    return fold_constants(model, fold_shapes=False, size_limit=FOLD_SIZE_LIMIT)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
