@@ -16,9 +16,9 @@ The models and their data are those of ``tests/test_third_party.py`` (made in
 
 Each setting of ``--settings`` converts with ``onnx_snn.convert`` (``default``:
 no options; ``best``: ``preset="best"``; ``burst``, ``burst8``: ``preset="best"``
-with burst neurons of up to 4 or 8 spikes a step), runs the SNN once at the largest T of ``--timesteps`` and reads
-the metric of the mean output over steps 1..t at every t. Calibration data is made
-with other seeds than the test data.
+with burst neurons of up to 4 or 8 spikes a step), runs the SNN once at the largest
+T of ``--timesteps`` and reads the metric of the mean output over steps 1..t at every
+t. Calibration data is made with other seeds than the test data.
 
     python benchmarks/third_party.py [--models cls,rec,ddddocr,swift]
         [--settings default,best,burst] [--timesteps 8,16,32,64,128] [--json F]

@@ -18,8 +18,8 @@ BALANCED_TIMESTEPS = 16
 
 
 class ThresholdBalancingHook(Collector):
-    """Per channel (``onnx_snn.graph.layout``), the threshold θ that minimises Σ (q_θ(x) − x)² over all the
-    calibration values x of the channel, where ``q_θ(x) = θ·clip(floor(L·x/θ + v_init),
+    """Per channel (``onnx_snn.graph.layout``), the threshold θ that minimises
+    Σ (q_θ(x) − x)² over all the calibration values x of the channel, where ``q_θ(x) = θ·clip(floor(L·x/θ + v_init),
     0, L)/L`` is the rate of an IF neuron with soft reset driven for L = ``timesteps``
     levels by x (Li et al., ICML 2021; Bu et al., ICLR 2022, QCFS).
 

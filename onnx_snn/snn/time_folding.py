@@ -53,9 +53,10 @@ class TimeFolding:
     are listed in ``accumulators``. With ``maxpool`` "td" or "gated",
     each MaxPool that spiking values reach is rewritten by
     ``onnx_snn.snn.temporal_pooling``; with the others, so is each one that pools
-    analog values, as "td" (those in ``spike_pools`` pool spikes and run per step). With ``time_difference``, every other node
-    that is not affine in the time-varying values it reads (GELU, LayerNorm,
-    Softmax, a product of two of them, ...) becomes a time-difference op
+    analog values, as "td" (those in ``spike_pools`` pool spikes and run per step).
+    With ``time_difference``, every other node that is not affine in the
+    time-varying values it reads (GELU, LayerNorm, Softmax, a product of two of
+    them, ...) becomes a time-difference op
     (``onnx_snn.snn.time_difference``); without it such nodes run step by step
     (``keep_analog``). The running sums and means of these rewrites are accumulators
     too, their differences are listed in ``differences``, and the tensors the TD ops

@@ -310,7 +310,8 @@ def _shuffle_chain(units: int, channels: int = 4) -> onnx.ModelProto:
         x = p + "out"
     nodes.append(helper.make_node("Identity", [x], ["y"]))
     graph = helper.make_graph(
-        nodes, "shuffles", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 3, 3])],
+        nodes, "shuffles",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 3, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 3, 3])],
         initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
