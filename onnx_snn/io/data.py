@@ -24,7 +24,6 @@ setting) is given once and fed with every batch (``onnx_snn.io.constant_inputs``
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from onnx import helper
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.constant_inputs import constant_value, dict_constants, npz_constants
-from onnx_snn.io.npz import npz_batches, npz_header, npz_keys_for
+from onnx_snn.io.npz import npz_batches, npz_files, npz_header, npz_keys_for
 from onnx_snn.validation import check_positive_int
 
 Batch = dict[str, np.ndarray]
@@ -231,21 +230,13 @@ def has_labels(data: Any, labels: Any = None) -> bool:
     if labels is not None:
         return True
     if isinstance(raw, (str, Path)):
-        members = _npz_members(Path(raw))
-        return members is None or LABELS in members
+        try:
+            return LABELS in npz_files(Path(raw))
+        except OnnxSnnError:  # not a readable .npz: the data reader says why
+            return True
     if isinstance(raw, Mapping):
         return LABELS in raw
     return not _is_array_like(raw)
-
-
-def _npz_members(path: Path) -> set[str] | None:
-    """The array names in an .npz file; None when it is not one that can be read (the
-    data reader then says why)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return {name[:-4] for name in archive.namelist() if name.endswith(".npy")}
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return None
 
 
 def validate_batch(raw: Any, specs: list[InputSpec], where: str) -> Batch:

@@ -19,7 +19,7 @@ from onnx_snn.errors import OnnxSnnError
 def npz_keys_for(path: Path, inputs: list[str], labels: str | None = None) -> dict[str, str]:
     """Map each model input (and ``labels`` when given) to its .npz array: arrays named
     after the inputs, or ``x`` for a single-input model."""
-    files = _npz_files(path)
+    files = npz_files(path)
     if all(name in files for name in inputs):
         keys = {name: name for name in inputs}
     elif len(inputs) == 1 and "x" in files:
@@ -39,7 +39,7 @@ def npz_keys_for(path: Path, inputs: list[str], labels: str | None = None) -> di
     return keys
 
 
-def _npz_files(path: Path) -> set[str]:
+def npz_files(path: Path) -> set[str]:
     """The array names of an .npz archive; a clear error for anything else."""
     if not path.is_file():
         raise OnnxSnnError(f"{path}: no such data file")

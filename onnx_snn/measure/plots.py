@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,21 +115,26 @@ def _ratio(value: float | None) -> str:
 
 
 def write_plots(report, out: Path) -> list[Path]:
-    plots = [accuracy_plot(report, out), firing_rate_plot(report, out), sops_plot(report, out)]
+    """The report's plots; no accuracy plot when nothing was scored."""
+    plots = [accuracy_plot(report, out)] if report.accuracy_curve else []
+    plots += [firing_rate_plot(report, out), sops_plot(report, out)]
     if report.scatter:
         plots.append(scatter_plot(report, out))
     return plots
 
 
 def write_summary(report, plots: list[Path]) -> str:
-    """report.md: the headline numbers, a table per layer, and the plots."""
+    """report.md: the headline numbers, a table per layer, the outputs against the ANN
+    (when compared), and the plots."""
     curve = report.accuracy_curve
     marks = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256) if t <= report.timesteps]
     lines = [f"# Spiking network report (T = {report.timesteps}, {report.samples} samples)", ""]
     if report.ann_accuracy is not None:
         lines.append(f"- ANN accuracy: {100 * report.ann_accuracy:.2f} %")
+    if curve:  # empty when nothing was scored (no labels or class scores)
+        lines.append("- SNN accuracy: " + ", ".join(f"T={t}: {100 * curve[t - 1]:.2f} %"
+                                                    for t in marks))
     lines += [
-        "- SNN accuracy: " + ", ".join(f"T={t}: {100 * curve[t - 1]:.2f} %" for t in marks),
         f"- Synaptic operations per sample: {report.totals['sops']:.4g} against "
         f"{report.totals['ann_macs']:.4g} ANN MACs (ratio {_ratio(report.totals['sop_mac_ratio'])})",
         f"- Energy per sample ({report.energy['precision']}, 45 nm): ANN "
@@ -141,5 +147,26 @@ def write_summary(report, plots: list[Path]) -> str:
         lines.append(f"| {layer.node} | {layer.neurons} | {layer.firing_rate:.4f} | "
                      f"{layer.sops:.4g} | {layer.ann_macs} | {r} |")
     lines.append("")
+    if report.fidelity:
+        lines += _fidelity_markdown(report.fidelity)
     lines += [f"![{plot.stem}]({plot.name})" for plot in plots]
     return "\n".join(lines) + "\n"
+
+
+def _fidelity_markdown(fidelity: dict[str, Any]) -> list[str]:
+    """report.md's table of each output against the ANN (``SnnReport.fidelity``)."""
+    def cell(value: float | None, percent: bool = False) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f} %" if percent else f"{value:.4f}"
+
+    lines = ["", f"## Outputs against the ANN ({fidelity['samples']} samples)", "",
+             "SNN output averaged over the first T steps, against the ANN's: relative error "
+             "Σ|SNN − ANN| / Σ|ANN|, Pearson r, and argmax agreement along the last axis "
+             "(equality for integer outputs).", "",
+             "| output | T | rel. error | r | agreement |", "|---|---:|---:|---:|---:|"]
+    for name, values in fidelity["outputs"].items():
+        for t in fidelity["timesteps"]:
+            lines.append(f"| {name} | {t} | {cell(values['error'][str(t)])} | "
+                         f"{cell(values['correlation'][str(t)])} | "
+                         f"{cell(values['agreement'][str(t)], True)} |")
+    return [*lines, ""]
+

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -80,29 +80,14 @@ class SnnReport:
         all at once (``onnx_snn.io.outputs``); returns the file names. With ``outputs``
         the folder is only staged there, to be committed with the command's other
         outputs."""
-        from onnx_snn.measure.plots import (
-            REPORT_FILES, firing_rate_plot, scatter_plot, sops_plot, write_plots, write_summary,
-        )
+        from onnx_snn.measure.plots import REPORT_FILES, write_plots, write_summary
 
         written: list[str] = []
 
         def fill(folder: Path) -> tuple[str, ...]:
             (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-            if self.accuracy_curve:
-                plots = write_plots(self, folder)
-                summary = write_summary(self, plots).splitlines()
-            else:  # nothing scored: no accuracy plot or line
-                plots = [firing_rate_plot(self, folder), sops_plot(self, folder)]
-                if self.scatter:
-                    plots.append(scatter_plot(self, folder))
-                unscored = replace(self, accuracy_curve=[0.0] * self.timesteps)
-                summary = [line for line in write_summary(unscored, plots).splitlines()
-                           if not line.startswith("- SNN accuracy")]
-            if self.fidelity:
-                at = next((k for k, line in enumerate(summary) if line.startswith("![")),
-                          len(summary))
-                summary[at:at] = _fidelity_markdown(self.fidelity)
-            (folder / "report.md").write_text("\n".join(summary) + "\n")
+            plots = write_plots(self, folder)
+            (folder / "report.md").write_text(write_summary(self, plots))
             written.extend(["report.json", *(plot.name for plot in plots), "report.md"])
             return REPORT_FILES
 
@@ -320,24 +305,6 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
                      {name: np.concatenate(points) for name, points in scatter.items()
                       if points}, local.scored.name if local.labelled else None,
                      None if fidelity is None else fidelity.to_dict())
-
-
-def _fidelity_markdown(fidelity: dict[str, Any]) -> list[str]:
-    """report.md's table of each output against the ANN (``SnnReport.fidelity``)."""
-    def cell(value: float | None, percent: bool = False) -> str:
-        return "n/a" if value is None else f"{100 * value:.2f} %" if percent else f"{value:.4f}"
-
-    lines = ["", f"## Outputs against the ANN ({fidelity['samples']} samples)", "",
-             "SNN output averaged over the first T steps, against the ANN's: relative error "
-             "Σ|SNN − ANN| / Σ|ANN|, Pearson r, and argmax agreement along the last axis "
-             "(equality for integer outputs).", "",
-             "| output | T | rel. error | r | agreement |", "|---|---:|---:|---:|---:|"]
-    for name, values in fidelity["outputs"].items():
-        for t in fidelity["timesteps"]:
-            lines.append(f"| {name} | {t} | {cell(values['error'][str(t)])} | "
-                         f"{cell(values['correlation'][str(t)])} | "
-                         f"{cell(values['agreement'][str(t)], True)} |")
-    return [*lines, ""]
 
 
 def _scaled_rate(rate: np.ndarray, scale: Any) -> np.ndarray:
