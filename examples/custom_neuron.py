@@ -31,7 +31,8 @@ import onnx
 
 from onnx_snn import Neuron, NeuronFactory, SpikingModel, convert
 from onnx_snn.ops.dynamics import if_step
-from onnx_snn.ops.function_bodies import GraphArithmetic, scan_neuron_function
+from onnx_snn.ops.dynamics import GraphArithmetic
+from onnx_snn.ops.function_bodies import scan_neuron_function
 from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
 from onnx_snn.runtime import SpikingSession
 

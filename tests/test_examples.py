@@ -21,7 +21,7 @@ pytest.importorskip("sklearn")
 
 from conftest import load_example
 from onnx_snn.runtime import SpikingSession
-from onnx_snn import NeuronFactory, OnnxSnnError, convert, run_passes, simulate_if  # noqa: E402
+from onnx_snn import NeuronFactory, convert, run_passes, simulate_if  # noqa: E402
 
 OPSET = 17
 

@@ -77,13 +77,21 @@ void StepRowStreaming(float* v, const float* x, float* s, int64_t count, float t
 }
 #endif
 
-template <bool kHardReset, bool kStream, bool kQuantized>
+// kState: the potentials start from v_in and end in v_out, where given. Without it
+// both go unused, and the loops compile as they always have: the extra pointers
+// would change their register allocation, and with it which NaN an addition of two
+// NaNs returns (x86 returns its first operand's).
+template <bool kHardReset, bool kStream, bool kQuantized, bool kState>
 void RunBlocks(const IFParams& p, const float* x, int64_t x_stride, float* s, int64_t steps,
-               int64_t features, int64_t begin, int64_t end) {
+               int64_t features, int64_t begin, int64_t end, const float* v_in, float* v_out) {
   float v[kBlock];
   for (int64_t first = begin; first < end; first += kBlock) {
     const int64_t count = std::min(kBlock, end - first);
-    std::fill(v, v + count, p.v_start);
+    if (kState && v_in != nullptr) {
+      std::copy(v_in + first, v_in + first + count, v);
+    } else {
+      std::fill(v, v + count, p.v_start);
+    }
     for (int64_t t = 0; t < steps; ++t) {
       const float* xt = x + t * x_stride + first;
       float* st = s + t * features + first;
@@ -99,27 +107,39 @@ void RunBlocks(const IFParams& p, const float* x, int64_t x_stride, float* s, in
 #endif
       StepRow<kHardReset>(v, xt, st, count, p.threshold, p.v_reset);
     }
+    if (kState && v_out != nullptr) std::copy(v, v + count, v_out + first);
   }
 #if defined(__SSE2__)
   if (kStream && !kQuantized) _mm_sfence();  // make the streamed spikes visible to other threads
 #endif
 }
 
+// RunBlocks for the params' dynamics, with or without kState.
+template <bool kState>
+void RunDynamics(const IFParams& params, bool stream, const float* x, int64_t x_stride, float* s,
+                 int64_t steps, int64_t features, int64_t begin, int64_t end, const float* v_in,
+                 float* v_out) {
+  const auto run =
+      params.quantized
+          ? (params.hard_reset ? RunBlocks<true, false, true, kState>
+                               : RunBlocks<false, false, true, kState>)
+      : params.hard_reset
+          ? (stream ? RunBlocks<true, true, false, kState> : RunBlocks<true, false, false, kState>)
+          : (stream ? RunBlocks<false, true, false, kState>
+                    : RunBlocks<false, false, false, kState>);
+  run(params, x, x_stride, s, steps, features, begin, end, v_in, v_out);
+}
+
 }  // namespace
 
 void RunIF(const IFParams& params, const float* x, int64_t x_stride, float* s, int64_t steps,
-           int64_t features, int64_t begin, int64_t end) {
+           int64_t features, int64_t begin, int64_t end, const float* v_in, float* v_out) {
   int64_t bytes = 0;  // an output too large to count is certainly large enough to stream
   const bool stream = !CheckedMul(steps, features, &bytes) ||
                       !CheckedMul(bytes, static_cast<int64_t>(sizeof(float)), &bytes) ||
                       bytes >= kStreamBytes;
-  const auto run =
-      params.quantized
-          ? (params.hard_reset ? RunBlocks<true, false, true> : RunBlocks<false, false, true>)
-      : params.hard_reset
-          ? (stream ? RunBlocks<true, true, false> : RunBlocks<true, false, false>)
-          : (stream ? RunBlocks<false, true, false> : RunBlocks<false, false, false>);
-  run(params, x, x_stride, s, steps, features, begin, end);
+  const auto run = v_in != nullptr || v_out != nullptr ? RunDynamics<true> : RunDynamics<false>;
+  run(params, stream, x, x_stride, s, steps, features, begin, end, v_in, v_out);
 }
 
 }  // namespace onnx_snn

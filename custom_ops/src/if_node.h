@@ -28,7 +28,8 @@ namespace onnx_snn {
 struct IFParams {
   float threshold;  // v_threshold
   float v_reset;    // used by the hard reset only
-  float v_start;    // initial potential: v_init * v_threshold
+  float v_start;    // initial potential where no v_in is given: v_init * v_threshold,
+                    // or the one value of an IFNode's V
   bool hard_reset;
   bool quantized;     // a burst or signed neuron: max_spikes > 1 or signed
   float spikes_low;   // quantized only: -max_spikes if signed, else 0
@@ -40,8 +41,10 @@ struct IFParams {
 // x_stride = features for an input [steps, features], 0 for one row shown at
 // every step. steps * features * sizeof(float) may be anything (the caller
 // checks the sizes it allocates); the function does no other size arithmetic.
+// Feature i's potential starts at v_in[i], or at params.v_start where v_in is null;
+// unless v_out is null, v_out[i] receives it after the last step.
 void RunIF(const IFParams& params, const float* x, int64_t x_stride, float* s, int64_t steps,
-           int64_t features, int64_t begin, int64_t end);
+           int64_t features, int64_t begin, int64_t end, const float* v_in, float* v_out);
 
 // *product = a * b; false (and *product unspecified) when that overflows int64.
 inline bool CheckedMul(int64_t a, int64_t b, int64_t* product) {

@@ -6,12 +6,19 @@
 // (C#), registerCustomOpLibrary (Java) or SessionOptions.register_custom_ops_library
 // (Python); onnxruntime then runs this kernel instead of the op's ONNX function.
 //
-// IFNode(X: float32, T: int64 scalar) -> S: float32 0/1 spikes [T*N, ...].
+// IFNode(X: float32, T: int64 scalar, V: float32, optional) -> (S: float32 0/1 spikes
+// [T*N, ...], V_next: float32, optional).
 // Attributes: v_threshold, v_reset, v_init (a fraction of v_threshold), hard_reset,
 // max_spikes and signed (optional, 1 and 0 when absent: a burst neuron fires up
 // to max_spikes a step, a signed one down to -max_spikes), broadcast_input (0: X is [T*N, ...], one slice per step; 1: X is [S, N, ...]
-// with S = 1, the same input at every step, or S = T). From API 17 the op also
-// tells onnxruntime the spikes' shape (InferShape): X's, or [T*N, X[2:]...].
+// with S = 1, the same input at every step, or S = T). V holds the potentials
+// before the first step: one per feature of a step (e.g. [N, ...]), or exactly one
+// value, the start of every potential (e.g. [1, 1]); without V they start at
+// v_init * v_threshold. V_next receives them after the last step: in V's shape where
+// V holds one per feature (also where a step has one feature and V one value), else
+// in one step's shape [N, ...]. Fed to the next call as V, it continues the run, so
+// T steps may run as several calls. From API 17 the op also tells onnxruntime
+// the spikes' shape (InferShape): X's, or [T*N, X[2:]...].
 //
 // RunningSum, RunningMean, Difference, StepDifference(X: float32 [T*N, ...], T: int64
 // with one value) -> Y: float32, X's shape; X is read as T rows, one per step.
@@ -195,6 +202,8 @@ struct Task {
   float* s;
   int64_t steps;
   int64_t features;
+  const float* v_in;  // V, or null
+  float* v_out;       // V_next, or null
   std::atomic<bool> failed{false};  // set by a task that threw (RunIF does not)
 };
 
@@ -206,7 +215,7 @@ void RunTask(void* data, size_t index) noexcept {
     const int64_t begin = static_cast<int64_t>(index) * kTaskFeatures;
     const int64_t end = std::min(task.features, begin + kTaskFeatures);
     onnx_snn::RunIF(*task.params, task.x, task.x_stride, task.s, task.steps, task.features, begin,
-                    end);
+                    end, task.v_in, task.v_out);
   } catch (...) {
     task.failed.store(true);
   }
@@ -226,6 +235,19 @@ OrtStatus* ReadSteps(const char* op, const OrtValue* value, int64_t* steps) {
   return nullptr;
 }
 
+// A tensor's shape and element count.
+OrtStatus* ReadShape(const OrtValue* value, std::vector<int64_t>* shape, size_t* count) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  RETURN_IF_ERROR(g_api->GetTensorTypeAndShape(value, &info));
+  size_t rank = 0;
+  OrtStatus* status = g_api->GetDimensionsCount(info, &rank);
+  shape->resize(rank);
+  if (status == nullptr) status = g_api->GetDimensions(info, shape->data(), rank);
+  if (status == nullptr) status = g_api->GetTensorShapeElementCount(info, count);
+  g_api->ReleaseTensorTypeAndShapeInfo(info);
+  return status;
+}
+
 // A kernel's inputs X and T: X's shape and element count, and T's value (at least 1).
 struct Inputs {
   const OrtValue* x = nullptr;
@@ -239,17 +261,8 @@ OrtStatus* ReadInputs(const char* op, OrtKernelContext* context, Inputs* inputs)
   RETURN_IF_ERROR(g_api->KernelContext_GetInput(context, 0, &inputs->x));
   RETURN_IF_ERROR(g_api->KernelContext_GetInput(context, 1, &t_value));
   RETURN_IF_ERROR(ReadSteps(op, t_value, &inputs->steps));
-
-  OrtTensorTypeAndShapeInfo* info = nullptr;
-  RETURN_IF_ERROR(g_api->GetTensorTypeAndShape(inputs->x, &info));
-  size_t rank = 0;
   size_t count = 0;
-  OrtStatus* status = g_api->GetDimensionsCount(info, &rank);
-  inputs->shape.resize(rank);
-  if (status == nullptr) status = g_api->GetDimensions(info, inputs->shape.data(), rank);
-  if (status == nullptr) status = g_api->GetTensorShapeElementCount(info, &count);
-  g_api->ReleaseTensorTypeAndShapeInfo(info);
-  RETURN_IF_ERROR(status);
+  RETURN_IF_ERROR(ReadShape(inputs->x, &inputs->shape, &count));
   if (count > static_cast<size_t>(INT64_MAX)) {
     return FailIn(op, "X has " + std::to_string(count) + " elements, more than int64 holds");
   }
@@ -276,6 +289,64 @@ OrtStatus* RunTasks(OrtKernelContext* context, void (*run)(void*, size_t), size_
   return nullptr;
 }
 
+// IFNode's optional input V and output V_next: the potentials before the first step
+// and after the last.
+struct State {
+  const float* in = nullptr;  // V's values where it holds one per feature, else null
+  bool uniform = false;       // V holds one value, start, for every feature
+  float start = 0.0f;
+  float* out = nullptr;       // V_next's values, or null: the node has no V_next
+};
+
+// Reads V (input 2) and allocates V_next (output 1) where the node has them. V holds
+// one value per feature, or one value for all of them; V_next takes V's shape, or
+// else (no V, or one value for features != 1) step_shape, one step's shape (null
+// when X has none: a first dimension that is not a multiple of T).
+OrtStatus* ReadState(OrtKernelContext* context, int64_t features,
+                     const std::vector<int64_t>* step_shape, State* state) {
+  size_t input_count = 0;
+  size_t output_count = 0;
+  RETURN_IF_ERROR(g_api->KernelContext_GetInputCount(context, &input_count));
+  RETURN_IF_ERROR(g_api->KernelContext_GetOutputCount(context, &output_count));
+  const OrtValue* v_value = nullptr;  // stays null where the node leaves V out
+  if (input_count > 2) RETURN_IF_ERROR(g_api->KernelContext_GetInput(context, 2, &v_value));
+  std::vector<int64_t> v_shape;
+  if (v_value != nullptr) {
+    size_t count = 0;
+    RETURN_IF_ERROR(ReadShape(v_value, &v_shape, &count));
+    if (count != static_cast<size_t>(features) && count != 1) {
+      return Fail("V holds " + std::to_string(count) + " potentials, expected " +
+                  std::to_string(features) + ", one per feature of a step, or 1");
+    }
+    void* data = nullptr;
+    RETURN_IF_ERROR(g_api->GetTensorMutableData(const_cast<OrtValue*>(v_value), &data));
+    if (count == static_cast<size_t>(features)) {
+      state->in = static_cast<const float*>(data);
+    } else {
+      state->uniform = true;
+      state->start = *static_cast<const float*>(data);
+    }
+  }
+  if (output_count < 2) return nullptr;
+  if (v_value == nullptr || state->uniform) {
+    if (step_shape == nullptr) {
+      const char* needs = v_value == nullptr ? "V" : "a V of one value per feature";
+      return Fail(std::string("V_next needs ") + needs +
+                  " here: X's first dimension is not a multiple of T, so a step has no "
+                  "shape [N, ...]");
+    }
+    v_shape = *step_shape;
+  }
+  OrtValue* v_next = nullptr;
+  RETURN_IF_ERROR(
+      g_api->KernelContext_GetOutput(context, 1, v_shape.data(), v_shape.size(), &v_next));
+  if (v_next == nullptr) return nullptr;  // an output named "": not wanted
+  void* data = nullptr;
+  RETURN_IF_ERROR(g_api->GetTensorMutableData(v_next, &data));
+  state->out = static_cast<float*>(data);
+  return nullptr;
+}
+
 OrtStatus* IFKernel::Compute(OrtKernelContext* context) const {
   Inputs in;
   RETURN_IF_ERROR(ReadInputs(kOpType, context, &in));
@@ -285,6 +356,9 @@ OrtStatus* IFKernel::Compute(OrtKernelContext* context) const {
   // Spikes are [steps, features]; step t reads X at t * x_stride.
   int64_t features = 0;
   int64_t x_stride = 0;
+  std::vector<int64_t> step_shape;  // one step's shape [N, ...]: V_next's without a
+                                    // V of one value per feature
+  bool has_step_shape = true;
   if (broadcast_input) {
     if (shape.size() < 2) return Fail("X must be [S, N, ...] with broadcast_input = 1");
     const int64_t x_steps = shape[0];
@@ -295,6 +369,7 @@ OrtStatus* IFKernel::Compute(OrtKernelContext* context) const {
     features = elements / x_steps;
     x_stride = x_steps == 1 ? 0 : features;
     shape.erase(shape.begin());
+    step_shape = shape;
     int64_t rows = 0;  // the spikes' first dimension, T * N
     if (!onnx_snn::CheckedMul(steps, shape[0], &rows)) {
       return Fail("T = " + std::to_string(steps) + " times " + std::to_string(shape[0]) +
@@ -308,6 +383,11 @@ OrtStatus* IFKernel::Compute(OrtKernelContext* context) const {
     }
     features = elements / steps;
     x_stride = features;
+    step_shape = shape;
+    if (!shape.empty()) {
+      has_step_shape = shape[0] % steps == 0;
+      step_shape[0] /= steps;
+    }
   }
   // The spikes hold steps * features float32 values; both counts must fit.
   int64_t outputs = 0;
@@ -325,19 +405,27 @@ OrtStatus* IFKernel::Compute(OrtKernelContext* context) const {
   OrtValue* s_value = nullptr;
   RETURN_IF_ERROR(
       g_api->KernelContext_GetOutput(context, 0, shape.data(), shape.size(), &s_value));
+  State state;
+  RETURN_IF_ERROR(ReadState(context, features, has_step_shape ? &step_shape : nullptr, &state));
   if (elements == 0) return nullptr;
   void* x_data = nullptr;
   void* s_data = nullptr;
   RETURN_IF_ERROR(g_api->GetTensorMutableData(const_cast<OrtValue*>(in.x), &x_data));
   RETURN_IF_ERROR(g_api->GetTensorMutableData(s_value, &s_data));
 
+  // A one-value V starts every potential there, as v_start does without V: the same
+  // loops (without V_next, the stateless ones), a copy of the params.
+  onnx_snn::IFParams run_params = params;
+  if (state.uniform) run_params.v_start = state.start;
   Task task;
-  task.params = &params;
+  task.params = &run_params;
   task.x = static_cast<const float*>(x_data);
   task.x_stride = x_stride;
   task.s = static_cast<float*>(s_data);
   task.steps = steps;
   task.features = features;
+  task.v_in = state.in;
+  task.v_out = state.out;
   RETURN_IF_ERROR(RunTasks(context, RunTask, TaskCount(features), &task));
   if (task.failed.load()) return Fail("a worker task failed");
   return nullptr;
@@ -410,6 +498,10 @@ OrtStatus* ReadBroadcast(OrtShapeInferContext* context, int64_t* broadcast) {
 // dimensions kept); with broadcast_input = 1, X is [S, N, d2, ...] and the
 // spikes are [T * N, d2, ...]: T is an input value, unknown here, so the first
 // dimension is unknown and the rest are X[2:].
+// IFNode's optional V_next (output 1) is left alone: this context does not tell how
+// many outputs the node has, and onnxruntime does not check the index it is given
+// (InferenceContextImpl::getOutputType), so describing output 1 of a node without
+// one would write past the end of its output types.
 OrtStatus* InferShapeImpl(const OpEntry& entry, OrtShapeInferContext* context) {
   size_t inputs = 0;
   RETURN_IF_ERROR(g_api->ShapeInferContext_GetInputCount(context, &inputs));
@@ -471,16 +563,23 @@ OrtStatus* ORT_API_CALL InferShape(const OrtCustomOp* op, OrtShapeInferContext* 
 
 const char* ORT_API_CALL Name(const OrtCustomOp* op) { return EntryOf(op).name; }
 const char* ORT_API_CALL Provider(const OrtCustomOp*) { return "CPUExecutionProvider"; }
-size_t ORT_API_CALL InputCount(const OrtCustomOp*) { return 2; }
-size_t ORT_API_CALL OutputCount(const OrtCustomOp*) { return 1; }
+// IFNode(X, T, V?) -> (S, V_next?); a time op (X, T) -> Y. Only T is int64.
+size_t ORT_API_CALL InputCount(const OrtCustomOp* op) { return EntryOf(op).is_if ? 3 : 2; }
+size_t ORT_API_CALL OutputCount(const OrtCustomOp* op) { return EntryOf(op).is_if ? 2 : 1; }
 ONNXTensorElementDataType ORT_API_CALL InputType(const OrtCustomOp*, size_t index) {
-  return index == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+  return index == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
 ONNXTensorElementDataType ORT_API_CALL OutputType(const OrtCustomOp*, size_t) {
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
-OrtCustomOpInputOutputCharacteristic ORT_API_CALL Required(const OrtCustomOp*, size_t) {
-  return INPUT_OUTPUT_REQUIRED;
+// X and T, S and Y are required; IFNode's V (input 2) and V_next (output 1) are optional.
+OrtCustomOpInputOutputCharacteristic ORT_API_CALL InputCharacteristic(const OrtCustomOp*,
+                                                                      size_t index) {
+  return index < 2 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+}
+OrtCustomOpInputOutputCharacteristic ORT_API_CALL OutputCharacteristic(const OrtCustomOp*,
+                                                                       size_t index) {
+  return index < 1 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
 }
 OrtMemType ORT_API_CALL InputMemory(const OrtCustomOp*, size_t) { return OrtMemTypeDefault; }
 int ORT_API_CALL MinArity(const OrtCustomOp*) { return 1; }
@@ -506,8 +605,8 @@ OrtCustomOp MakeOp(uint32_t version) {
   op.GetOutputType = OutputType;
   op.GetOutputTypeCount = OutputCount;
   op.KernelDestroy = Destroy;
-  op.GetInputCharacteristic = Required;
-  op.GetOutputCharacteristic = Required;
+  op.GetInputCharacteristic = InputCharacteristic;
+  op.GetOutputCharacteristic = OutputCharacteristic;
   op.GetInputMemoryType = InputMemory;
   op.GetVariadicInputMinArity = MinArity;
   op.GetVariadicInputHomogeneity = Homogeneous;

@@ -16,10 +16,8 @@ from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.registry import STANDARD_DOMAINS
 from onnx_snn.io.metadata import TIMESTEPS, TIMESTEPS_KEY, metadata
 from onnx_snn.io.models import ModelLike, load_model
-from onnx_snn.ops.dynamics import if_step, spike_range
-from onnx_snn.ops.function_bodies import (
-    DOMAIN, IF_ATTRIBUTE_DEFAULTS, IF_ATTRIBUTES, IF_OP_TYPE, GraphArithmetic,
-)
+from onnx_snn.ops.dynamics import GraphArithmetic, if_step, spike_range
+from onnx_snn.ops.function_bodies import DOMAIN, IF_ATTRIBUTE_DEFAULTS, IF_ATTRIBUTES, IF_OP_TYPE
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from onnx_snn.io.metadata import (
     ACCUMULATORS, DIFFERENCES, STREAMING_STATES, TIMESTEPS_KEY, metadata,
 )
 from onnx_snn.io.models import ModelLike
-from onnx_snn.ops.function_bodies import DOMAIN, IF_OP_TYPE, GraphArithmetic
+from onnx_snn.ops.dynamics import GraphArithmetic
+from onnx_snn.ops.function_bodies import DOMAIN, IF_OP_TYPE
 from onnx_snn.ops.time_ops import (
     COUNTED, RUNNING_MEAN, RUNNING_SUM, STEP_DIFFERENCE, TIME_OPS, is_time_op,
 )

@@ -9,9 +9,12 @@ for burst and signed neurons).
 the step in a Scan over T (``scan_node``). An ``If`` on the ``hard_reset``
 attribute picks the Scan for the reset mode once per call, so each step does only
 the arithmetic of its own reset; IFNode's burst and signed dynamics (its
-``max_spikes`` and ``signed`` attributes) are picked the same way. ``scan_nodes`` builds the same for one fixed
-reset mode, without the function: the plain-ONNX neurons of the standard format
-(``onnx_snn.export.formats``).
+``max_spikes`` and ``signed`` attributes) are picked the same way. ``scan_nodes``
+builds the same for one fixed reset mode, without the function: the plain-ONNX
+neurons of the standard format (``onnx_snn.export.formats``).
+With ``with_state`` the body is ``Op(X, T, V) -> (S, V_next)`` instead: the
+potentials before the first step and after the last, so that a long run can go
+in chunks (a model carries one function per op type, so it is one or the other).
 
 The body is a model-local function, so a converted model runs on plain
 onnxruntime, in any binding, with nothing registered (SPEC §8).
@@ -19,7 +22,6 @@ onnxruntime, in any binding, with nothing registered (SPEC §8).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from onnx_snn.graph.registry import MIN_OPSET  # the bodies need GreaterOrEqual, Slice inputs
-from onnx_snn.ops.dynamics import if_step
+from onnx_snn.ops.dynamics import GraphArithmetic, if_step
 
 DOMAIN = "onnx_snn"
 DOMAIN_VERSION = 1
@@ -52,58 +54,6 @@ IF_ATTRIBUTES = tuple(IF_ATTRIBUTE_KINDS)
 Step = Callable[["GraphArithmetic", str, str, bool], "tuple[str, str]"]
 
 
-class GraphArithmetic:
-    """``Arithmetic`` that appends one ONNX node per operation to ``nodes``.
-
-    Values are tensor names. Inside a step, each float attribute of the
-    function is available as a tensor of the same name.
-    """
-
-    def __init__(self, prefix: str) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self._prefix = prefix
-        self._ids = itertools.count()
-
-    def _emit(self, op: str, inputs: list[str], **attrs) -> str:
-        out = f"{self._prefix}{op.lower()}{next(self._ids)}"
-        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
-
-    def add(self, a: str, b: str) -> str:
-        return self._emit("Add", [a, b])
-
-    def sub(self, a: str, b: str) -> str:
-        return self._emit("Sub", [a, b])
-
-    def mul(self, a: str, b: str) -> str:
-        return self._emit("Mul", [a, b])
-
-    def at_least(self, h: str, theta: str) -> str:
-        return self._emit("GreaterOrEqual", [h, theta])
-
-    def as_float(self, mask: str) -> str:
-        return self._emit("Cast", [mask], to=TensorProto.FLOAT)
-
-    def select(self, mask: str, a: str, b: str) -> str:
-        return self._emit("Where", [mask, a, b])
-
-    def floor_ratio(self, h: str, theta: str) -> str:
-        return self._emit("Floor", [self._emit("Div", [h, theta])])
-
-    def clip(self, a: str, low: str, high: str) -> str:
-        return self._emit("Clip", [a, low, high])
-
-    def nonzero(self, a: str) -> str:
-        return self._emit("Not", [self._emit("Equal", [a, self._zero()])])
-
-    def _zero(self) -> str:
-        zero = f"{self._prefix}zero"
-        if not any(zero in node.output for node in self.nodes):
-            self.nodes.append(helper.make_node("Constant", [], [zero], value=helper.make_tensor(
-                zero, TensorProto.FLOAT, [], [0.0])))
-        return zero
-
-
 def _attribute_constant(attribute: str, kind: str) -> onnx.NodeProto:
     """A Constant named ``attribute`` whose value is that function attribute."""
     node = helper.make_node("Constant", [], [attribute])
@@ -121,46 +71,61 @@ def _int_constants(p: str) -> list[onnx.NodeProto]:
         f"{p}i_{name}", TensorProto.INT64, [1], [value])) for name, value in values.items()]
 
 
-def _sequence_nodes(x: str, c: str, p: str, broadcast: bool) -> list[onnx.NodeProto]:
+def _sequence_nodes(x: str, c: str, p: str, broadcast: bool,
+                    step_shape: bool = False) -> list[onnx.NodeProto]:
     """``x`` as ``{p}seq`` [T, F], and the spikes' shape as ``{p}out_shape``.
 
     ``x`` is [T·N, ...], or with ``broadcast`` [S, N, ...] where S = 1 (shown
     at every step) or S = T; the spikes are [T·N, ...] either way. Reads
     ``_int_constants(c)``, ``{c}t1`` (T as [1]) and ``{c}x_shape`` (x's shape).
+    With ``step_shape`` also one step's shape [N, ...] as ``{p}step_shape``: x's
+    shape with its first dimension divided by T, or without it (``broadcast``).
     """
     make = helper.make_node
+    rest = make("Slice", [f"{c}x_shape", f"{c}i_one", f"{c}i_end"], [f"{p}x_rest"])
     if not broadcast:
+        step = [make("Slice", [f"{c}x_shape", f"{c}i_zero", f"{c}i_one"], [f"{p}x_rows"]),
+                make("Div", [f"{p}x_rows", f"{c}t1"], [f"{p}step_rows"]),
+                rest,
+                make("Concat", [f"{p}step_rows", f"{p}x_rest"], [f"{p}step_shape"], axis=0)]
         return [make("Concat", [f"{c}t1", f"{c}i_minus_one"], [f"{p}seq_shape"], axis=0),
                 make("Reshape", [x, f"{p}seq_shape"], [f"{p}seq"]),
-                make("Identity", [f"{c}x_shape"], [f"{p}out_shape"])]
+                make("Identity", [f"{c}x_shape"], [f"{p}out_shape"]),
+                *(step if step_shape else [])]
+    step = [rest, make("Identity", [f"{p}x_rest"], [f"{p}step_shape"])]
     return [make("Slice", [f"{c}x_shape", f"{c}i_zero", f"{c}i_one"], [f"{p}s1"]),
             make("Concat", [f"{p}s1", f"{c}i_minus_one"], [f"{p}rows_shape"], axis=0),
             make("Reshape", [x, f"{p}rows_shape"], [f"{p}rows"]),
             make("Concat", [f"{c}t1", f"{c}i_one"], [f"{p}tile_shape"], axis=0),
             make("Expand", [f"{p}rows", f"{p}tile_shape"], [f"{p}seq"]),
             make("Slice", [f"{c}x_shape", f"{c}i_two", f"{c}i_end"], [f"{p}sample_dims"]),
-            make("Concat", [f"{c}i_minus_one", f"{p}sample_dims"], [f"{p}out_shape"], axis=0)]
+            make("Concat", [f"{c}i_minus_one", f"{p}sample_dims"], [f"{p}out_shape"], axis=0),
+            *(step if step_shape else [])]
 
 
-def _time_major_nodes(x: str, timesteps: str, v_start: str, p: str,
-                      broadcast: bool | str) -> list[onnx.NodeProto]:
+def _time_major_nodes(x: str, timesteps: str, p: str, broadcast: bool | str,
+                      step_shape: bool = False) -> list[onnx.NodeProto]:
     """``x`` as ``{p}seq`` [T, F], the spikes' shape ``{p}out_shape``, and the
-    scalar ``v_start`` expanded to ``{p}v0`` [F].
+    features per step F as ``{p}features`` [1]; with ``step_shape`` also one step's
+    shape [N, ...] as ``{p}step_shape`` (``_sequence_nodes``).
 
     ``broadcast`` is fixed (a bool), or the name of a bool tensor that an If
     reads at run time (the function's ``broadcast_input`` attribute).
     """
     make = helper.make_node
+    shapes = ["out_shape", *(["step_shape"] if step_shape else [])]
     if isinstance(broadcast, bool):
-        sequence = _sequence_nodes(x, p, p, broadcast)
+        sequence = _sequence_nodes(x, p, p, broadcast, step_shape)
     else:
         def branch(flag: bool) -> onnx.GraphProto:
             tag = f"{p}{'bcast' if flag else 'steps'}_"
-            return helper.make_graph(_sequence_nodes(x, p, tag, flag), tag + "sequence",
-                                     inputs=[], outputs=[
-                helper.make_tensor_value_info(f"{tag}seq", TensorProto.FLOAT, [None, None]),
-                helper.make_tensor_value_info(f"{tag}out_shape", TensorProto.INT64, [None])])
-        sequence = [make("If", [broadcast], [f"{p}seq", f"{p}out_shape"],
+            return helper.make_graph(
+                _sequence_nodes(x, p, tag, flag, step_shape), tag + "sequence", inputs=[],
+                outputs=[helper.make_tensor_value_info(f"{tag}seq", TensorProto.FLOAT,
+                                                       [None, None]),
+                         *(helper.make_tensor_value_info(f"{tag}{name}", TensorProto.INT64,
+                                                         [None]) for name in shapes)])
+        sequence = [make("If", [broadcast], [f"{p}seq", *(f"{p}{name}" for name in shapes)],
                          then_branch=branch(True), else_branch=branch(False))]
     return [
         *_int_constants(p),
@@ -169,8 +134,51 @@ def _time_major_nodes(x: str, timesteps: str, v_start: str, p: str,
         *sequence,
         make("Shape", [f"{p}seq"], [f"{p}seq_dims"]),
         make("Slice", [f"{p}seq_dims", f"{p}i_one", f"{p}i_two"], [f"{p}features"]),
-        make("Expand", [v_start, f"{p}features"], [f"{p}v0"]),
     ]
+
+
+def _uniform_start(v_start: str, p: str) -> onnx.NodeProto:
+    """The scalar ``v_start`` expanded to ``{p}v0`` [F] (after ``_time_major_nodes``)."""
+    return helper.make_node("Expand", [v_start, f"{p}features"], [f"{p}v0"])
+
+
+def _state_start(v: str, p: str) -> list[onnx.NodeProto]:
+    """The potentials ``v`` as ``{p}v0`` [F] (after ``_time_major_nodes``): ``v`` holds
+    one per feature of a step (e.g. [N, ...]), or one value for every feature (e.g.
+    [1, 1]); ``{p}v_one`` [1] tells which (true: one value).
+
+    ``v`` is reshaped to [F], or [1] when it holds one value, then expanded to [F]
+    (a copy where it already is). The Reshape fails unless ``v`` holds F values or
+    one; it is named for the op, so that onnxruntime's error names it."""
+    make = helper.make_node
+    return [make("Size", [v], [f"{p}v_count"]),
+            make("Equal", [f"{p}v_count", f"{p}i_one"], [f"{p}v_one"]),
+            make("Where", [f"{p}v_one", f"{p}i_one", f"{p}features"], [f"{p}v_flat_shape"]),
+            make("Reshape", [v, f"{p}v_flat_shape"], [f"{p}v_flat"],
+                 name=f"{IF_OP_TYPE}_V_must_hold_one_value_per_feature_or_one"),
+            make("Expand", [f"{p}v_flat", f"{p}features"], [f"{p}v0"])]
+
+
+def _state_end(v: str, v_final: str, v_next: str, p: str) -> list[onnx.NodeProto]:
+    """The potentials ``v_final`` [F] as ``v_next``, in the shape of ``v`` (the state input,
+    read by ``_state_start``), or one step's shape ``{p}step_shape`` where ``v`` holds one
+    value for more than one feature (``{p}v_one``). Where a step has one feature, a
+    one-value ``v`` holds one per feature too, and ``v_next`` takes its shape."""
+    make = helper.make_node
+
+    def shape_branch(name: str, node: onnx.NodeProto) -> onnx.GraphProto:
+        return helper.make_graph([node], name, inputs=[], outputs=[
+            helper.make_tensor_value_info(node.output[0], TensorProto.INT64, [None])])
+
+    return [make("Equal", [f"{p}features", f"{p}i_one"], [f"{p}one_feature"]),
+            make("Not", [f"{p}one_feature"], [f"{p}many_features"]),
+            make("And", [f"{p}v_one", f"{p}many_features"], [f"{p}v_spread"]),
+            make("If", [f"{p}v_spread"], [f"{p}v_next_shape"],
+                 then_branch=shape_branch(f"{p}step_shaped", make(
+                     "Identity", [f"{p}step_shape"], [f"{p}v_step_shape"])),
+                 else_branch=shape_branch(f"{p}v_shaped", make(
+                     "Shape", [v], [f"{p}v_shape"]))),
+            make("Reshape", [v_final, f"{p}v_next_shape"], [v_next])]
 
 
 def scan_node(step: Step, hard_reset: bool, v0: str, seq: str, spikes: str,
@@ -202,33 +210,43 @@ def scan_nodes(step: Step, hard_reset: bool, x: str, timesteps: str, v_start: st
     ``timesteps`` is the int64 scalar T and ``v_start`` the scalar initial
     potential; every new tensor name starts with ``prefix``.
     """
-    return [*_time_major_nodes(x, timesteps, v_start, prefix, broadcast),
+    return [*_time_major_nodes(x, timesteps, prefix, broadcast),
+            _uniform_start(v_start, prefix),
             scan_node(step, hard_reset, f"{prefix}v0", f"{prefix}seq",
                       f"{prefix}spikes_seq", prefix=f"{prefix}step_"),
             helper.make_node("Reshape", [f"{prefix}spikes_seq", f"{prefix}out_shape"], [spikes])]
 
 
-def _reset_branch(step: Step, hard_reset: bool, prefix: str) -> onnx.GraphProto:
-    """An If branch: the Scan for one reset mode on the function's ``seq`` and ``v0``."""
+def _branch_outputs(names: Sequence[str]) -> list[onnx.ValueInfoProto]:
+    """An If branch's outputs: the spikes [T, F], then the final potential [F] if any."""
+    ranks = ([None, None], [None])
+    return [helper.make_tensor_value_info(name, TensorProto.FLOAT, rank)
+            for name, rank in zip(names, ranks)]
+
+
+def _reset_branch(step: Step, hard_reset: bool, prefix: str,
+                  with_state: bool) -> onnx.GraphProto:
+    """An If branch: the Scan for one reset mode on the function's ``seq`` and ``v0``;
+    it returns the spikes, and with ``with_state`` the final potential."""
     tag = f"{prefix}{'hard' if hard_reset else 'soft'}"
-    return helper.make_graph(
-        [scan_node(step, hard_reset, "v0", "seq", f"{tag}_spikes", prefix=f"{tag}_")],
-        f"{tag}_reset", inputs=[],
-        outputs=[helper.make_tensor_value_info(f"{tag}_spikes", TensorProto.FLOAT,
-                                               [None, None])])
+    scan = scan_node(step, hard_reset, "v0", "seq", f"{tag}_spikes", prefix=f"{tag}_")
+    v_final, spikes = scan.output
+    return helper.make_graph([scan], f"{tag}_reset", inputs=[],
+                             outputs=_branch_outputs([spikes, v_final] if with_state else [spikes]))
 
 
-def _reset_switch(step: Step, output: str, prefix: str = "") -> onnx.NodeProto:
-    """An If on ``hard`` that runs the Scan of ``step`` for the function's reset mode."""
-    return helper.make_node("If", ["hard"], [output],
-                            then_branch=_reset_branch(step, True, prefix),
-                            else_branch=_reset_branch(step, False, prefix))
+def _reset_switch(step: Step, outputs: Sequence[str], prefix: str = "") -> onnx.NodeProto:
+    """An If on ``hard`` that runs the Scan of ``step`` for the function's reset mode;
+    ``outputs`` names the spikes, then the final potential if there is a second name."""
+    with_state = len(outputs) > 1
+    return helper.make_node("If", ["hard"], list(outputs),
+                            then_branch=_reset_branch(step, True, prefix, with_state),
+                            else_branch=_reset_branch(step, False, prefix, with_state))
 
 
 def _as_branch(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
-    """A graph (an If branch) of ``node`` alone, returning its one output."""
-    return helper.make_graph([node], name, inputs=[], outputs=[
-        helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, [None, None])])
+    """A graph (an If branch) of the ``_reset_switch`` ``node`` alone, returning its outputs."""
+    return helper.make_graph([node], name, inputs=[], outputs=_branch_outputs(node.output))
 
 
 @dataclass(frozen=True)
@@ -243,8 +261,8 @@ class Variant:
 
 
 def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str], step: Step,
-                         opset: int, doc: str = "",
-                         variant: Variant | None = None) -> onnx.FunctionProto:
+                         opset: int, doc: str = "", variant: Variant | None = None,
+                         with_state: bool = False) -> onnx.FunctionProto:
     """The function body of a neuron op ``Op(X, T) -> S`` whose dynamics are ``step``.
 
     ``attributes`` maps attribute names to ``"float"`` or ``"int"``; it must
@@ -255,6 +273,15 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
     S = T; see ``IF_ATTRIBUTE_KINDS``). Every attribute is a tensor of the same
     name inside ``step`` (float32 or int64 scalar). A ``variant`` adds a second
     step, picked once per call like the reset mode.
+
+    With ``with_state`` the op is ``Op(X, T, V) -> (S, V_next)``: the potentials
+    start at ``V`` (the Scan's initial state, so ``v_init`` goes unused) and end as
+    ``V_next``, so a run continues across calls. ``V`` holds one potential per
+    feature of a step (e.g. [N, ...]; ``V_next`` then takes ``V``'s shape), or one
+    value, the start of every potential (e.g. [1, 1]; ``V_next`` is then one step's
+    shape [N, ...], unless a step has one feature: ``V``'s shape). A function cannot
+    test whether an optional input is there, so this is a second function, in which
+    ``V`` is required.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"neuron functions need ai.onnx opset >= {MIN_OPSET}, got {opset}")
@@ -264,28 +291,42 @@ def scan_neuron_function(domain: str, op_type: str, attributes: Mapping[str, str
     const = helper.make_tensor
     broadcast = ([helper.make_node("Cast", ["broadcast_input"], ["broadcast"], to=TensorProto.BOOL)]
                  if attributes.get("broadcast_input") == "int" else [])
-    initial = (helper.make_node("Mul", ["v_init", "v_threshold"], ["v_start"])
-               if attributes.get("v_init") == "float" else
-               helper.make_node("Constant", [], ["v_start"],
-                                value=const("v_start", TensorProto.FLOAT, [], [0.0])))
+    if with_state:
+        initial, start = [], _state_start("V", p="")
+    else:
+        initial = [helper.make_node("Mul", ["v_init", "v_threshold"], ["v_start"])
+                   if attributes.get("v_init") == "float" else
+                   helper.make_node("Constant", [], ["v_start"],
+                                    value=const("v_start", TensorProto.FLOAT, [], [0.0]))]
+        start = [_uniform_start("v_start", p="")]
     nodes = [_attribute_constant(name, kind) for name, kind in attributes.items()] + [
-        initial,
+        *initial,
         *broadcast,
-        *_time_major_nodes("X", "T", "v_start", p="",
-                           broadcast="broadcast" if broadcast else False),
+        *_time_major_nodes("X", "T", p="", broadcast="broadcast" if broadcast else False,
+                           step_shape=with_state),
+        *start,
         helper.make_node("Cast", ["hard_reset"], ["hard"], to=TensorProto.BOOL),
     ]
+    state = ["v_final"] if with_state else []
+
+    def outputs(tag: str) -> list[str]:
+        """The outputs of a ``_reset_switch`` nested in the variant's If."""
+        return [f"{tag}_spikes", *(f"{tag}_{name}" for name in state)]
+
     if variant is None:
-        nodes.append(_reset_switch(step, "spikes_seq"))
+        nodes.append(_reset_switch(step, ["spikes_seq", *state]))
     else:
         nodes += [*variant.nodes, helper.make_node(
-            "If", [variant.condition], ["spikes_seq"],
-            then_branch=_as_branch(_reset_switch(variant.step, "variant_spikes", "variant_"),
+            "If", [variant.condition], ["spikes_seq", *state],
+            then_branch=_as_branch(_reset_switch(variant.step, outputs("variant"), "variant_"),
                                    "variant"),
-            else_branch=_as_branch(_reset_switch(step, "default_spikes"), "default"))]
+            else_branch=_as_branch(_reset_switch(step, outputs("default")), "default"))]
     nodes.append(helper.make_node("Reshape", ["spikes_seq", "out_shape"], ["S"]))
+    if with_state:
+        nodes += _state_end("V", "v_final", "V_next", p="")
     return helper.make_function(
-        domain, op_type, inputs=["X", "T"], outputs=["S"], nodes=nodes,
+        domain, op_type, inputs=["X", "T", *(["V"] if with_state else [])],
+        outputs=["S", *(["V_next"] if with_state else [])], nodes=nodes,
         opset_imports=[helper.make_opsetid("", opset)], attributes=list(attributes),
         doc_string=doc)
 
@@ -316,29 +357,41 @@ def _burst_variant() -> Variant:
     ], condition="quantized", step=_burst_function_step)
 
 
-def if_node_function(opset: int) -> onnx.FunctionProto:
-    """The ``IFNode`` function for a model whose ai.onnx opset is ``opset``."""
+def if_node_function(opset: int, with_state: bool = False) -> onnx.FunctionProto:
+    """The ``IFNode`` function for a model whose ai.onnx opset is ``opset``:
+    ``IFNode(X, T) -> S``, or with ``with_state`` ``IFNode(X, T, V) -> (S, V_next)``
+    (the potentials before the first step and after the last; ``scan_neuron_function``)."""
     return scan_neuron_function(
         DOMAIN, IF_OP_TYPE, IF_ATTRIBUTE_KINDS, _if_function_step, opset,
         doc="Integrate-and-fire neuron over a time-folded input [T*N, ...].",
-        variant=_burst_variant())
+        variant=_burst_variant(), with_state=with_state)
 
 
 def if_node_model(attributes: Mapping[str, Any], x_dims: Sequence[int | str | None],
-                  opset: int = 17) -> onnx.ModelProto:
+                  opset: int = 17, with_state: bool = False) -> onnx.ModelProto:
     """A model of one IFNode with its function: inputs ``X`` (float32, ``x_dims``)
     and ``T``, output ``S`` [T·N, ...]; attributes not given take their defaults
-    (``IF_ATTRIBUTE_DEFAULTS``). For probing a backend, benchmarks and tests."""
-    node = helper.make_node(IF_OP_TYPE, ["X", "T"], ["S"], name="ifnode", domain=DOMAIN,
-                            **{**IF_ATTRIBUTE_DEFAULTS, **attributes})
+    (``IF_ATTRIBUTE_DEFAULTS``). With ``with_state`` the node and its function also
+    take ``V`` and give ``V_next``, declared as one step's potentials [N, ...] (a V of
+    one value, e.g. [1, 1], needs V's shape cleared). For probing a backend,
+    benchmarks and tests."""
+    state_in, state_out = (["V"], ["V_next"]) if with_state else ([], [])
+    node = helper.make_node(IF_OP_TYPE, ["X", "T", *state_in], ["S", *state_out], name="ifnode",
+                            domain=DOMAIN, **{**IF_ATTRIBUTE_DEFAULTS, **attributes})
     sample_dims = x_dims[2:] if attributes.get("broadcast_input") else x_dims[1:]
+
+    def potentials(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *sample_dims])
+
     graph = helper.make_graph(
         [node], "ifnode",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_dims)),
-         helper.make_tensor_value_info("T", TensorProto.INT64, [])],
-        [helper.make_tensor_value_info("S", TensorProto.FLOAT, [None, *sample_dims])])
+         helper.make_tensor_value_info("T", TensorProto.INT64, []), *map(potentials, state_in)],
+        [helper.make_tensor_value_info("S", TensorProto.FLOAT, [None, *sample_dims]),
+         *map(potentials, state_out)])
     opsets = [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
-    model = helper.make_model(graph, functions=[if_node_function(opset)], opset_imports=opsets)
+    model = helper.make_model(graph, functions=[if_node_function(opset, with_state)],
+                              opset_imports=opsets)
     # the oldest IR the opset allows (older runtimes load it), and 8 for model functions
     model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
     return model
