@@ -19,6 +19,7 @@ from onnx_snn.cli.commands import COMMANDS
 from onnx_snn.cli.parser import PROG, build_parser
 from onnx_snn.errors import OnnxSnnError, first_line
 from onnx_snn.io.outputs import OutputSet
+from onnx_snn.runtime.memory import set_memory_limit
 
 __all__ = ["build_parser", "main"]
 
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = COMMANDS[args.command]
     _quiet_libraries()
     try:
+        set_memory_limit(args.memory_limit, announce=args.verbose)
         if command.settings is not None:
             command.settings(args)
     except OnnxSnnError as error:  # a bad option value is bad usage: status 2

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     common.add_argument("--json", metavar="FILE", help="also write machine-readable results")
+    common.add_argument("--memory-limit", metavar="SIZE",
+                        help="memory a run may plan for, e.g. 2GB or 512MiB; longer runs go "
+                             "in chunks of steps (default: half of what the machine, cgroup "
+                             "and process limits leave)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
 
@@ -199,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--format", choices=FORMATS, default="onnx-snn",
                          help="onnx-snn: IFNode ops with their function; standard: ai.onnx ops "
                               "only; streaming: one time step per run, membrane state as "
+                              "inputs/outputs; chunked: any steps per run, every state as "
                               "inputs/outputs (default onnx-snn)")
     convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

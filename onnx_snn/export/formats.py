@@ -16,6 +16,9 @@ format computes the same spikes bit for bit:
   flattened), to feed back at the next step. The pairs are listed, as JSON,
   in the model metadata under ``STREAMING_STATES``; ``StreamingSession``
   (``onnx_snn.runtime.streaming``) runs such a model.
+* ``chunked``: any number of steps per run, with every state (potentials, running
+  sums, previous steps, the step count) as inputs and outputs carried from run
+  to run (``onnx_snn.export.chunked``, docs/chunked-execution.md).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from __future__ import annotations
 import onnx
 
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.export.chunked import to_chunked
 from onnx_snn.export.standard import to_standard
 from onnx_snn.export.streaming import to_streaming
 from onnx_snn.io.models import ModelLike, load_model
 
-FORMATS = ("onnx-snn", "standard", "streaming")
+FORMATS = ("onnx-snn", "standard", "streaming", "chunked")
 
 
 def check_format(fmt: str) -> str:
@@ -39,5 +43,6 @@ def check_format(fmt: str) -> str:
 
 def export_format(model: ModelLike, fmt: str) -> onnx.ModelProto:
     """A converted (onnx-snn format) model in format ``fmt`` (one of ``FORMATS``)."""
-    exporters = {"onnx-snn": load_model, "standard": to_standard, "streaming": to_streaming}
+    exporters = {"onnx-snn": load_model, "standard": to_standard, "streaming": to_streaming,
+                 "chunked": to_chunked}
     return exporters[check_format(fmt)](model)

@@ -24,6 +24,8 @@ The conversion writes, and every format keeps:
   operation);
 - ``STREAMING_STATES`` (streaming format): JSON list of {"node", "input",
   "output"}, the state inputs and outputs to feed back from step to step;
+- ``CHUNK_STATES`` (chunked format): JSON list of {"node", "input", "output"}, the
+  state inputs and outputs to feed back from chunk to chunk;
 - ``TIME_SUMS``: JSON list of outputs that hold sums over the steps of a run
   (spike counts); a streaming session adds them up over its steps.
 
@@ -50,6 +52,7 @@ ACCUMULATORS = "onnx_snn.accumulators"
 DIFFERENCES = "onnx_snn.differences"
 TD_OUTPUTS = "onnx_snn.td_outputs"
 STREAMING_STATES = "onnx_snn.streaming_states"
+CHUNK_STATES = "onnx_snn.chunk_states"
 TIME_SUMS = "onnx_snn.time_sums"
 #: The default name of the T input.
 TIMESTEPS = "timesteps"

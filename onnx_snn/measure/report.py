@@ -248,7 +248,7 @@ def make_report(snn: ModelLike, data: Any, labels: Any = None, *,
                            "to compare every output with it")
     # checks them all here
     local = ReportWorker(model, ann, timesteps, output, 1, seed, labelled)
-    local.session.check_memory(timesteps)  # before the counters over T are allocated
+    local.session.plan(timesteps)  # one sample-step must fit, before anything is allocated
     specs = local.session.batch_specs
     labels = labels if local.labelled else None
     expected = (labelled_batches(data, specs, batch_size, labels) if local.labelled

@@ -16,19 +16,21 @@ import numpy as np
 import onnxruntime as ort
 
 from onnx_snn.errors import OnnxSnnError
-from onnx_snn.io.metadata import STREAMING_STATES, time_summed_outputs
+from onnx_snn.io.metadata import STREAMING_STATES
 from onnx_snn.io.models import ModelLike
 from onnx_snn.runtime.sessions import SpikingOutput, SpikingSession, create_session
 
 Inputs = np.ndarray | Mapping[str, np.ndarray]
 
 
-def open_session(model: ModelLike, native: bool = True) -> SpikingSession:
-    """A ``StreamingSession`` for a streaming model, a ``SpikingSession`` otherwise."""
+def open_session(model: ModelLike, native: bool = True,
+                 memory_limit: str | int | None = None) -> SpikingSession:
+    """A ``StreamingSession`` for a streaming model, a ``SpikingSession`` otherwise
+    (which runs in chunks when a run exceeds ``memory_limit``)."""
     session = create_session(model, native)
     if STREAMING_STATES in session.get_modelmeta().custom_metadata_map:
-        return StreamingSession(session)
-    return SpikingSession(session)
+        return StreamingSession(session, memory_limit=memory_limit)
+    return SpikingSession(session, native, memory_limit, source=model)
 
 
 class StreamingSession(SpikingSession):
@@ -38,9 +40,11 @@ class StreamingSession(SpikingSession):
     same outputs), so evaluation helpers accept it.
     """
 
-    def __init__(self, model: ModelLike | ort.InferenceSession, native: bool = True) -> None:
+    def __init__(self, model: ModelLike | ort.InferenceSession, native: bool = True,
+                 memory_limit: str | int | None = None) -> None:
         self.session = model if isinstance(model, ort.InferenceSession) \
             else create_session(model, native)
+        self.memory_limit = memory_limit  # for the outputs kept over T: one step at a time
         metadata = self.session.get_modelmeta().custom_metadata_map
         if STREAMING_STATES not in metadata:
             raise OnnxSnnError(f"not a streaming model: no '{STREAMING_STATES}' metadata "
@@ -50,8 +54,6 @@ class StreamingSession(SpikingSession):
                        for state in json.loads(metadata[STREAMING_STATES])]
         self._describe(hidden_inputs={i for i, _ in self.states},
                        hidden_outputs={o for _, o in self.states})
-        #: Outputs that hold one step's sums (spike counts): ``run`` adds them up.
-        self.time_sums = set(time_summed_outputs(metadata))
         self._state: dict[str, np.ndarray] = {}
 
     def reset(self) -> None:
@@ -80,6 +82,7 @@ class StreamingSession(SpikingSession):
         summed over the steps, as the onnx-snn format counts them.
         """
         feed, timesteps = self._frames(inputs, timesteps, sequence)
+        self._check_outputs_fit(timesteps, self._samples(feed))
         self.reset()
         batched = {spec.name for spec in self.batch_specs if spec.batched}
         steps = [self._advance({name: array[min(t, len(array) - 1)][None]

@@ -227,7 +227,7 @@ def test_unknown_format_is_refused_before_calibration() -> None:
         convert(ann, None, format="onnx")
     with pytest.raises(OnnxSnnError, match="unknown format"):
         export_format(ann, "Standard")
-    assert FORMATS == ("onnx-snn", "standard", "streaming")
+    assert FORMATS == ("onnx-snn", "standard", "streaming", "chunked")
 
 
 def test_cli_convert_formats_round_trip(tmp_path, capsys) -> None:
@@ -247,7 +247,8 @@ def test_cli_convert_formats_round_trip(tmp_path, capsys) -> None:
         assert main(["eval", str(path), "--data", str(tmp_path / "test.npz"),
                      "--timesteps", "3,8", "--json", str(result)]) == 0
         accuracy[fmt] = json.loads(result.read_text())["snn_accuracy"]
-    assert accuracy["standard"] == accuracy["streaming"] == accuracy["onnx-snn"]
+    assert accuracy["standard"] == accuracy["streaming"] == accuracy["chunked"] \
+        == accuracy["onnx-snn"]
     saved = {fmt: onnx.load(tmp_path / f"{fmt}.onnx") for fmt in FORMATS}
     assert saved["standard"] == to_standard(saved["onnx-snn"])
     assert saved["streaming"] == to_streaming(saved["onnx-snn"])
