@@ -13,6 +13,7 @@ efficient, accurate spiking neural networks calibration", ICML 2021 (the
 from __future__ import annotations
 
 import dataclasses
+import json
 from functools import partial
 from typing import Any
 
@@ -26,9 +27,10 @@ from onnx_snn.calibration.driver import calibrate
 from onnx_snn.graph.builder import GraphBuilder
 from onnx_snn.graph.layout import per_channel_shape
 from onnx_snn.io.data import input_specs
-from onnx_snn.io.metadata import metadata, timesteps_input
+from onnx_snn.errors import OnnxSnnError
+from onnx_snn.io.metadata import TIME_SUMS, metadata
 from onnx_snn.runtime.cluster import Cluster, map_batches
-from onnx_snn.runtime.sessions import create_session, run_checked
+from onnx_snn.runtime.sessions import SpikingSession
 from onnx_snn.snn.rewrite import NeuronPlan
 from onnx_snn.validation import check_positive_int
 
@@ -60,12 +62,15 @@ class ChannelMeanHook(Collector):
             values = make("Min", [activation, make.const(ceiling, np.float32)], np.float32)
         sums = make.reduce("ReduceSum", values, [a for a in range(rank) if a != axis],
                            np.float32)
-        return [sums, make("Shape", [activation], np.int64)]
+        channels = make("Gather", [make("Shape", [activation], np.int64), make.const(axis)],
+                        np.int64, {"axis": 0})
+        return [sums, make("Div", [make("Size", [activation], np.int64), channels], np.int64)]
 
     def observe(self, fetched: list[np.ndarray]) -> None:
-        sums, shape = np.asarray(fetched[0], dtype=np.float64), fetched[1]
+        """Add the sums per channel and the count of values per channel of a batch."""
+        sums, count = np.asarray(fetched[0], dtype=np.float64), fetched[1]
         self.sums = sums if self.sums is None else self.sums + sums
-        self.count += int(np.prod(shape)) // int(shape[self.layout[0]])
+        self.count += int(count)
         self.scale = self.sums / self.count  # the per-channel mean so far
         self.batches += 1
 
@@ -82,17 +87,28 @@ def ann_channel_means(ann: onnx.ModelProto, data: Any, layers: list[NeuronPlan],
 
 class LayerSumsWorker:
     """Per batch: a ``ChannelMeanHook``'s reductions of the SNN layer ``model`` outputs
-    (``names``), the batch run for ``timesteps`` steps."""
+    (``names``: sums and counts, which add up over the chunks of a run that does not
+    fit in memory at once), the batch run for ``timesteps`` steps."""
 
     def __init__(self, model: onnx.ModelProto, names: list[str], timesteps: int,
                  layer: str) -> None:
-        self.session = create_session(model)
-        self.names, self.layer = names, layer
-        self.steps = {timesteps_input(metadata(model)): np.array(timesteps, dtype=np.int64)}
+        summed = onnx.ModelProto()
+        summed.CopyFrom(model)
+        onnx.helper.set_model_props(summed, {**metadata(model), TIME_SUMS: json.dumps(names)})
+        self.session = SpikingSession(summed)
+        self.names, self.layer, self.timesteps = names, layer, timesteps
 
     def __call__(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
-        feed = {**{name: array[None] for name, array in batch.items()}, **self.steps}
-        return run_checked(self.session, self.names, feed, f"layer '{self.layer}'")
+        rows = len(next(iter(batch.values())))
+        try:  # the session sums over chunks of steps; the samples are added up here
+            part = self.session.plan(self.timesteps, rows).batch
+            parts = [batch] if part >= rows else [
+                {name: array[first:first + part] for name, array in batch.items()}
+                for first in range(0, rows, part)]
+            runs = [self.session.run(feed, self.timesteps) for feed in parts]
+        except OnnxSnnError as error:
+            raise OnnxSnnError(f"layer '{self.layer}': {error}") from None
+        return [sum(run.outputs[name] for run in runs) for name in self.names]
 
 
 def snn_channel_means(snn: onnx.ModelProto, data: Any, specs, layer: NeuronPlan,
