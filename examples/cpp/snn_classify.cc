@@ -11,7 +11,7 @@
  *
  * Run:
  *
- *   build/cpp/snn_classify MODEL.onnx OPS_LIBRARY INPUT.npy T
+ *   build/cpp/snn_classify MODEL.onnx OPS_LIBRARY INPUT.npy T [CHUNK]
  *
  * MODEL: a model converted by onnx_snn: one data input [S, N, ...], the int64 scalar
  * input T (named in the metadata under onnx_snn.timesteps_input, normally `timesteps`),
@@ -21,6 +21,10 @@
  * function body instead (same spikes, slower).
  * INPUT.npy: a float32 C-order array [N, ...], presented at every step (S = 1).
  * T: the number of time steps.
+ * CHUNK: run the T steps as calls of at most CHUNK steps, so that memory holds one
+ * chunk (default: one call). The model must then be in the chunked format
+ * (onnx-snn convert --format chunked): each call's state outputs, listed in the
+ * metadata under onnx_snn.chunk_states, are fed to the next call's state inputs.
  *
  * Prints one class per sample and line: the argmax of the first output averaged
  * over the T steps (the first maximum wins, as in numpy.argmax). Errors: one line
@@ -28,6 +32,7 @@
  */
 #include <onnxruntime_cxx_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -37,6 +42,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -122,6 +128,29 @@ Array read_npy(const std::string& path) {
   }
 }
 
+// The (input, output) state pairs of a chunked model, in order, from the metadata JSON
+// [{"node": ..., "input": "...", "output": "..."}, ...]; names are [A-Za-z0-9_] only.
+std::vector<std::pair<std::string, std::string>> chunk_states(const std::string& json) {
+  std::vector<std::pair<std::string, std::string>> states;
+  auto value_after = [&json](const std::string& key, size_t from) -> std::pair<std::string, size_t> {
+    size_t at = json.find("\"" + key + "\": \"", from);
+    if (at == std::string::npos) return {"", std::string::npos};
+    at += key.size() + 5;
+    size_t end = json.find('"', at);
+    if (end == std::string::npos) fail("bad onnx_snn.chunk_states metadata");
+    return {json.substr(at, end - at), end};
+  };
+  for (size_t at = 0;;) {
+    auto input = value_after("input", at);
+    if (input.second == std::string::npos) break;
+    auto output = value_after("output", input.second);
+    if (output.second == std::string::npos) fail("bad onnx_snn.chunk_states metadata");
+    states.emplace_back(input.first, output.first);
+    at = output.second;
+  }
+  return states;
+}
+
 // numpy.argmax over one row: the first maximum wins, and a NaN counts as the maximum.
 size_t argmax(const double* row, size_t size) {
   size_t best = 0;
@@ -136,13 +165,22 @@ std::basic_string<ORTCHAR_T> ort_path(const std::string& path) {
   return {path.begin(), path.end()};
 }
 
+// A positive integer argument (at most 9 digits), or an error naming it.
+int64_t positive(const std::string& text, const std::string& what) {
+  bool digits = !text.empty() && text.size() <= 9 &&
+                text.find_first_not_of("0123456789") == std::string::npos;
+  int64_t value = digits ? std::stoll(text) : 0;
+  if (value <= 0) fail(what + " must be a positive integer, got '" + text + "'");
+  return value;
+}
+
 int run(int argc, char** argv) {
-  if (argc != 5) fail("usage: snn_classify MODEL.onnx OPS_LIBRARY|- INPUT.npy T");
+  if (argc != 5 && argc != 6) {
+    fail("usage: snn_classify MODEL.onnx OPS_LIBRARY|- INPUT.npy T [CHUNK]");
+  }
   const std::string steps_arg = argv[4];
-  bool digits = !steps_arg.empty() && steps_arg.size() <= 9 &&
-                steps_arg.find_first_not_of("0123456789") == std::string::npos;
-  int64_t steps = digits ? std::stoll(steps_arg) : 0;
-  if (steps <= 0) fail("T must be a positive integer, got '" + steps_arg + "'");
+  const int64_t steps = positive(steps_arg, "T");
+  const int64_t chunk = argc == 6 ? std::min(positive(argv[5], "CHUNK"), steps) : steps;
   Array input = read_npy(argv[3]);
 
   Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "snn_classify");
@@ -152,21 +190,28 @@ int run(int argc, char** argv) {
   Ort::Session session(env, ort_path(argv[1]).c_str(), options);
 
   Ort::AllocatorWithDefaultOptions allocator;
+  Ort::ModelMetadata metadata = session.GetModelMetadata();
   // The T input is named in the metadata: "timesteps" unless the ANN used that name.
-  Ort::AllocatedStringPtr named = session.GetModelMetadata().LookupCustomMetadataMapAllocated(
-      "onnx_snn.timesteps_input", allocator);
+  Ort::AllocatedStringPtr named =
+      metadata.LookupCustomMetadataMapAllocated("onnx_snn.timesteps_input", allocator);
   const std::string steps_input = named ? named.get() : "timesteps";
-  std::vector<std::string> inputs;
-  for (size_t i = 0; i < session.GetInputCount(); ++i) {
-    inputs.push_back(session.GetInputNameAllocated(i, allocator).get());
+  Ort::AllocatedStringPtr states_json =
+      metadata.LookupCustomMetadataMapAllocated("onnx_snn.chunk_states", allocator);
+  const auto states = states_json ? chunk_states(states_json.get())
+                                  : std::vector<std::pair<std::string, std::string>>{};
+  if (chunk < steps && !states_json) {
+    fail("CHUNK needs a model in the chunked format (onnx-snn convert --format chunked)");
   }
   std::vector<std::string> data_inputs;
-  for (const std::string& name : inputs) {
-    if (name != steps_input) data_inputs.push_back(name);
+  bool has_steps = false;
+  for (size_t i = 0; i < session.GetInputCount(); ++i) {
+    std::string name = session.GetInputNameAllocated(i, allocator).get();
+    bool is_state = false;
+    for (const auto& state : states) is_state |= state.first == name;
+    has_steps |= name == steps_input;
+    if (name != steps_input && !is_state) data_inputs.push_back(name);
   }
-  if (data_inputs.size() == inputs.size()) {
-    fail("not a converted model: no '" + steps_input + "' input");
-  }
+  if (!has_steps) fail("not a converted model: no '" + steps_input + "' input");
   if (data_inputs.size() != 1) {
     fail("the model has " + std::to_string(data_inputs.size()) +
          " data inputs; this example feeds one");
@@ -177,30 +222,45 @@ int run(int argc, char** argv) {
   std::vector<int64_t> shape = input.shape;
   shape.insert(shape.begin(), 1);
   Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-  std::vector<Ort::Value> feed;
-  feed.push_back(Ort::Value::CreateTensor<float>(memory, input.data.data(), input.data.size(),
-                                                 shape.data(), shape.size()));
-  feed.push_back(Ort::Value::CreateTensor<int64_t>(memory, &steps, 1, nullptr, 0));
-  const char* feed_names[] = {data_inputs[0].c_str(), steps_input.c_str()};
-  const char* output_names[] = {output.c_str()};
-  std::vector<Ort::Value> results =
-      session.Run(Ort::RunOptions{nullptr}, feed_names, feed.data(), 2, output_names, 1);
-
-  Ort::TensorTypeAndShapeInfo info = results[0].GetTensorTypeAndShapeInfo();
-  std::vector<int64_t> out_shape = info.GetShape();
   const int64_t samples = input.shape[0];
-  if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || out_shape.size() != 3 ||
-      out_shape[0] != steps || out_shape[1] != samples || out_shape[2] < 1) {
-    fail("output '" + output + "' is not float32 [T, N, classes] with T = " + steps_arg +
-         ", N = " + std::to_string(samples));
-  }
-  // The argmax of the mean over time is that of the sum, taken in float64 step by step
-  // (as onnx_snn's SpikingOutput.predictions does, so the classes match it exactly).
-  const size_t classes = size_t(out_shape[2]), row = size_t(samples) * classes;
-  const float* per_step = results[0].GetTensorData<float>();
-  std::vector<double> sums(row, 0.0);
-  for (int64_t t = 0; t < steps; ++t) {
-    for (size_t i = 0; i < row; ++i) sums[i] += per_step[size_t(t) * row + i];
+  std::vector<double> sums;  // the first output summed over the steps, [N, classes]
+  size_t classes = 0;
+  std::vector<Ort::Value> carried;  // the state outputs of the previous call
+  for (int64_t done = 0; done < steps; done += chunk) {
+    int64_t count = std::min(chunk, steps - done);
+    std::vector<Ort::Value> feed;
+    std::vector<const char*> feed_names = {data_inputs[0].c_str(), steps_input.c_str()};
+    feed.push_back(Ort::Value::CreateTensor<float>(memory, input.data.data(), input.data.size(),
+                                                   shape.data(), shape.size()));
+    feed.push_back(Ort::Value::CreateTensor<int64_t>(memory, &count, 1, nullptr, 0));
+    for (size_t i = 0; i < carried.size(); ++i) {  // none at the first call: the defaults
+      feed_names.push_back(states[i].first.c_str());
+      feed.push_back(std::move(carried[i]));
+    }
+    std::vector<const char*> output_names = {output.c_str()};
+    for (const auto& state : states) output_names.push_back(state.second.c_str());
+    std::vector<Ort::Value> results =
+        session.Run(Ort::RunOptions{nullptr}, feed_names.data(), feed.data(), feed.size(),
+                    output_names.data(), output_names.size());
+
+    Ort::TensorTypeAndShapeInfo info = results[0].GetTensorTypeAndShapeInfo();
+    std::vector<int64_t> out_shape = info.GetShape();
+    if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || out_shape.size() != 3 ||
+        out_shape[0] != count || out_shape[1] != samples || out_shape[2] < 1) {
+      fail("output '" + output + "' is not float32 [T, N, classes] with T = " +
+           std::to_string(count) + ", N = " + std::to_string(samples));
+    }
+    // The argmax of the mean over time is that of the sum, taken in float64 step by step
+    // (as onnx_snn's SpikingOutput.predictions does, so the classes match it exactly).
+    classes = size_t(out_shape[2]);
+    const size_t row = size_t(samples) * classes;
+    sums.resize(row, 0.0);
+    const float* per_step = results[0].GetTensorData<float>();
+    for (int64_t t = 0; t < count; ++t) {
+      for (size_t i = 0; i < row; ++i) sums[i] += per_step[size_t(t) * row + i];
+    }
+    carried.clear();
+    for (size_t i = 1; i < results.size(); ++i) carried.push_back(std::move(results[i]));
   }
   for (size_t n = 0; n < size_t(samples); ++n) {
     std::cout << argmax(&sums[n * classes], classes) << '\n';

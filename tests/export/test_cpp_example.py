@@ -15,12 +15,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from conftest import make_model
 from onnx import TensorProto, helper
 
 from onnx_snn import SpikingSession, convert, native_library_path
+from onnx_snn.export.formats import export_format
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRE = os.environ.get("ONNX_SNN_REQUIRE_NATIVE") == "1"
@@ -120,8 +122,8 @@ def case(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
 
 
 def classify(binary: Path, model: Path, library: str, npy: Path,
-             steps: str = str(STEPS)) -> subprocess.CompletedProcess:
-    return call(str(binary), str(model), library, str(npy), steps, timeout=60)
+             steps: str = str(STEPS), *chunk: str) -> subprocess.CompletedProcess:
+    return call(str(binary), str(model), library, str(npy), steps, *chunk, timeout=60)
 
 
 def test_function_body_predictions_match_python(binary, case) -> None:
@@ -139,6 +141,27 @@ def test_kernel_library_predictions_match_python(binary, case) -> None:
     done = classify(binary, model, str(library), npy)
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(np.array(done.stdout.split(), np.int64), expected)
+
+
+@pytest.mark.parametrize("engine", ["function", "kernel"])
+def test_chunked_model_run_in_chunks_matches_python(binary, case, tmp_path, engine) -> None:
+    """The chunked format, run as calls of 5 steps with the states fed back, classifies
+    like Python's one run of all the steps."""
+    model, npy, expected = case
+    library = "-" if engine == "function" else native_library_path()
+    if library is None:
+        unavailable("the native kernel library was not built")
+    chunked = tmp_path / "chunked.onnx"
+    onnx.save(export_format(model, "chunked"), chunked)
+    done = classify(binary, chunked, str(library), npy, str(STEPS), "5")
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(np.array(done.stdout.split(), np.int64), expected)
+
+
+def test_chunks_need_the_chunked_format(binary, case) -> None:
+    model, npy, _ = case
+    done = classify(binary, model, "-", npy, str(STEPS), "5")
+    assert done.returncode == 1 and "needs a model in the chunked format" in done.stderr
 
 
 @pytest.mark.parametrize("bad, message", [
