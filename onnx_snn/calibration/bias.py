@@ -60,8 +60,11 @@ class ChannelMeanHook(Collector):
             if ceiling.ndim:
                 ceiling = ceiling.reshape(per_channel_shape(ceiling.size, axis, rank))
             values = make("Min", [activation, make.const(ceiling, np.float32)], np.float32)
+        # float64 sums of float32 values are exact here, so they do not depend on how a
+        # run is cut into calls (onnx_snn.runtime.chunks) nor on the summation order
+        values = make("Cast", [values], np.float64, {"to": onnx.TensorProto.DOUBLE})
         sums = make.reduce("ReduceSum", values, [a for a in range(rank) if a != axis],
-                           np.float32)
+                           np.float64)
         channels = make("Gather", [make("Shape", [activation], np.int64), make.const(axis)],
                         np.int64, {"axis": 0})
         return [sums, make("Div", [make("Size", [activation], np.int64), channels], np.int64)]

@@ -48,8 +48,10 @@ class ChunkPlan:
         return self.steps < self.timesteps or self.batch < self.samples
 
     def describe(self) -> str:
-        return (f"T = {self.timesteps} on {self.samples} samples runs as calls of "
-                f"{self.steps} steps x {self.batch} samples")
+        def count(number: int, noun: str) -> str:
+            return f"{number} {noun}{'s' if number != 1 else ''}"
+        return (f"T = {self.timesteps} on {count(self.samples, 'sample')} runs as calls of "
+                f"{count(self.steps, 'step')} x {count(self.batch, 'sample')}")
 
 
 def plan_chunks(timesteps: int, samples: int, sample_step_bytes: int | None,

@@ -124,9 +124,14 @@ def set_memory_limit(limit: str | int | float | None, announce: bool = False) ->
     _announce = announce
 
 
+#: What ``announce`` has printed: each message once.
+_announced: set[str] = set()
+
+
 def announce(message: str) -> None:
-    """Print ``message`` on stderr when ``set_memory_limit(..., announce=True)``."""
-    if _announce:
+    """Print ``message`` on stderr, once, when ``set_memory_limit(..., announce=True)``."""
+    if _announce and message not in _announced:
+        _announced.add(message)
         print(f"onnx-snn: {message}", file=sys.stderr)
 
 

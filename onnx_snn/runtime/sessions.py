@@ -310,7 +310,7 @@ class SpikingSession:
                 f"T = {timesteps} needs more memory than the budget of {budget:,} bytes even "
                 "for one sample, and this session was opened without its model, so it "
                 "cannot run in chunks of steps")
-        if plan.chunked and plan != self.last_plan:
+        if plan.chunked:
             announce(plan.describe())
         self.last_plan = plan
         return plan
@@ -346,10 +346,13 @@ class SpikingSession:
         return batched[0].shape[1] if batched else 1
 
     def output_bytes(self, timesteps: int, rows: int) -> int:
-        """The bytes of a run's outputs, every step's kept (unknown sizes count as 1)."""
-        values = sum(int(np.prod([d or 1 for d in shape[1:]], dtype=np.float64))
-                     for _, shape in self.output_types.values())
-        return timesteps * rows * max(values, 1) * 4
+        """The bytes of a run's outputs: every step's, and the sums over the steps once
+        (float32; unknown sizes count as 1)."""
+        def values(summed: bool) -> int:
+            return sum(int(np.prod([d or 1 for d in shape[1:]], dtype=np.float64))
+                       for name, (_, shape) in self.output_types.items()
+                       if (name in self.time_sums) == summed)
+        return (timesteps * values(summed=False) + values(summed=True)) * rows * 4
 
     def _check_outputs_fit(self, timesteps: int, rows: int) -> None:
         """Refuse a run whose outputs alone, kept for every step, exceed the memory budget."""

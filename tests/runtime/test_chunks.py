@@ -17,7 +17,7 @@ from onnx_snn.io.metadata import TIMESTEPS_KEY
 from onnx_snn.ops.function_bodies import if_node_model
 from onnx_snn.runtime.chunks import BYTES_PER_CARRIED_VALUE, ChunkedRun, plan_chunks
 from onnx_snn.runtime.sessions import create_session, run_checked
-from onnx_snn.runtime.memory import parse_size
+from onnx_snn.runtime.memory import parse_size, set_memory_limit
 
 T = 13
 
@@ -134,6 +134,29 @@ def test_chunked_neuron_follows_a_plain_loop(attributes: dict) -> None:
     run = ChunkedRun(model, create_session, run_checked)
     got, = run.run(["S"], {"X": x}, "T", T, {"X"}, 4)
     np.testing.assert_array_equal(got.reshape(T, 2, features), np.stack(expected))
+
+
+@pytest.fixture
+def process_limit():
+    """Sets the process-wide memory limit for one test, then goes back to the default."""
+    yield set_memory_limit
+    set_memory_limit(None)
+
+
+def test_bias_calibration_in_chunks_gives_the_same_model(process_limit) -> None:
+    """Bias calibration measures the SNN at T = 24; with a budget that holds a few
+    steps of one sample, it runs in chunks of steps and writes the same model."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    ann = mlp_model([8, 32, 32, 4], seed=3)
+    whole = convert(ann, x, bias_calibration=24, progress=False).model
+    probe = SpikingSession(whole)
+    limit = (probe.output_bytes(24, 1) + probe.carried_values * BYTES_PER_CARRIED_VALUE
+             + 5 * probe.step_bytes)
+    assert SpikingSession(whole, memory_limit=limit).plan(24, 1).steps < 24
+    process_limit(limit)
+    chunked = convert(ann, x, bias_calibration=24, progress=False).model
+    assert chunked.SerializeToString() == whole.SerializeToString()
 
 
 def test_plans_are_the_largest_chunks_that_fit() -> None:
