@@ -62,10 +62,12 @@ def _meminfo_available() -> int | None:
         return None
 
 
-def _cgroup_left(root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """A cgroup memory limit less the group's usage (v2, then v1); None if unlimited."""
+def cgroup_left(root: Path = Path("/sys/fs/cgroup"),
+                membership: Path = Path("/proc/self/cgroup")) -> int | None:
+    """The memory limit of this process's cgroup less the group's usage (v2 or v1, as
+    ``membership`` lists the groups under ``root``); None if there is no limit."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = membership.read_text().splitlines()
     except OSError:
         lines = []
     for line in lines:
@@ -105,7 +107,7 @@ def _address_space_left() -> int | None:
 
 def available_memory() -> int | None:
     """Bytes a new allocation can really get (None where nothing says)."""
-    known = [left for left in (_meminfo_available(), _cgroup_left(), _address_space_left())
+    known = [left for left in (_meminfo_available(), cgroup_left(), _address_space_left())
              if left is not None]
     return min(known) if known else None
 
