@@ -68,6 +68,7 @@ VARIANTS = {
     "best": ["--preset", "best"],
     "standard": ["--format", "standard"],
     "streaming": ["--format", "streaming"],
+    "chunked": ["--format", "chunked"],
 }
 OTHER_VARIANTS = [v for v in VARIANTS if v != "default"]
 
@@ -268,6 +269,49 @@ def test_zoo_variant(zoo: Zoo, model_id: str, variant: str) -> None:
 def test_zoo_variant_report(zoo: Zoo, model_id: str, variant: str) -> None:
     """--preset best, --format standard, --format streaming: convert, eval, report."""
     check_pipeline(zoo, model_id, variant)
+
+
+def chunking_limit(snn: Path, timesteps: int, samples: int) -> str:
+    """A --memory-limit under which a run of ``samples`` samples for ``timesteps`` steps
+    goes in calls of 3 steps of one sample (the outputs of every step kept aside)."""
+    from onnx_snn import SpikingSession
+    from onnx_snn.runtime.chunks import BYTES_PER_CARRIED_VALUE
+
+    session = SpikingSession(snn)
+    limit = (session.output_bytes(timesteps, samples) + 3 * session.step_bytes
+             + session.carried_values * BYTES_PER_CARRIED_VALUE)
+    assert SpikingSession(snn, memory_limit=limit).plan(timesteps, samples).steps == 3
+    return str(limit)
+
+
+@pytest.mark.parametrize("model_id", FAST_IDS)
+def test_zoo_eval_in_chunks_writes_the_same_json(zoo: Zoo, model_id: str) -> None:
+    """eval under a memory limit that cuts each sample's T = 16 steps into calls of 3
+    steps writes the JSON of one call on the whole batch, byte for byte."""
+    model, conversion = zoo.model(model_id), zoo.convert(model_id, "default")
+    check_ok(conversion.run, "convert")
+    samples = len(np.load(model.test)["x"])
+    results = []
+    for limit in ([], ["--memory-limit", chunking_limit(conversion.snn, 16, samples)]):
+        results.append(model.directory / f"eval-chunks{len(results)}.json")
+        check_ok(cli("eval", conversion.snn, "--data", model.test, "--timesteps", "4,16",
+                     "--json", results[-1], *limit), "eval")
+    assert results[0].read_bytes() == results[1].read_bytes()
+
+
+def test_zoo_report_in_chunks_writes_the_same_json(zoo: Zoo) -> None:
+    """report the same, on a ResNet-18 with --ann (fidelity included)."""
+    model_id = "resnet18-torchscript"
+    model, conversion = zoo.model(model_id), zoo.convert(model_id, "default")
+    check_ok(conversion.run, "convert")
+    samples = len(np.load(model.test)["x"])
+    reports = []
+    for limit in ([], ["--memory-limit", chunking_limit(conversion.snn, REPORT_STEPS,
+                                                        samples)]):
+        reports.append(model.directory / f"report-chunks{len(reports)}")
+        check_ok(cli("report", conversion.snn, "--data", model.test, "--ann", model.ann,
+                     "--timesteps", REPORT_STEPS, "-o", reports[-1], *limit), "report")
+    assert (reports[0] / "report.json").read_bytes() == (reports[1] / "report.json").read_bytes()
 
 
 @pytest.mark.parametrize("model_id", [i for i in FAST_IDS if i in TORCH_IDS])
