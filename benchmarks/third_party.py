@@ -16,7 +16,9 @@ The models and their data are those of ``tests/test_third_party.py`` (made in
 
 Each setting of ``--settings`` converts with ``onnx_snn.convert`` (``default``:
 no options; ``best``: ``preset="best"``; ``burst``, ``burst8``: ``preset="best"``
-with burst neurons of up to 4 or 8 spikes a step), runs the SNN once at the largest
+with burst neurons of up to 4 or 8 spikes a step; ``burst16max``: ``preset="best"``
+with per-layer max scales instead of threshold balancing and up to 16 spikes a
+step), runs the SNN once at the largest
 T of ``--timesteps`` and reads the metric of the mean output over steps 1..t at every
 t. Calibration data is made with other seeds than the test data.
 
@@ -48,15 +50,19 @@ from third_party_data import (  # noqa: E402
 )
 
 from onnx_snn import SpikingSession, convert  # noqa: E402
+from onnx_snn.calibration.factories import HookFactory  # noqa: E402
 from onnx_snn.config import PRESETS  # noqa: E402
 
-#: As the CLI's ``convert`` (no option), ``--preset best``, ``--preset best --max-spikes 4``
-#: and ``--max-spikes 8``.
+#: As the CLI's ``convert`` (no option), ``--preset best``, ``--preset best --max-spikes 4``,
+#: ``--max-spikes 8`` and ``--preset best --mode max --max-spikes 16``.
 SETTINGS = {"default": {}, "best": {"preset": "best"},
             "burst": {"preset": "best",
                       "neuron_factory": PRESETS["best"].neuron_factory.replace(max_spikes=4)},
             "burst8": {"preset": "best",
-                       "neuron_factory": PRESETS["best"].neuron_factory.replace(max_spikes=8)}}
+                       "neuron_factory": PRESETS["best"].neuron_factory.replace(max_spikes=8)},
+            "burst16max": {"preset": "best", "hook_factory": HookFactory(),
+                           "neuron_factory": PRESETS["best"].neuron_factory.replace(
+                               max_spikes=16)}}
 FILES = {"cls": ("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
          "rec": ("rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx"),
          "ddddocr": ("ddddocr", "common.onnx"),

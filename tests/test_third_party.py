@@ -33,6 +33,7 @@ from third_party_data import (
 
 import onnx_snn
 from onnx_snn import SpikingSession
+from onnx_snn.calibration.factories import HookFactory
 from onnx_snn.config import PRESETS
 
 CLS = ("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
@@ -41,9 +42,12 @@ REC = ("rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx",
        "rapidocr-onnxruntime==1.4.4")
 DDDDOCR = ("ddddocr", "common.onnx", "ddddocr==1.6.1")
 SWIFT = ("swift_f0", "model.onnx", "swift-f0==0.3.0")
-#: ``--preset best`` and ``--preset best --max-spikes 4`` (burst neurons).
+#: ``--preset best``, ``--preset best --max-spikes 4`` (burst neurons) and
+#: ``--preset best --mode max --max-spikes 16`` (per-layer max scales, finer bursts).
 BEST = {"preset": "best"}
 BURST = {"preset": "best", "neuron_factory": PRESETS["best"].neuron_factory.replace(max_spikes=4)}
+MAX16 = {"preset": "best", "hook_factory": HookFactory(),
+         "neuron_factory": PRESETS["best"].neuron_factory.replace(max_spikes=16)}
 STEPS = 64
 
 
@@ -117,8 +121,8 @@ def test_paddle_rec_converts_by_default_and_loads(tmp_path):
 @pytest.mark.slow
 def test_paddle_rec_reads_the_text_as_the_ann_does(tmp_path):
     ann = model_file(REC)
-    snn = converted(ann, rec_data(16, seed=11)[0], tmp_path, **BURST)
-    x, texts = rec_data(8, seed=1)
+    snn = converted(ann, rec_data(16, seed=11)[0], tmp_path, **MAX16)
+    x, texts = rec_data(16, seed=1)
     feeds = [{"x": x[i:i + 4]} for i in range(0, len(x), 4)]
     characters = paddle_characters(ann)
 
