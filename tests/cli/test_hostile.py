@@ -572,6 +572,28 @@ def _(d):
     return argv, ["T = 4611686018427387904", "bytes"], None
 
 
+@case("eval-memory-limit-not-a-size")
+def _(d):
+    return eval_argv(d) + ["--memory-limit", "lots"], ["memory limit", "'lots'"], 2
+
+
+@case("eval-memory-limit-zero")
+def _(d):
+    return eval_argv(d) + ["--memory-limit", "0"], ["memory limit", "'0'"], 2
+
+
+@case("eval-memory-limit-below-the-outputs", subprocess=True)
+def _(d):
+    return eval_argv(d) + ["--memory-limit", "10"], ["bytes of outputs", "budget of 10 bytes"], \
+        None
+
+
+@case("convert-bias-calibration-memory-limit-below-one-step", subprocess=True)
+def _(d):
+    return convert_argv(d, "ann.onnx", "--bias-calibration", "8", "--memory-limit", "100"), \
+        ["bytes", "budget"], None
+
+
 def test_more_than_100_hostile_cases_in_all() -> None:
     from test_bad_inputs import CASES as EARLIER
     assert len(CASES) + len(EARLIER) >= 100, (len(CASES), len(EARLIER))
