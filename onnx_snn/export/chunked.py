@@ -33,8 +33,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.common import (
-    custom_nodes, drop_unused_domains, folded_copy, identifier, is_if_node, names,
-    replace_all,
+    custom_nodes, declared_ranks, drop_unused_domains, folded_copy, identifier, is_if_node,
+    names, replace_all,
 )
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.io.metadata import ACCUMULATORS, CHUNK_STATES, DIFFERENCES, metadata
@@ -137,7 +137,7 @@ def to_chunked(model: ModelLike) -> onnx.ModelProto:
     legacy = set(json.loads(metadata(model).get(ACCUMULATORS, "[]"))) | set(
         json.loads(metadata(model).get(DIFFERENCES, "[]")))
     chunk = _ChunkGraph(graph, steps)
-    ranks = _ranks(onnx.shape_inference.infer_shapes(model).graph)
+    ranks = declared_ranks(onnx.shape_inference.infer_shapes(model).graph)
     for node in graph.node:
         if is_time_op(node):
             _time_op(node, chunk)
@@ -162,13 +162,6 @@ def to_chunked(model: ModelLike) -> onnx.ModelProto:
     props = metadata(model)
     helper.set_model_props(model, {**props, CHUNK_STATES: json.dumps(chunk.states)})
     return model
-
-
-def _ranks(graph: onnx.GraphProto) -> dict[str, int]:
-    """The rank of every tensor whose shape the model declares or inference finds."""
-    return {value.name: len(value.type.tensor_type.shape.dim)
-            for value in [*graph.input, *graph.value_info, *graph.output]
-            if value.type.tensor_type.HasField("shape")}
 
 
 def _neuron(node: onnx.NodeProto, chunk: _ChunkGraph, ranks: dict[str, int]) -> None:

@@ -112,6 +112,13 @@ def names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
+def declared_ranks(graph: onnx.GraphProto) -> dict[str, int]:
+    """The rank of every tensor whose shape the graph declares (or inference found)."""
+    return {value.name: len(value.type.tensor_type.shape.dim)
+            for value in [*graph.input, *graph.value_info, *graph.output]
+            if value.type.tensor_type.HasField("shape")}
+
+
 def identifier(name: str) -> str:
     """``name`` with every character outside [A-Za-z0-9_] replaced by ``_``."""
     return re.sub(r"\W", "_", name, flags=re.ASCII) or "ifnode"

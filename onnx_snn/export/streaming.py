@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.common import (
-    IFNeuronStep, custom_nodes, drop_unused_domains, folded_copy, identifier, is_if_node, names,
-    replace_all,
+    IFNeuronStep, custom_nodes, declared_ranks, drop_unused_domains, folded_copy, identifier,
+    is_if_node, names, replace_all,
 )
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.io.metadata import (
@@ -45,7 +45,7 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     """
     model, steps = folded_copy(model)
     graph = model.graph
-    ranks = _ranks(onnx.shape_inference.infer_shapes(model).graph)
+    ranks = declared_ranks(onnx.shape_inference.infer_shapes(model).graph)
     custom = custom_nodes(node for node in graph.node
                           if not is_if_node(node) and not is_time_op(node))
     if custom:
@@ -119,13 +119,6 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
     props = {e.key: e.value for e in model.metadata_props if e.key != TIMESTEPS_KEY}
     helper.set_model_props(model, {**props, STREAMING_STATES: json.dumps(states)})
     return onnx.shape_inference.infer_shapes(model)
-
-
-def _ranks(graph: onnx.GraphProto) -> dict[str, int]:
-    """The rank of every tensor whose shape the converted model declares."""
-    return {value.name: len(value.type.tensor_type.shape.dim)
-            for value in [*graph.input, *graph.value_info, *graph.output]
-            if value.type.tensor_type.HasField("shape")}
 
 
 def _state(owner: str, suffix: str, scope: NameScope, graph: onnx.GraphProto,
