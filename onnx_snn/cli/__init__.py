@@ -70,6 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command prints its one error line only. ``--verbose`` shows both as they come.
     """
     args = build_parser().parse_args(argv)
+    try:
+        return _run_command(args)
+    finally:  # the limit is this command's, not the calling process's
+        set_memory_limit(None)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``main`` after parsing: settings, the command, its outputs; the exit status."""
     command = COMMANDS[args.command]
     _quiet_libraries()
     try:

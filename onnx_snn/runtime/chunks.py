@@ -1,6 +1,6 @@
-"""Running T steps in chunks of a few steps (and, when even one step of the whole batch
-is too much, a few samples at a time), sized to a memory budget
-(docs/chunked-execution.md).
+"""Runs cut to a memory budget (docs/chunked-execution.md): all T steps of a few
+samples a call, or, when one sample's T steps do not fit, one sample in calls of a
+few steps.
 
 ``plan_chunks`` picks the steps and samples per call from the bytes one sample-step
 needs; ``ChunkedRun`` runs a model's chunked form (``onnx_snn.export.chunked``),
@@ -26,11 +26,11 @@ from onnx_snn.io.models import ModelLike, load_model
 #: buffers the memory planner keeps): the growth of peak RSS per T·N row between two
 #: unchunked runs was 7.7 bytes on ResNet-18 at 224x224 (T = 8 and 32 on 8 images)
 #: and 11.7 on ResNet-20 at 32x32 (T = 16 and 64 on 64 images); largest layers
-#: /2/Relu, 802,816 values, and /5/relu/Relu, 16,384 values (/tmp probes of
-#: benchmarks/memory_scaling.py's nets).
+#: /2/Relu, 802,816 values, and /5/relu/Relu, 16,384 values (the nets of
+#: benchmarks/memory_scaling.py, each run in a fresh process).
 BYTES_PER_LARGEST_VALUE = 16
 #: Bytes per neuron of the potentials a chunked call carries: the state fed in and
-#: the one it gives back, float32 each.
+#: the one it gives back, float32 each (the time ops' sums are not counted).
 BYTES_PER_CARRIED_VALUE = 8
 
 

@@ -9,8 +9,10 @@ actor, one onnxruntime session of ``threads`` threads) makes its own worker and
 reads its own shards (``onnx_snn.io.shards``): the batches are the same, the
 results come back in the same order, so the folded numbers are bit-identical.
 
-The Ray workers start with the first ``map`` and live until the ``with`` block
-ends, so the passes of a calibration reuse them. Per ``map`` the recipe (the model
+Workers started here share this process's memory budget
+(``onnx_snn.runtime.memory``) equally, so that together they plan for what one
+process would; on a cluster each plans for its own machine. The Ray workers start
+with the first ``map`` and live until the ``with`` block ends, so the passes of a calibration reuse them. Per ``map`` the recipe (the model
 and its settings) goes to Ray's object store once, and each Ray worker fetches it
 and makes its worker at its first task. Per task: a shard (three integers) and the
 data's path, or a reference to arrays the driver put in the object store once. A
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.data import BatchStream, DataSource, InputSpec, batches, labelled_batches
 from onnx_snn.io.shards import Shard, plan_shards, sample_count, shard_source
+from onnx_snn.runtime.memory import memory_budget, set_memory_limit
 from onnx_snn.runtime.sessions import limit_threads
 from onnx_snn.validation import check_positive_int
 
@@ -123,7 +126,10 @@ class Cluster:
         if not self.actors:
             host = ray.remote(_Host).options(num_cpus=self.threads, max_restarts=RETRIES,
                                              max_task_retries=RETRIES)
-            self.actors = [host.remote(self.threads) for _ in range(self.workers)]
+            # workers started here share this machine's budget; a cluster's plan their own
+            budget = memory_budget() if self.address is None else None
+            share = None if budget is None else max(budget // self.workers, 1)
+            self.actors = [host.remote(self.threads, share) for _ in range(self.workers)]
         # the recipe (the model) goes to the object store once; each task names it
         # (in a list, so Ray passes the reference), and a worker makes it once
         recipe_ref = [ray.put(recipe)]
@@ -145,8 +151,10 @@ class _Host:
     """One Ray worker: the worker of the recipe it was last given, and the reading of
     its shards. A restarted one makes the worker again at its next task."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, memory_limit: int | None = None) -> None:
         limit_threads(threads)
+        if memory_limit is not None:
+            set_memory_limit(memory_limit)
         self.recipe: Any = None
         self.worker: Callable[[Any], Any] | None = None
 

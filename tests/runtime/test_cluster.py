@@ -17,12 +17,13 @@ ray = pytest.importorskip("ray")
 
 from zoo_models import ZooBuilder
 
-from onnx_snn import HookFactory, convert
+from onnx_snn import HookFactory, SpikingSession, convert
 from onnx_snn.cli import main
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.data import labelled_batches
 from onnx_snn.measure.evaluation import AccuracyWorker, snn_accuracy
 from onnx_snn.measure.report import make_report
+from onnx_snn.runtime.chunks import BYTES_PER_CARRIED_VALUE
 from onnx_snn.runtime.cluster import Cluster
 
 
@@ -116,16 +117,22 @@ def test_a_bad_shard_names_the_file_and_rows(cluster, resnet, tmp_path: Path) ->
 
 
 def test_the_command_line_takes_workers(ray_started, resnet, tmp_path: Path) -> None:
-    """--workers 2 on the command line (it joins the Ray this module started)."""
+    """--workers 2 on the command line (it joins the Ray this module started), also with
+    a memory limit whose half, each worker's share, cuts a batch of 7 into 3-step calls."""
     snn = tmp_path / "snn.onnx"
     snn.write_bytes(resnet["snn"].SerializeToString())
+    session = SpikingSession(resnet["snn"])
+    share = (session.output_bytes(16, 7) + 3 * session.step_bytes
+             + session.carried_values * BYTES_PER_CARRIED_VALUE)
+    assert SpikingSession(resnet["snn"], memory_limit=share).plan(16, 7).steps == 3
     runs = []
-    for extra in ([], ["--workers", "2"]):
+    for extra in ([], ["--workers", "2"],
+                  ["--workers", "2", "--batch-size", "7", "--memory-limit", str(2 * share)]):
         out = tmp_path / f"eval{len(runs)}.json"
         assert main(["eval", str(snn), "--data", str(resnet["test"]), "--timesteps", "4,16",
                      "--json", str(out), *extra]) == 0
         runs.append(json.loads(out.read_text()))
-    assert runs[0] == runs[1]
+    assert runs[0] == runs[1] == runs[2]
 
 
 def test_without_ray_workers_say_how_to_install_it(monkeypatch, capsys, resnet,
