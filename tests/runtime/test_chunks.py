@@ -13,6 +13,7 @@ from onnx_snn import SpikingSession, convert
 from onnx_snn.config import PRESETS
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.chunked import to_chunked
+from onnx_snn.export.formats import export_format
 from onnx_snn.io.metadata import TIMESTEPS_KEY
 from onnx_snn.ops.function_bodies import if_node_model
 from onnx_snn.runtime.chunks import BYTES_PER_CARRIED_VALUE, ChunkedRun, plan_chunks
@@ -157,6 +158,23 @@ def test_bias_calibration_in_chunks_gives_the_same_model(process_limit) -> None:
     process_limit(limit)
     chunked = convert(ann, x, bias_calibration=24, progress=False).model
     assert chunked.SerializeToString() == whole.SerializeToString()
+
+
+def test_the_standard_format_refuses_chunks_of_steps_but_splits_samples() -> None:
+    """Its neurons are Scans over all T steps: samples can be split, steps cannot."""
+    x = np.random.default_rng(8).normal(size=(64, 8)).astype(np.float32)
+    snn = convert(mlp_model([8, 16, 4], seed=5), x, progress=False).model
+    standard = export_format(snn, "standard")
+    whole = SpikingSession(standard, memory_limit="1PB")
+    reference = whole.run(x[:4], T).outputs
+    split = SpikingSession(standard, memory_limit=whole.output_bytes(T, 4) + 2 * T * whole.step_bytes)
+    for name, value in split.run(x[:4], T).outputs.items():
+        _same_bits(value, reference[name])
+    assert (split.last_plan.steps, split.last_plan.batch) == (T, 2)
+    tight = SpikingSession(standard, memory_limit=whole.output_bytes(T, 4) + 2 * whole.step_bytes
+                           + whole.carried_values * BYTES_PER_CARRIED_VALUE)
+    with pytest.raises(OnnxSnnError, match="only the onnx-snn and chunked formats run in chunks"):
+        tight.run(x[:4], T)
 
 
 def test_plans_are_the_largest_chunks_that_fit() -> None:
