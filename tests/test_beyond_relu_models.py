@@ -14,6 +14,8 @@ attention's permutation of the batch axis (``Transpose`` perm [1, 0, 2]).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -160,3 +162,31 @@ def test_converts_by_default_and_weighted_layers_read_spikes(builder: BeyondRelu
     sources = weighted_layer_sources(snn.model)
     assert set(sources.values()) <= {"spikes", "input"}, sources
     assert list(sources.values()).count("input") <= 1, sources  # the first layer
+
+
+def test_vit_eval_in_chunks_writes_the_same_json(builder: BeyondReluBuilder,
+                                                 tmp_path: Path) -> None:
+    """The ViT's time-difference ops (LayerNorm, GELU, attention) carry their running sums
+    over calls of 3 steps: eval writes the JSON of one call, byte for byte."""
+    from onnx_snn import SpikingSession
+    from onnx_snn.cli import main
+    from onnx_snn.runtime.chunks import BYTES_PER_CARRIED_VALUE
+
+    model = builder.build("vit", "torchscript")
+    with np.load(model.calib) as calib, np.load(model.test) as test:
+        np.savez(tmp_path / "calib.npz", x=calib["x"])
+        np.savez(tmp_path / "test.npz", x=test["x"][:24], y=test["y"][:24])
+    snn = tmp_path / "snn.onnx"
+    assert main(["convert", str(model.ann), "--calib", str(tmp_path / "calib.npz"), "-o",
+                 str(snn), "--no-progress"]) == 0
+    session = SpikingSession(snn)
+    limit = (session.output_bytes(16, 24) + 3 * session.step_bytes
+             + session.carried_values * BYTES_PER_CARRIED_VALUE)
+    assert SpikingSession(snn, memory_limit=limit).plan(16, 24).steps == 3
+    results = []
+    for extra in ([], ["--memory-limit", str(limit)]):
+        results.append(tmp_path / f"eval{len(results)}.json")
+        assert main(["eval", str(snn), "--data", str(tmp_path / "test.npz"), "--timesteps",
+                     "4,16", "--ann", str(model.ann), "--fidelity", "--json",
+                     str(results[-1]), *extra]) == 0
+    assert results[0].read_bytes() == results[1].read_bytes()
