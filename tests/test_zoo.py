@@ -1,5 +1,6 @@
 """The architecture zoo through the real command line: inspect, convert (default,
-``--preset best``, ``--format standard``, ``--format streaming``), eval and report.
+``--preset best``, ``--format standard``, ``--format streaming``; ``--format chunked`` in
+the slow run), eval (also in chunks of steps, under a memory limit) and report.
 
 Models come from ``tests/zoo_models.py`` (plain-torch ResNet-18/50, VGG-BN,
 DenseNet, Inception, SqueezeNet, ShuffleNetV2, MobileNetV2 and RegNet-style nets on
@@ -71,6 +72,13 @@ VARIANTS = {
     "chunked": ["--format", "chunked"],
 }
 OTHER_VARIANTS = [v for v in VARIANTS if v != "default"]
+#: The default run leaves the chunked format to the slow run: its convert and eval are
+#: the onnx-snn format's plus states (tests/runtime/test_chunks.py checks the bits).
+FAST_OTHER_VARIANTS = [v for v in OTHER_VARIANTS if v != "chunked"]
+#: Models whose eval runs in chunks in the default run (residual, concatenating,
+#: depthwise, and a label output summed over the steps); the slow run does all.
+FAST_CHUNK_IDS = ["resnet18-torchscript", "densenet-dynamo", "mobilenetv2-dynamo",
+                  "sklearn_mlp-zipmap"]
 
 EVAL_STEPS = (4, 16)
 REPORT_STEPS = 8
@@ -256,7 +264,7 @@ def test_zoo_pipeline(zoo: Zoo, model_id: str) -> None:
     check_pipeline(zoo, model_id, "default", ann=model_id in FAST_REPORT_ANN)
 
 
-@pytest.mark.parametrize("variant", OTHER_VARIANTS)
+@pytest.mark.parametrize("variant", FAST_OTHER_VARIANTS)
 @pytest.mark.parametrize("model_id", FAST_VARIANT_IDS)
 def test_zoo_variant(zoo: Zoo, model_id: str, variant: str) -> None:
     """--preset best, --format standard, --format streaming: convert, eval."""
@@ -264,7 +272,7 @@ def test_zoo_variant(zoo: Zoo, model_id: str, variant: str) -> None:
     check_eval(zoo, model_id, variant)
 
 
-@pytest.mark.parametrize("variant", OTHER_VARIANTS)
+@pytest.mark.parametrize("variant", FAST_OTHER_VARIANTS)
 @pytest.mark.parametrize("model_id", FAST_VARIANT_REPORT_IDS)
 def test_zoo_variant_report(zoo: Zoo, model_id: str, variant: str) -> None:
     """--preset best, --format standard, --format streaming: convert, eval, report."""
@@ -284,7 +292,8 @@ def chunking_limit(snn: Path, timesteps: int, samples: int) -> str:
     return str(limit)
 
 
-@pytest.mark.parametrize("model_id", FAST_IDS)
+@pytest.mark.parametrize("model_id", [
+    pytest.param(i, marks=() if i in FAST_CHUNK_IDS else pytest.mark.slow) for i in ALL_IDS])
 def test_zoo_eval_in_chunks_writes_the_same_json(zoo: Zoo, model_id: str) -> None:
     """eval under a memory limit that cuts each sample's T = 16 steps into calls of 3
     steps writes the JSON of one call on the whole batch, byte for byte."""

@@ -126,8 +126,11 @@ class _ChunkGraph:
 
 
 def to_chunked(model: ModelLike) -> onnx.ModelProto:
-    """The chunked form of an onnx-snn format model (see the module docstring)."""
+    """The chunked form of an onnx-snn format model (see the module docstring); a
+    chunked model as it is."""
     model, steps = folded_copy(model)
+    if CHUNK_STATES in metadata(model):
+        return model
     graph = model.graph
     other = custom_nodes(node for node in graph.node
                          if not is_if_node(node) and not is_time_op(node))

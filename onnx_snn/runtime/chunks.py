@@ -18,8 +18,8 @@ import numpy as np
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.chunked import to_chunked
-from onnx_snn.io.metadata import CHUNK_STATES, metadata, time_summed_outputs
-from onnx_snn.io.models import ModelLike, load_model
+from onnx_snn.io.metadata import CHUNK_STATES, time_summed_outputs
+from onnx_snn.io.models import ModelLike
 
 #: How many bytes of onnxruntime's working memory one value of the largest neuron
 #: layer stands for per sample-step (its input, its spikes, the layer after it and the
@@ -90,9 +90,7 @@ class ChunkedRun:
     """
 
     def __init__(self, model: ModelLike, open_session: Callable, run_session: Callable) -> None:
-        model = load_model(model)
-        self.session = open_session(model if CHUNK_STATES in metadata(model)
-                                    else to_chunked(model))
+        self.session = open_session(to_chunked(model))
         self.run_session = run_session
         props = self.session.get_modelmeta().custom_metadata_map
         #: (state input, state output) pairs, fed back from call to call.

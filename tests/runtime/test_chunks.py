@@ -97,6 +97,15 @@ def test_chunked_maxpool_gives_the_same_bits(maxpool: str) -> None:
     _runs(snn, x[:4], 4)
 
 
+def test_a_chunked_model_runs_in_chunks_as_it_is() -> None:
+    """The chunked format itself, run in calls of 3 steps, and exported again unchanged."""
+    x = np.random.default_rng(9).normal(size=(64, 8)).astype(np.float32)
+    snn = convert(mlp_model([8, 16, 4], seed=6), x, progress=False).model
+    chunked = export_format(snn, "chunked")
+    assert export_format(chunked, "chunked") == chunked
+    _runs(chunked, x[:3], 3)
+
+
 def test_chunked_sequence_input_gives_the_same_bits() -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(64, 8)).astype(np.float32)
