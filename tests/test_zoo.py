@@ -75,10 +75,9 @@ OTHER_VARIANTS = [v for v in VARIANTS if v != "default"]
 #: The default run leaves the chunked format to the slow run: its convert and eval are
 #: the onnx-snn format's plus states (tests/runtime/test_chunks.py checks the bits).
 FAST_OTHER_VARIANTS = [v for v in OTHER_VARIANTS if v != "chunked"]
-#: Models whose eval runs in chunks in the default run (residual, concatenating,
-#: depthwise, and a label output summed over the steps); the slow run does all.
-FAST_CHUNK_IDS = ["resnet18-torchscript", "densenet-dynamo", "mobilenetv2-dynamo",
-                  "sklearn_mlp-zipmap"]
+#: Models whose eval runs in chunks in the default run (residual; a label output summed
+#: over the steps); the slow run does all.
+FAST_CHUNK_IDS = ["resnet18-torchscript", "sklearn_mlp-zipmap"]
 
 EVAL_STEPS = (4, 16)
 REPORT_STEPS = 8
