@@ -137,11 +137,11 @@ def to_chunked(model: ModelLike) -> onnx.ModelProto:
     if other:
         raise OnnxSnnError(f"node '{other[0].name}' is {other[0].domain}::{other[0].op_type}; "
                            f"chunked runs support {DOMAIN}::{IF_OP_TYPE} neurons only")
-    scans = [node for node in graph.node if node.op_type == "Scan"]
-    if scans:  # a converted ANN has none: these are neurons over all T steps
-        raise OnnxSnnError(f"node '{scans[0].name}' is a Scan over all the steps (the standard "
-                           "format's neurons): only the onnx-snn and chunked formats run in "
-                           "chunks of steps")
+    if any(node.op_type == "Scan" for node in graph.node):  # a converted ANN has none
+        raise OnnxSnnError("the model runs its neurons as Scans over all the steps (the "
+                           "standard format), so it cannot run in chunks of steps: use the "
+                           "onnx-snn or chunked format, a smaller T or batch size, or a larger "
+                           "--memory-limit")
     legacy = set(json.loads(metadata(model).get(ACCUMULATORS, "[]"))) | set(
         json.loads(metadata(model).get(DIFFERENCES, "[]")))
     chunk = _ChunkGraph(graph, steps)

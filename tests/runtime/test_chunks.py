@@ -182,7 +182,7 @@ def test_the_standard_format_refuses_chunks_of_steps_but_splits_samples() -> Non
     assert (split.last_plan.steps, split.last_plan.batch) == (T, 2)
     tight = SpikingSession(standard, memory_limit=whole.output_bytes(T, 4) + 2 * whole.step_bytes
                            + whole.carried_values * BYTES_PER_CARRIED_VALUE)
-    with pytest.raises(OnnxSnnError, match="only the onnx-snn and chunked formats run in chunks"):
+    with pytest.raises(OnnxSnnError, match="Scans over all the steps .* cannot run in chunks"):
         tight.run(x[:4], T)
 
 
