@@ -313,12 +313,14 @@ def test_zoo_report_in_chunks_writes_the_same_json(zoo: Zoo) -> None:
     model, conversion = zoo.model(model_id), zoo.convert(model_id, "default")
     check_ok(conversion.run, "convert")
     samples = len(np.load(model.test)["x"])
-    reports = []
-    for limit in ([], ["--memory-limit", chunking_limit(conversion.snn, REPORT_STEPS,
-                                                        samples)]):
+    reports, runs = [], []
+    for limit in ([], ["--memory-limit", chunking_limit(conversion.snn, REPORT_STEPS, samples),
+                       "--verbose"]):
         reports.append(model.directory / f"report-chunks{len(reports)}")
-        check_ok(cli("report", conversion.snn, "--data", model.test, "--ann", model.ann,
-                     "--timesteps", REPORT_STEPS, "-o", reports[-1], *limit), "report")
+        runs.append(cli("report", conversion.snn, "--data", model.test, "--ann", model.ann,
+                        "--timesteps", REPORT_STEPS, "-o", reports[-1], *limit))
+        check_ok(runs[-1], "report")
+    assert "runs as calls of" in runs[1].err, runs[1].err  # the limit did cut the runs
     assert (reports[0] / "report.json").read_bytes() == (reports[1] / "report.json").read_bytes()
 
 

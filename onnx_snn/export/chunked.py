@@ -1,26 +1,26 @@
-"""The chunked format: T steps run as several calls of a few steps each, with every
-state carried from call to call, so that memory holds one chunk instead of all T
-steps (docs/chunked-execution.md).
+"""The chunked format: T steps run as several calls of a few steps each, with every state
+carried from call to call, so that memory holds one chunk instead of all T steps
+(docs/chunked-execution.md).
 
 A chunked model is the onnx-snn model with state inputs and outputs added:
 
-- each ``IFNode`` reads its potentials before the chunk (input ``<node>__v``)
-  and gives them after it (output ``<node>__v_next``, one step's shape [N, ...]);
-  the op takes one value for all neurons too, as the initial state is given;
-- each time op (``onnx_snn.ops.time_ops``) becomes the same arithmetic in plain
-  ONNX over the chunk's rows with the last row of the previous chunk as state: a
-  running sum starts from the sum so far (``<node>__sum``), a difference from the
-  previous step's value (``<node>__previous``); the step count c_t continues from
-  the steps already run (``time_step__count``).
+- each ``IFNode`` reads its potentials before the chunk (input ``<node>__v``) and
+  gives them after it (output ``<node>__v_next``, one step's shape [N, ...]); the op
+  takes one value for all neurons too, as the initial state is given;
+- each time op (``onnx_snn.ops.time_ops``) becomes the same arithmetic in plain ONNX
+  over the chunk's rows with the last row of the previous chunk as state: a running
+  sum starts from the sum so far (``<node>__sum``), a difference from the previous
+  step's value (``<node>__previous``); the step count c_t continues from the steps
+  already run (``time_step__count``).
 
-Every state input has an initializer, its value before step 1, of shape [1, ..., 1]
-(an IFNode's ``v_init·θ``, a sum's -0.0, so that -0.0 + x = x, a previous value's
-0, a count's 0), which stands for every value (the IFNode broadcasts it, the time
-ops expand it to a row), so the first call needs no state feed. The pairs are listed, in order, in the metadata under
-``CHUNK_STATES``. Calling the model on steps 1..T1, then T1+1..T1+T2, ... feeding
-each call's state outputs to the next call's state inputs gives, bit for bit, the
-outputs of one call on all T steps: each step does the same float32 operations in
-the same order (a running sum adds one row at a time, from the previous row).
+Every state input has an initializer, its value before step 1, of shape [1, ..., 1] (an
+IFNode's ``v_init·θ``, a sum's -0.0, so that -0.0 + x = x, a previous value's 0, a
+count's 0), which stands for every value (the IFNode broadcasts it, the time ops expand
+it to a row), so the first call needs no state feed. The pairs are listed, in order, in
+the metadata under ``CHUNK_STATES``. Calling the model on steps 1..T1, then T1+1..T1+T2,
+... feeding each call's state outputs to the next call's state inputs gives, bit for
+bit, the outputs of one call on all T steps: each step does the same float32 operations
+in the same order (a running sum adds one row at a time, from the previous row).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.common import (
-    custom_nodes, declared_ranks, drop_unused_domains, folded_copy, identifier, is_if_node,
-    names, replace_all,
+    IFNeuronStep, custom_nodes, declared_ranks, drop_unused_domains, folded_copy, identifier,
+    is_if_node, names, replace_all,
 )
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.io.metadata import ACCUMULATORS, CHUNK_STATES, DIFFERENCES, metadata
@@ -58,6 +58,7 @@ class _ChunkGraph:
         self.outputs: list[onnx.ValueInfoProto] = []
         self.states: list[dict[str, str]] = []
         self.count = ""  # the step count c_t of each row, once a counted op needs it
+        self._steps_1d = ""  # T as a 1-D shape, once an op needs it
         self.nodes: list[onnx.NodeProto] = []
         self._constants: dict[tuple, str] = {}
 
@@ -93,7 +94,10 @@ class _ChunkGraph:
         return self.node("Reshape", [x, shape])
 
     def steps_1d(self) -> str:
-        return self.node("Reshape", [self.steps, self.const("one", np.array([1]))])
+        """T as a 1-D shape [Tc] (one node, made at first use)."""
+        if not self._steps_1d:
+            self._steps_1d = self.node("Reshape", [self.steps, self.const("one", np.array([1]))])
+        return self._steps_1d
 
     def with_first_row(self, first: str, rows: str) -> str:
         """[first expanded to one row; rows]: the previous chunk's last row on top."""
@@ -163,7 +167,7 @@ def to_chunked(model: ModelLike) -> onnx.ModelProto:
     opset = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
     functions = [f for f in model.functions if (f.domain, f.name) != (DOMAIN, IF_OP_TYPE)
                  and not (f.domain == DOMAIN and f.name in TIME_OPS)]
-    if chunk.states and any(is_if_node(node) for node in graph.node):
+    if any(is_if_node(node) for node in graph.node):
         functions.append(if_node_function(opset, with_state=True))
     replace_all(model.functions, functions)
     drop_unused_domains(model)
@@ -175,13 +179,12 @@ def to_chunked(model: ModelLike) -> onnx.ModelProto:
 def _neuron(node: onnx.NodeProto, chunk: _ChunkGraph, ranks: dict[str, int]) -> None:
     """The IFNode with its potentials as state (its input ``V`` and output ``V_next``;
     the initial one-value state stands for every neuron)."""
-    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    start = float(np.float32(values.get("v_init", 0.0)) * np.float32(values["v_threshold"]))
-    broadcast = bool(values.get("broadcast_input", 0))
+    neuron = IFNeuronStep.of(node, "")
     if node.input[0] not in ranks:
         raise OnnxSnnError(f"IFNode '{node.name}': a chunked run needs the rank of its "
                            "input, and the model does not say it")
-    state_in, state_out = chunk.state(node.name, "v", start, ranks[node.input[0]] - broadcast)
+    state_in, state_out = chunk.state(node.name, "v", float(neuron.v_start),
+                                      ranks[node.input[0]] - neuron.broadcast_input)
     stateful = onnx.NodeProto()
     stateful.CopyFrom(node)
     stateful.input.append(state_in)

@@ -12,8 +12,9 @@ results come back in the same order, so the folded numbers are bit-identical.
 Workers started here share this process's memory budget
 (``onnx_snn.runtime.memory``) equally, so that together they plan for what one
 process would; on a cluster each plans for its own machine. The Ray workers start
-with the first ``map`` and live until the ``with`` block ends, so the passes of a calibration reuse them. Per ``map`` the recipe (the model
-and its settings) goes to Ray's object store once, and each Ray worker fetches it
+with the first ``map`` and live until the ``with`` block ends, so the passes of a
+calibration reuse them. Per ``map`` the recipe (the model and its settings) goes
+to Ray's object store once, and each Ray worker fetches it
 and makes its worker at its first task. Per task: a shard (three integers) and the
 data's path, or a reference to arrays the driver put in the object store once. A
 worker that dies is restarted and its shard retried by Ray (``max_restarts``,

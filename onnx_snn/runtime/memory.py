@@ -20,8 +20,8 @@ from onnx_snn.errors import OnnxSnnError
 #: rest is left for onnxruntime's own buffers, the outputs and other processes.
 DEFAULT_SHARE = 0.5
 _UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "KIB": 2**10, "M": 1e6, "MB": 1e6,
-          "MIB": 2**20, "G": 1e9, "GB": 1e9, "GIB": 2**30, "T": 1e12, "TB": 1e12, "P": 1e15, "PB": 1e15, "PIB": 2**50,
-          "TIB": 2**40}
+          "MIB": 2**20, "G": 1e9, "GB": 1e9, "GIB": 2**30, "T": 1e12, "TB": 1e12,
+          "TIB": 2**40, "P": 1e15, "PB": 1e15, "PIB": 2**50}
 
 
 def parse_size(text: str | int | float, what: str = "memory limit") -> int:
@@ -116,6 +116,8 @@ def available_memory() -> int | None:
 _process_limit: int | None = None
 #: Whether runs say on stderr how they were cut (the CLI's ``--verbose``).
 _announce = False
+#: What ``announce`` has printed since: each message once.
+_announced: set[str] = set()
 
 
 def set_memory_limit(limit: str | int | float | None, announce: bool = False) -> None:
@@ -124,10 +126,7 @@ def set_memory_limit(limit: str | int | float | None, announce: bool = False) ->
     global _process_limit, _announce
     _process_limit = None if limit is None else parse_size(limit)
     _announce = announce
-
-
-#: What ``announce`` has printed: each message once.
-_announced: set[str] = set()
+    _announced.clear()
 
 
 def announce(message: str) -> None:

@@ -251,6 +251,8 @@ class SpikingSession:
         self.batch_specs = [InputSpec(s.name, s.dtype, s.shape[1:] if s.batched else s.shape,
                                       s.batched) for s in self.sequence_specs]
         self.input_names = [spec.name for spec in self.sequence_specs]
+        #: The inputs with a batch axis (the others are constants, given whole to each call).
+        self.batched_inputs = {spec.name for spec in self.sequence_specs if spec.batched}
         self.output_names = [o.name for o in self.session.get_outputs()
                              if o.name not in hidden_outputs]
         self.output_types = _output_types(
@@ -269,9 +271,8 @@ class SpikingSession:
         feed, timesteps = self._inputs(inputs, timesteps, sequence)
         rows = self._samples(feed)
         plan = self.plan(timesteps, rows)
-        sequences = {spec.name for spec in self.sequence_specs if spec.batched}
         parts = [self._run_steps({name: array[:, first:first + plan.batch]
-                                  if name in sequences else array
+                                  if name in self.batched_inputs else array
                                   for name, array in feed.items()}, timesteps, plan.steps)
                  for first in range(0, rows, plan.batch)]
         outputs = parts[0] if len(parts) == 1 else [
@@ -285,9 +286,8 @@ class SpikingSession:
         if steps >= timesteps:
             return self._run(self.output_names,
                              {**feed, self.timesteps_name: np.array(timesteps, np.int64)})
-        sequences = {spec.name for spec in self.sequence_specs if spec.batched}
         return self._chunks().run(self.output_names, feed, self.timesteps_name, timesteps,
-                                  sequences, steps)
+                                  self.batched_inputs, steps)
 
     @property
     def step_bytes(self) -> int | None:
@@ -299,8 +299,8 @@ class SpikingSession:
         """How a run of ``timesteps`` steps on ``rows`` samples is cut to fit the memory
         budget; an error when one sample and one step do not fit, or when the run
         needs chunks of steps and the session has no model to build them from."""
-        self._check_outputs_fit(timesteps, rows)
         budget = memory_budget(self.memory_limit)
+        self._check_outputs_fit(timesteps, rows, budget)
         if budget is not None:  # the outputs of every step stay in memory
             budget -= self.output_bytes(timesteps, rows)
         plan = plan_chunks(timesteps, rows, self.step_bytes,
@@ -333,8 +333,7 @@ class SpikingSession:
             if timesteps is None:
                 timesteps = next(iter(feed.values())).shape[0]
         else:
-            batched = {spec.name for spec in self.batch_specs if spec.batched}
-            feed = {name: array[None] if name in batched else array for name, array
+            feed = {name: array[None] if name in self.batched_inputs else array for name, array
                     in validate_batch(feed, self.batch_specs, where="batch").items()}
         if timesteps is None:
             raise OnnxSnnError("give the number of time steps")
@@ -342,7 +341,7 @@ class SpikingSession:
 
     def _samples(self, feed: Mapping[str, np.ndarray]) -> int:
         """The batch size of checked inputs [S, N, ...] (1 with constant inputs only)."""
-        batched = [feed[spec.name] for spec in self.sequence_specs if spec.batched]
+        batched = [feed[name] for name in self.input_names if name in self.batched_inputs]
         return batched[0].shape[1] if batched else 1
 
     def output_bytes(self, timesteps: int, rows: int) -> int:
@@ -354,9 +353,8 @@ class SpikingSession:
                        if (name in self.time_sums) == summed)
         return (timesteps * values(summed=False) + values(summed=True)) * rows * 4
 
-    def _check_outputs_fit(self, timesteps: int, rows: int) -> None:
-        """Refuse a run whose outputs alone, kept for every step, exceed the memory budget."""
-        budget = memory_budget(self.memory_limit)
+    def _check_outputs_fit(self, timesteps: int, rows: int, budget: int | None) -> None:
+        """Refuse a run whose outputs alone, kept for every step, exceed ``budget`` bytes."""
         needed = self.output_bytes(timesteps, rows)
         if budget is not None and needed > budget:
             raise OnnxSnnError(

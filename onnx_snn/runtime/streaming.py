@@ -18,6 +18,7 @@ import onnxruntime as ort
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.metadata import STREAMING_STATES
 from onnx_snn.io.models import ModelLike
+from onnx_snn.runtime.memory import memory_budget
 from onnx_snn.runtime.sessions import SpikingOutput, SpikingSession, create_session
 
 Inputs = np.ndarray | Mapping[str, np.ndarray]
@@ -82,7 +83,8 @@ class StreamingSession(SpikingSession):
         summed over the steps, as the onnx-snn format counts them.
         """
         feed, timesteps = self._frames(inputs, timesteps, sequence)
-        self._check_outputs_fit(timesteps, self._samples(feed))
+        self._check_outputs_fit(timesteps, self._samples(feed),
+                                memory_budget(self.memory_limit))
         self.reset()
         batched = {spec.name for spec in self.batch_specs if spec.batched}
         steps = [self._advance({name: array[min(t, len(array) - 1)][None]

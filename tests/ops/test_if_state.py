@@ -5,8 +5,9 @@ the previous call's V_next as its V, in both engines: the native kernel, and the
 stateful function body (``if_node_function(opset, with_state=True)``) on plain
 onnxruntime. V holds one potential per feature of a step, or one value that every
 potential starts at (V_next is then one step's shape). Both engines are held to a
-float32 numpy loop written out here (not ``simulate_if``), bit for bit. Without the library the native cases skip, unless
-``ONNX_SNN_REQUIRE_NATIVE=1`` makes that a failure.
+float32 numpy loop written out here (not ``simulate_if``), bit for bit. Without the
+library the native cases skip, unless ``ONNX_SNN_REQUIRE_NATIVE=1`` makes that a
+failure.
 """
 
 from __future__ import annotations

@@ -48,10 +48,12 @@ def _td_model() -> onnx.ModelProto:
     """x [N, 6] -> MatMul -> Relu -> MatMul -> Sigmoid (a TD op) -> MatMul -> Relu -> y."""
     rng = np.random.default_rng(3)
     weights = [rng.normal(size=shape).astype(np.float32) for shape in [(6, 12), (12, 8), (8, 4)]]
-    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"]), helper.make_node("Relu", ["h0"], ["r0"]),
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"]),
+             helper.make_node("Relu", ["h0"], ["r0"]),
              helper.make_node("MatMul", ["r0", "w1"], ["h1"]),
              helper.make_node("Sigmoid", ["h1"], ["g"]),
-             helper.make_node("MatMul", ["g", "w2"], ["h2"]), helper.make_node("Relu", ["h2"], ["y"])]
+             helper.make_node("MatMul", ["g", "w2"], ["h2"]),
+             helper.make_node("Relu", ["h2"], ["y"])]
     return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
                       {f"w{i}": w for i, w in enumerate(weights)})
@@ -63,10 +65,12 @@ def _pool_model() -> onnx.ModelProto:
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "g", "c2"], ["y"])]
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "g", "c2"], ["y"])]
     inits = {"w": rng.normal(size=(3, 1, 3, 3)), "b": rng.normal(size=3) * 0.1,
              "g": rng.normal(size=(27, 4)), "c2": np.zeros(4)}
-    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 6, 6])],
+    return make_model(nodes,
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 6, 6])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
                       {k: np.asarray(v, np.float32) for k, v in inits.items()})
 
@@ -176,7 +180,8 @@ def test_the_standard_format_refuses_chunks_of_steps_but_splits_samples() -> Non
     standard = export_format(snn, "standard")
     whole = SpikingSession(standard, memory_limit="1PB")
     reference = whole.run(x[:4], T).outputs
-    split = SpikingSession(standard, memory_limit=whole.output_bytes(T, 4) + 2 * T * whole.step_bytes)
+    split = SpikingSession(standard,
+                           memory_limit=whole.output_bytes(T, 4) + 2 * T * whole.step_bytes)
     for name, value in split.run(x[:4], T).outputs.items():
         _same_bits(value, reference[name])
     assert (split.last_plan.steps, split.last_plan.batch) == (T, 2)
