@@ -33,6 +33,13 @@ class ThresholdBalancingHook(Collector):
     """
 
     layerwise = True
+    splits = True  # a histogram counts values whatever their batching
+    #: The fetched values and their reordered copy, and q_θ's chain, which runs in every
+    #: pass: on ResNet-18 at 224x224 (802,816 values in its largest layer) peak RSS grew
+    #: 40 MB a sample in the first pass and 27 MB in the later ones, against 11.6 MB
+    #: without balancing.
+    working_bytes = 16
+    graph_bytes = 20
 
     def __init__(self, timesteps: int = BALANCED_TIMESTEPS, v_init: float = 0.5,
                  eps: float = 1e-6) -> None:
@@ -88,7 +95,13 @@ class ThresholdBalancingHook(Collector):
         return [activation]
 
     def observe(self, fetched: list[np.ndarray]) -> None:
+        self.observe_part(fetched)
+        self.batch_done()
+
+    def observe_part(self, fetched: list[np.ndarray]) -> None:
         self._histogram.add(fetched[0], self._name, self._axis)
+
+    def batch_done(self) -> None:
         self.batches += 1
 
     def pass_done(self) -> None:

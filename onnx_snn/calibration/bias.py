@@ -41,6 +41,9 @@ class ChannelMeanHook(Collector):
     the activation's (channel axis, rank), or found from the graph
     (``onnx_snn.calibration.collectors.channel_layout``)."""
 
+    splits = True  # exact float64 sums and counts add up over a batch's parts
+    working_bytes = 12  # the clipped values and their float64 copy
+
     def __init__(self, ceiling: float | np.ndarray | None = None,
                  layout: tuple[int, int] | None = None) -> None:
         super().__init__("channel-mean", None)
@@ -71,10 +74,16 @@ class ChannelMeanHook(Collector):
 
     def observe(self, fetched: list[np.ndarray]) -> None:
         """Add the sums per channel and the count of values per channel of a batch."""
+        self.observe_part(fetched)
+        self.batch_done()
+
+    def observe_part(self, fetched: list[np.ndarray]) -> None:
         sums, count = np.asarray(fetched[0], dtype=np.float64), fetched[1]
         self.sums = sums if self.sums is None else self.sums + sums
         self.count += int(count)
         self.scale = self.sums / self.count  # the per-channel mean so far
+
+    def batch_done(self) -> None:
         self.batches += 1
 
 

@@ -25,6 +25,12 @@ from onnx_snn.graph.layout import channel_axis
 from onnx_snn.snn.rewrite import Scale
 from onnx_snn.validation import check_bool
 
+#: The calibration graph's input [rows of the whole batch, rows of this call], int64, fed
+#: by the driver with each call: a collector whose reduction depends on the batch's size
+#: (a percentile's rank) reads the whole batch's from it when a batch runs in parts.
+BATCH_ROWS = "calibration__batch_rows"
+
+
 def channel_layout(activation: gs.Variable) -> tuple[int, int]:
     """(channel axis, rank) of ``activation``, whose rank must be known
     (``onnx_snn.graph.layout``)."""
@@ -52,10 +58,22 @@ class Collector(ABC):
     layerwise collector upstream of it, once they are final. ``scale`` is the
     result and ``batches`` how many batches made it; ``mode`` and ``momentum``
     describe the setting in a saved calibration.
+
+    A collector that ``splits`` takes a batch that does not fit the memory budget in
+    parts instead (``observe_part`` for each, then ``batch_done``), with the result
+    the whole batch would give; the driver cuts batches only when every collector of
+    the pass splits.
     """
 
     #: True when the collector's result feeds back into what later layers see.
     layerwise = False
+    #: True when the collector can take a batch in parts (``observe_part``).
+    splits = False
+    #: For the memory budget, bytes per value of its activation, a sample: what the
+    #: collector's results and their handling add in its pass (``working_bytes``), and
+    #: what its additions to the graph add in every pass (``graph_bytes``).
+    working_bytes = 0
+    graph_bytes = 0
 
     def __init__(self, mode: Mode | str, momentum: float | None) -> None:
         self.mode = mode
@@ -80,6 +98,14 @@ class Collector(ABC):
     @abstractmethod
     def observe(self, fetched: list[np.ndarray]) -> None:
         """Take one batch's fetched results."""
+
+    def observe_part(self, fetched: list[np.ndarray]) -> None:
+        """Take the fetched results of one part of a batch (collectors that ``split``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take a batch in parts")
+
+    def batch_done(self) -> None:
+        """Every part of the batch has been observed (collectors that ``split``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take a batch in parts")
 
     def pass_done(self) -> None:
         """The pass over the data that this collector observes has ended."""
@@ -111,14 +137,20 @@ class VoltageHook(Collector):
     pooled, and ``scale`` is an array.
 
     Its reduction is ``ReduceMax`` for "Max" and fractions of the max, and a
-    ``TopK`` of just the elements a percentile needs.
+    ``TopK`` of just the elements a percentile needs. A batch run in parts gives the
+    same ``s_t``: the largest of the parts' maxima, or the percentile of the parts'
+    TopKs merged, each taken for the whole batch's rank (``BATCH_ROWS``).
     """
+
+    splits = True
+    working_bytes = 4  # a per-channel percentile's transposed copy
 
     def __init__(self, mode: Mode = "Max", momentum: float = 0.1,
                  per_channel: bool = False) -> None:
         super().__init__(mode, check_momentum(momentum))
         self.setting = CalibrationMode.parse(mode)
         self.per_channel = check_bool(per_channel, "per_channel")
+        self._parts: list[list[np.ndarray]] = []
 
     def graph_outputs(self, graph: gs.Graph, activation: gs.Variable) -> list[gs.Variable]:
         """Add this hook's reduction of ``activation`` to ``graph``; return what to fetch."""
@@ -140,7 +172,9 @@ class VoltageHook(Collector):
         else:
             rows = make("Reshape", [activation, make.const([1, -1])], activation.dtype)
         shape = make("Shape", [rows], np.int64)
-        count = make("Gather", [shape, make.const(1)], np.int64, {"axis": 0})
+        part = make("Gather", [shape, make.const(1)], np.int64, {"axis": 0})
+        count = make("Div", [make("Mul", [part, _batch_rows(make, 0)], np.int64),
+                             _batch_rows(make, 1)], np.int64)  # the whole batch's, exactly
         as_double = make("Cast", [count], np.float64, {"to": onnx.TensorProto.DOUBLE})
         q = self.setting.value / 100.0
         index = make("Mul", [make("Sub", [as_double, make.const(1.0, np.float64)], np.float64),
@@ -152,7 +186,7 @@ class VoltageHook(Collector):
         # graph's index and numpy's; the exact neighbours are picked on the host.
         wanted = (make("Add", [make("Sub", [count, below], np.int64), make.const(1)], np.int64)
                   if largest else make("Add", [below, make.const(3)], np.int64))
-        k = make("Reshape", [make("Min", [wanted, count], np.int64), make.const([1])], np.int64)
+        k = make("Reshape", [make("Min", [wanted, part], np.int64), make.const([1])], np.int64)
         values = gs.Variable(make.name("topk"), activation.dtype)
         make.graph.nodes.append(gs.Node(
             "TopK", make.name("topk_node"), attrs={"axis": -1, "largest": int(largest),
@@ -186,3 +220,29 @@ class VoltageHook(Collector):
 
     def observe(self, fetched: list[np.ndarray]) -> None:
         self.update(self.statistic(fetched))
+
+    def observe_part(self, fetched: list[np.ndarray]) -> None:
+        self._parts.append(fetched)
+
+    def batch_done(self) -> None:
+        parts, self._parts = self._parts, []
+        self.observe(parts[0] if len(parts) == 1 else self._merged(parts))
+
+    def _merged(self, parts: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """What the whole batch would have fetched, from the fetches of its parts."""
+        if self.setting.kind != "percentile":
+            return [np.maximum.reduce([part[0] for part in parts])]
+        values = np.sort(np.concatenate([part[0] for part in parts], axis=1), axis=1)
+        if self.setting.value / 100.0 >= 0.5:  # a TopK of the largest: descending
+            values = values[:, ::-1]
+        count = sum(int(part[1][1]) for part in parts)
+        return [values, np.array([values.shape[0], count], np.int64)]
+
+
+def _batch_rows(make: GraphBuilder, index: int) -> gs.Variable:
+    """Entry ``index`` of the graph's ``BATCH_ROWS`` input (added at first use)."""
+    rows = next((t for t in make.graph.inputs if t.name == BATCH_ROWS), None)
+    if rows is None:
+        rows = gs.Variable(BATCH_ROWS, np.int64, [2])
+        make.graph.inputs.append(rows)
+    return make("Gather", [rows, make.const(index)], np.int64, {"axis": 0})

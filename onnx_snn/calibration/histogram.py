@@ -19,6 +19,8 @@ BINS = 2048
 _EMPTY = -2000
 #: Candidate-by-level cells evaluated at once, bounding memory.
 _CHUNK = 1 << 20
+#: Values counted at once by ``add``, bounding its float64 and index copies.
+_BLOCK = 1 << 22
 
 
 class ChannelHistogram:
@@ -42,7 +44,14 @@ class ChannelHistogram:
     def add(self, values: np.ndarray, name: str, axis: int = 1) -> None:
         """Count one batch of ``name``'s values, with channels on ``axis``."""
         channels = self.counts.shape[0]
-        rows = np.moveaxis(np.asarray(values), axis, 0).reshape(channels, -1).astype(np.float64)
+        rows = np.moveaxis(np.asarray(values), axis, 0).reshape(channels, -1)
+        width = max(_BLOCK // channels, 1)
+        for start in range(0, rows.shape[1], width):
+            self._add_rows(rows[:, start:start + width].astype(np.float64), name)
+
+    def _add_rows(self, rows: np.ndarray, name: str) -> None:
+        """Count ``rows`` [channels, values] of ``name``."""
+        channels = self.counts.shape[0]
         if rows.size == 0:
             return
         top = rows.max(axis=1)
