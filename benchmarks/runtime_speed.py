@@ -143,7 +143,7 @@ def spikingjelly_ms(entry: dict, steps: int, batch: int, budget_s: float) -> flo
 def if_op_ms(budget_s: float) -> dict[str, float]:
     """The IF op alone on [2048, 4096], native kernel and function body."""
     from onnx_snn.snn.neurons import IFNeuron
-    from onnx_snn.ops.function_bodies import if_node_model
+    from onnx_snn.ops.if_node_model import if_node_model
     from onnx_snn.runtime import create_session
 
     model = if_node_model(IFNeuron().attributes(), ["TN", 4096])

@@ -26,6 +26,7 @@ in the same order (a running sum adds one row at a time, from the previous row).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
@@ -129,34 +130,54 @@ class _ChunkGraph:
         return self.count
 
 
+def _nodes_within(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """The graph's nodes and those of its subgraphs (an If's branches, a Loop's body)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                yield from _nodes_within(subgraph)
+
+
+def chunk_refusal(model: onnx.ModelProto) -> str | None:
+    """Why ``model`` (an onnx-snn model, time folded) has no chunked form; None if it has."""
+    graph = model.graph
+    other = custom_nodes(node for node in graph.node
+                         if not is_if_node(node) and not is_time_op(node))
+    if other:
+        return (f"node '{other[0].name}' is {other[0].domain}::{other[0].op_type}; "
+                f"chunked runs support {DOMAIN}::{IF_OP_TYPE} neurons only")
+    if any(node.op_type in ("Scan", "Loop") for node in _nodes_within(graph)):
+        return ("the model has a Scan or Loop (user-defined neurons in the standard "
+                "format, or a loop of the ANN's own) with no state inputs, so it cannot run "
+                "in chunks of steps: use the onnx-snn format, a smaller T or batch size, or "
+                "a larger --memory-limit")
+    legacy = set(json.loads(metadata(model).get(ACCUMULATORS, "[]"))) | set(
+        json.loads(metadata(model).get(DIFFERENCES, "[]")))
+    kept = next((node for node in graph.node
+                 if node.name in legacy and not is_time_op(node)), None)
+    if kept is not None:
+        return (f"node '{kept.name}' keeps a sum over time as a {kept.op_type}, as models "
+                "converted before the time ops did: convert the model again to run it in "
+                "chunks")
+    return None
+
+
 def to_chunked(model: ModelLike) -> onnx.ModelProto:
     """The chunked form of an onnx-snn format model (see the module docstring); a
     chunked model as it is."""
     model, steps = folded_copy(model)
     if CHUNK_STATES in metadata(model):
         return model
+    refusal = chunk_refusal(model)
+    if refusal is not None:
+        raise OnnxSnnError(refusal)
     graph = model.graph
-    other = custom_nodes(node for node in graph.node
-                         if not is_if_node(node) and not is_time_op(node))
-    if other:
-        raise OnnxSnnError(f"node '{other[0].name}' is {other[0].domain}::{other[0].op_type}; "
-                           f"chunked runs support {DOMAIN}::{IF_OP_TYPE} neurons only")
-    if any(node.op_type == "Scan" for node in graph.node):  # a converted ANN has none
-        raise OnnxSnnError("the model runs its neurons as Scans over all the steps (the "
-                           "standard format), so it cannot run in chunks of steps: use the "
-                           "onnx-snn or chunked format, a smaller T or batch size, or a larger "
-                           "--memory-limit")
-    legacy = set(json.loads(metadata(model).get(ACCUMULATORS, "[]"))) | set(
-        json.loads(metadata(model).get(DIFFERENCES, "[]")))
     chunk = _ChunkGraph(graph, steps)
     ranks = declared_ranks(onnx.shape_inference.infer_shapes(model).graph)
     for node in graph.node:
         if is_time_op(node):
             _time_op(node, chunk)
-        elif node.name in legacy:
-            raise OnnxSnnError(f"node '{node.name}' keeps a sum over time as a {node.op_type}, "
-                               "as models converted before the time ops did: convert the "
-                               "model again to run it in chunks")
         elif is_if_node(node):
             _neuron(node, chunk, ranks)
         else:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import onnx
@@ -149,35 +148,40 @@ def _state_start(v: str, p: str) -> list[onnx.NodeProto]:
 
     ``v`` is reshaped to [F], or [1] when it holds one value, then expanded to [F]
     (a copy where it already is). The Reshape fails unless ``v`` holds F values or
-    one; it is named for the op, so that onnxruntime's error names it."""
+    one; it is named for the op (after ``p``), so that onnxruntime's error names it."""
     make = helper.make_node
     return [make("Size", [v], [f"{p}v_count"]),
             make("Equal", [f"{p}v_count", f"{p}i_one"], [f"{p}v_one"]),
             make("Where", [f"{p}v_one", f"{p}i_one", f"{p}features"], [f"{p}v_flat_shape"]),
             make("Reshape", [v, f"{p}v_flat_shape"], [f"{p}v_flat"],
-                 name=f"{IF_OP_TYPE}_V_must_hold_one_value_per_feature_or_one"),
+                 name=f"{p}{IF_OP_TYPE}_V_must_hold_one_value_per_feature_or_one"),
             make("Expand", [f"{p}v_flat", f"{p}features"], [f"{p}v0"])]
 
 
-def _state_end(v: str, v_final: str, v_next: str, p: str) -> list[onnx.NodeProto]:
+def _state_end(v: str, v_final: str, v_next: str, p: str,
+               same_rank: bool = False) -> list[onnx.NodeProto]:
     """The potentials ``v_final`` [F] as ``v_next``, in the shape of ``v`` (the state input,
     read by ``_state_start``), or one step's shape ``{p}step_shape`` where ``v`` holds one
     value for more than one feature (``{p}v_one``). Where a step has one feature, a
-    one-value ``v`` holds one per feature too, and ``v_next`` takes its shape."""
+    one-value ``v`` holds one per feature too, and ``v_next`` takes its shape.
+    ``same_rank``: ``v`` has a step's rank, so a Where picks the shape instead of an If."""
     make = helper.make_node
 
     def shape_branch(name: str, node: onnx.NodeProto) -> onnx.GraphProto:
         return helper.make_graph([node], name, inputs=[], outputs=[
             helper.make_tensor_value_info(node.output[0], TensorProto.INT64, [None])])
 
+    pick = make("Where", [f"{p}v_spread", f"{p}step_shape", f"{p}v_shape"],
+                [f"{p}v_next_shape"]) if same_rank else make(
+        "If", [f"{p}v_spread"], [f"{p}v_next_shape"],
+        then_branch=shape_branch(f"{p}step_shaped", make(
+            "Identity", [f"{p}step_shape"], [f"{p}v_step_shape"])),
+        else_branch=shape_branch(f"{p}v_shaped", make("Shape", [v], [f"{p}v_shape"])))
     return [make("Equal", [f"{p}features", f"{p}i_one"], [f"{p}one_feature"]),
             make("Not", [f"{p}one_feature"], [f"{p}many_features"]),
             make("And", [f"{p}v_one", f"{p}many_features"], [f"{p}v_spread"]),
-            make("If", [f"{p}v_spread"], [f"{p}v_next_shape"],
-                 then_branch=shape_branch(f"{p}step_shaped", make(
-                     "Identity", [f"{p}step_shape"], [f"{p}v_step_shape"])),
-                 else_branch=shape_branch(f"{p}v_shaped", make(
-                     "Shape", [v], [f"{p}v_shape"]))),
+            *([make("Shape", [v], [f"{p}v_shape"])] if same_rank else []),
+            pick,
             make("Reshape", [v_final, f"{p}v_next_shape"], [v_next])]
 
 
@@ -203,18 +207,26 @@ def scan_node(step: Step, hard_reset: bool, v0: str, seq: str, spikes: str,
 
 
 def scan_nodes(step: Step, hard_reset: bool, x: str, timesteps: str, v_start: str,
-               spikes: str, prefix: str, broadcast: bool = False) -> list[onnx.NodeProto]:
+               spikes: str, prefix: str, broadcast: bool = False,
+               v_next: str | None = None) -> list[onnx.NodeProto]:
     """A neuron of one reset mode as plain nodes: ``x`` in, ``spikes`` [T·N, ...] out.
 
     ``x`` is [T·N, ...], or with ``broadcast`` [S, N, ...] (S = 1 or T);
     ``timesteps`` is the int64 scalar T and ``v_start`` the scalar initial
-    potential; every new tensor name starts with ``prefix``.
+    potential; every new tensor name starts with ``prefix``. With ``v_next``,
+    ``v_start`` is the potentials before the first step (one per feature of a step,
+    or one value: ``_state_start``, in a step's rank) and ``v_next`` names them after
+    the last step.
     """
-    return [*_time_major_nodes(x, timesteps, prefix, broadcast),
-            _uniform_start(v_start, prefix),
-            scan_node(step, hard_reset, f"{prefix}v0", f"{prefix}seq",
-                      f"{prefix}spikes_seq", prefix=f"{prefix}step_"),
-            helper.make_node("Reshape", [f"{prefix}spikes_seq", f"{prefix}out_shape"], [spikes])]
+    stateful = v_next is not None
+    nodes = [*_time_major_nodes(x, timesteps, prefix, broadcast, step_shape=stateful),
+             *(_state_start(v_start, prefix) if stateful else [_uniform_start(v_start, prefix)]),
+             scan_node(step, hard_reset, f"{prefix}v0", f"{prefix}seq",
+                       f"{prefix}spikes_seq", prefix=f"{prefix}step_"),
+             helper.make_node("Reshape", [f"{prefix}spikes_seq", f"{prefix}out_shape"], [spikes])]
+    if stateful:
+        nodes += _state_end(v_start, f"{prefix}step_v_final", v_next, prefix, same_rank=True)
+    return nodes
 
 
 def _branch_outputs(names: Sequence[str]) -> list[onnx.ValueInfoProto]:
@@ -365,33 +377,3 @@ def if_node_function(opset: int, with_state: bool = False) -> onnx.FunctionProto
         DOMAIN, IF_OP_TYPE, IF_ATTRIBUTE_KINDS, _if_function_step, opset,
         doc="Integrate-and-fire neuron over a time-folded input [T*N, ...].",
         variant=_burst_variant(), with_state=with_state)
-
-
-def if_node_model(attributes: Mapping[str, Any], x_dims: Sequence[int | str | None],
-                  opset: int = 17, with_state: bool = False) -> onnx.ModelProto:
-    """A model of one IFNode with its function: inputs ``X`` (float32, ``x_dims``)
-    and ``T``, output ``S`` [T·N, ...]; attributes not given take their defaults
-    (``IF_ATTRIBUTE_DEFAULTS``). With ``with_state`` the node and its function also
-    take ``V`` and give ``V_next``, declared as one step's potentials [N, ...] (a V of
-    one value, e.g. [1, 1], needs V's shape cleared). For probing a backend,
-    benchmarks and tests."""
-    state_in, state_out = (["V"], ["V_next"]) if with_state else ([], [])
-    node = helper.make_node(IF_OP_TYPE, ["X", "T", *state_in], ["S", *state_out], name="ifnode",
-                            domain=DOMAIN, **{**IF_ATTRIBUTE_DEFAULTS, **attributes})
-    sample_dims = x_dims[2:] if attributes.get("broadcast_input") else x_dims[1:]
-
-    def potentials(name: str) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *sample_dims])
-
-    graph = helper.make_graph(
-        [node], "ifnode",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_dims)),
-         helper.make_tensor_value_info("T", TensorProto.INT64, []), *map(potentials, state_in)],
-        [helper.make_tensor_value_info("S", TensorProto.FLOAT, [None, *sample_dims]),
-         *map(potentials, state_out)])
-    opsets = [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
-    model = helper.make_model(graph, functions=[if_node_function(opset, with_state)],
-                              opset_imports=opsets)
-    # the oldest IR the opset allows (older runtimes load it), and 8 for model functions
-    model.ir_version = max(helper.find_min_ir_version_for(opsets, ignore_unknown=True), 8)
-    return model

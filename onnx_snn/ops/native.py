@@ -23,7 +23,8 @@ import numpy as np
 import onnxruntime as ort
 
 from onnx_snn.errors import first_line
-from onnx_snn.ops.function_bodies import IF_OP_TYPE, if_node_model
+from onnx_snn.ops.function_bodies import IF_OP_TYPE
+from onnx_snn.ops.if_node_model import if_node_model
 from onnx_snn.version import __version__
 
 #: File names of the library on Linux, macOS and Windows.

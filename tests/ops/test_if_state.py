@@ -19,7 +19,7 @@ import pytest
 from test_native import ORACLE_NEURONS, assert_same_bits, oracle, session, special_columns
 
 from onnx_snn.ops.dynamics import simulate_if
-from onnx_snn.ops.function_bodies import if_node_model
+from onnx_snn.ops.if_node_model import if_node_model
 from onnx_snn.snn.neurons import IFNeuron
 
 STEPS, ROWS, FEATURES = 7, 3, 5

@@ -17,7 +17,7 @@ import pytest
 from test_ifnode import if_model, reference
 
 from onnx_snn.snn.neurons import IFNeuron
-from onnx_snn.ops.function_bodies import if_node_model
+from onnx_snn.ops.if_node_model import if_node_model
 from onnx_snn.ops.native import kernel_runs, native_library_path
 
 
@@ -288,7 +288,7 @@ import sys
 import numpy as np
 import onnxruntime as ort
 from onnx_snn.snn.neurons import IFNeuron
-from onnx_snn.ops.function_bodies import if_node_model
+from onnx_snn.ops.if_node_model import if_node_model
 
 library, broadcast, dims, steps = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3]), int(sys.argv[4])
 options = ort.SessionOptions()

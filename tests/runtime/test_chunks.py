@@ -6,16 +6,16 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import make_model, mlp_model
+from conftest import load_example, make_model, mlp_model
 from onnx import TensorProto, helper
 
-from onnx_snn import SpikingSession, convert
+from onnx_snn import NeuronFactory, SpikingSession, convert
 from onnx_snn.config import PRESETS
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.chunked import to_chunked
 from onnx_snn.export.formats import export_format
 from onnx_snn.io.metadata import TIMESTEPS_KEY
-from onnx_snn.ops.function_bodies import if_node_model
+from onnx_snn.ops.if_node_model import if_node_model
 from onnx_snn.runtime.chunks import BYTES_PER_CARRIED_VALUE, ChunkedRun, plan_chunks
 from onnx_snn.runtime.sessions import create_session, run_checked
 from onnx_snn.runtime.memory import parse_size, set_memory_limit
@@ -173,10 +173,24 @@ def test_bias_calibration_in_chunks_gives_the_same_model(process_limit) -> None:
     assert chunked.SerializeToString() == whole.SerializeToString()
 
 
-def test_the_standard_format_refuses_chunks_of_steps_but_splits_samples() -> None:
-    """Its neurons are Scans over all T steps: samples can be split, steps cannot."""
+@pytest.mark.parametrize("net", ["mlp", "td"])
+def test_the_standard_format_runs_in_chunks_in_plain_onnx(net: str) -> None:
+    """Its neurons are Scans from their state inputs and its time ops plain ONNX: calls
+    of steps and of samples give one call's bits, with no custom op."""
+    x = np.random.default_rng(8).normal(size=(64, 8 if net == "mlp" else 6)).astype(np.float32)
+    ann = mlp_model([8, 16, 4], seed=5) if net == "mlp" else _td_model()
+    standard = export_format(convert(ann, x, progress=False).model, "standard")
+    assert {node.domain for node in standard.graph.node} == {""} and not standard.functions
+    _runs(standard, x[:4], rows=4)
+
+
+def test_a_standard_model_of_user_neurons_refuses_chunks_of_steps_but_splits_samples() -> None:
+    """User-defined neurons keep their own Scans over all T steps: samples can be
+    split, steps cannot."""
+    lif = load_example("custom_neuron").LIFNeuron
     x = np.random.default_rng(8).normal(size=(64, 8)).astype(np.float32)
-    snn = convert(mlp_model([8, 16, 4], seed=5), x, progress=False).model
+    snn = convert(mlp_model([8, 16, 4], seed=5), x, neuron_factory=NeuronFactory(lif, decay=0.9),
+                  progress=False).model
     standard = export_format(snn, "standard")
     whole = SpikingSession(standard, memory_limit="1PB")
     reference = whole.run(x[:4], T).outputs
@@ -187,7 +201,7 @@ def test_the_standard_format_refuses_chunks_of_steps_but_splits_samples() -> Non
     assert (split.last_plan.steps, split.last_plan.batch) == (T, 2)
     tight = SpikingSession(standard, memory_limit=whole.output_bytes(T, 4) + 2 * whole.step_bytes
                            + whole.carried_values * BYTES_PER_CARRIED_VALUE)
-    with pytest.raises(OnnxSnnError, match="Scans over all the steps .* cannot run in chunks"):
+    with pytest.raises(OnnxSnnError, match="a Scan or Loop .* cannot run in chunks of steps"):
         tight.run(x[:4], T)
 
 
