@@ -88,7 +88,7 @@ def neurons(props: Mapping[str, str], where: str = "the model") -> list[NeuronIn
     try:
         return [NeuronInfo(**entry) for entry in json.loads(props[NEURONS])]
     except (ValueError, TypeError) as error:
-        raise OnnxSnnError(f"{where}: metadata '{NEURONS}' is damaged ({error})") from None
+        raise OnnxSnnError(f"{where}: metadata '{NEURONS}' is damaged ({error})") from error
 
 
 def neurons_json(layers: list[NeuronInfo]) -> str:
@@ -98,6 +98,19 @@ def neurons_json(layers: list[NeuronInfo]) -> str:
 def time_summed_outputs(props: Mapping[str, str]) -> list[str]:
     """The outputs of a model that hold sums over the steps of a run."""
     return json.loads(props.get(TIME_SUMS, "[]"))
+
+
+def chunk_states(props: Mapping[str, str]) -> list[dict[str, str]]:
+    """The state pairs {"node", "input", "output"} of a model in the chunked form (or the
+    standard format), fed back from call to call; none for other models."""
+    return json.loads(props.get(CHUNK_STATES, "[]"))
+
+
+def counts_over_time(props: Mapping[str, str]) -> bool:
+    """True for a model that counts its steps or sums over them: time ops (running sums
+    and means, differences) or spike-count outputs."""
+    return any(json.loads(props.get(key, "[]")) for key in (ACCUMULATORS, DIFFERENCES,
+                                                              TIME_SUMS))
 
 
 def timesteps_input(props: Mapping[str, str]) -> str | None:

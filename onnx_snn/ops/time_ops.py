@@ -32,6 +32,9 @@ STEP_DIFFERENCE = "StepDifference"
 TIME_OPS = {RUNNING_SUM: True, RUNNING_MEAN: True, DIFFERENCE: False, STEP_DIFFERENCE: False}
 #: Ops whose rows are scaled by the step count c_t.
 COUNTED = {RUNNING_MEAN, STEP_DIFFERENCE}
+#: The most steps a run of a model that counts steps or sums over them may take: the
+#: count c_t and the sums are float32, which holds every whole number up to 2^24.
+MAX_COUNTED_STEPS = 1 << 24
 
 
 def is_time_op(node: onnx.NodeProto) -> bool:

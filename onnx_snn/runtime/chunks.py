@@ -10,7 +10,6 @@ steps, bit for bit.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.chunked import to_chunked
-from onnx_snn.io.metadata import CHUNK_STATES, time_summed_outputs
+from onnx_snn.io.metadata import chunk_states, time_summed_outputs
 from onnx_snn.io.models import ModelLike
 
 #: How many bytes of onnxruntime's working memory one value of the largest neuron
@@ -95,7 +94,7 @@ class ChunkedRun:
         props = self.session.get_modelmeta().custom_metadata_map
         #: (state input, state output) pairs, fed back from call to call.
         self.states = [(state["input"], state["output"])
-                       for state in json.loads(props[CHUNK_STATES])]
+                       for state in chunk_states(props)]
         self.time_sums = set(time_summed_outputs(props))
 
     def run(self, names: list[str], feed: dict[str, np.ndarray], steps_name: str,

@@ -1,5 +1,6 @@
-"""Predictions from a spiking model's outputs: which output is scored, and the
-delayed readout, which ignores the output of the first steps.
+"""Predictions from a spiking model's outputs (``SpikingOutput``, one run's outputs per
+step): which output is scored, and the delayed readout, which ignores the output of
+the first steps.
 
 A converted model outputs each ANN output per time step, [T, N, classes]. The
 plain prediction after t steps is the argmax of the sum of outputs 1..t. In the
@@ -162,3 +163,37 @@ def delayed_predictions(per_step: np.ndarray, delay: int) -> np.ndarray:
 def ann_predictions(scored: ScoredOutput, values: np.ndarray) -> np.ndarray:
     """The ANN's class predictions from the scored output's values."""
     return values if scored.labels else as_class_scores(values).argmax(axis=-1)
+
+
+@dataclass
+class SpikingOutput:
+    """Outputs of one run: each model output per time step, [T, N, ...]."""
+
+    outputs: dict[str, np.ndarray]
+
+    @property
+    def per_step(self) -> np.ndarray:
+        """The first output, per step: [T, N, ...]."""
+        return next(iter(self.outputs.values()))
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The first output averaged over time: [N, ...]."""
+        return self.per_step.mean(axis=0)
+
+    def predictions(self, delay: int = 0, output: str | None = None) -> np.ndarray:
+        """Class predictions after each step t, [T, N]: argmax of the sum of outputs 1..t.
+
+        ``output`` names the output to read (default: the first). An integer
+        output holds labels already: the conversion makes a label output the
+        label of the scores summed over steps 1..t. ``delay`` t0 > 0 gives the
+        delayed readout (``onnx_snn.runtime.predictions``) of a scores output: the sum of
+        outputs t0+1..t for t > t0, and of outputs 1..t for t <= t0.
+        """
+        per_step = self.per_step if output is None else self.outputs[output]
+        if per_step.dtype.kind in "iu":
+            if check_delay(delay):
+                raise OnnxSnnError("a readout delay needs class scores, not the labels of "
+                                   "an integer output")
+            return per_step
+        return delayed_predictions(per_step, delay)

@@ -8,10 +8,8 @@ time steps and returns per-step outputs; ``run_snn`` is the one-call version.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,15 +18,17 @@ import onnxruntime as ort
 from onnx_snn.io.data import InputSpec, input_specs, validate_batch
 from onnx_snn.errors import OnnxSnnError, first_line
 from onnx_snn.io.metadata import (
-    CHUNK_STATES, NEURONS, TIMESTEPS, neurons, time_summed_outputs, timesteps_input,
+    NEURONS, TIMESTEPS, chunk_states, counts_over_time, neurons, time_summed_outputs,
+    timesteps_input,
 )
 from onnx_snn.io.models import ModelLike, load_model
 from onnx_snn.ops.native import register_native
+from onnx_snn.ops.time_ops import MAX_COUNTED_STEPS
 from onnx_snn.runtime.chunks import (
     BYTES_PER_CARRIED_VALUE, BYTES_PER_LARGEST_VALUE, ChunkedRun, ChunkPlan, plan_chunks,
 )
 from onnx_snn.runtime.memory import announce, memory_budget
-from onnx_snn.runtime.predictions import check_delay, delayed_predictions
+from onnx_snn.runtime.predictions import SpikingOutput
 from onnx_snn.graph.prepare import replace_zipmaps
 from onnx_snn.validation import check_positive_int
 
@@ -79,7 +79,7 @@ def create_session(model: ModelLike, native: bool = True) -> ort.InferenceSessio
         if is_path:
             load_model(model)  # a missing, corrupt or non-ONNX file: its own clear error
         raise OnnxSnnError(f"onnxruntime cannot load the model: "
-                           f"{first_line(error)}") from None
+                           f"{first_line(error)}") from error
 
 
 def _output_types(values: list[Any], time_axis: bool) -> dict[str, tuple[np.dtype | None, tuple]]:
@@ -100,7 +100,7 @@ def run_checked(session: ort.InferenceSession, names: list[str] | None,
     except Exception as error:  # onnxruntime raises its own exception types
         place = f" on {where}" if where else ""
         raise OnnxSnnError(f"onnxruntime failed{place}: "
-                           f"{first_line(error)}") from None
+                           f"{first_line(error)}") from error
 
 
 class AnnSession:
@@ -162,40 +162,6 @@ class AnnSession:
                 for values, axis in zip(zip(*parts), axes)]
 
 
-@dataclass
-class SpikingOutput:
-    """Outputs of one run: each model output per time step, [T, N, ...]."""
-
-    outputs: dict[str, np.ndarray]
-
-    @property
-    def per_step(self) -> np.ndarray:
-        """The first output, per step: [T, N, ...]."""
-        return next(iter(self.outputs.values()))
-
-    @property
-    def mean(self) -> np.ndarray:
-        """The first output averaged over time: [N, ...]."""
-        return self.per_step.mean(axis=0)
-
-    def predictions(self, delay: int = 0, output: str | None = None) -> np.ndarray:
-        """Class predictions after each step t, [T, N]: argmax of the sum of outputs 1..t.
-
-        ``output`` names the output to read (default: the first). An integer
-        output holds labels already: the conversion makes a label output the
-        label of the scores summed over steps 1..t. ``delay`` t0 > 0 gives the
-        delayed readout (``onnx_snn.runtime.predictions``) of a scores output: the sum of
-        outputs t0+1..t for t > t0, and of outputs 1..t for t <= t0.
-        """
-        per_step = self.per_step if output is None else self.outputs[output]
-        if per_step.dtype.kind in "iu":
-            if check_delay(delay):
-                raise OnnxSnnError("a readout delay needs class scores, not the labels of "
-                                   "an integer output")
-            return per_step
-        return delayed_predictions(per_step, delay)
-
-
 class SpikingSession:
     """A converted model loaded in onnxruntime, run for a chosen number of steps.
 
@@ -222,7 +188,7 @@ class SpikingSession:
         self.timesteps_name = timesteps_input(props) or TIMESTEPS
         if self.timesteps_name not in names:
             raise OnnxSnnError(f"not a converted model: it has no '{self.timesteps_name}' input")
-        states = json.loads(props.get(CHUNK_STATES, "[]"))  # a chunked-format model
+        states = chunk_states(props)
         self._describe(hidden_inputs={self.timesteps_name, *(s["input"] for s in states)},
                        hidden_outputs={state["output"] for state in states})
 
@@ -238,6 +204,7 @@ class SpikingSession:
         self.carried_values = sum(features for features, _ in known)
         #: Outputs that hold sums over the steps (spike counts), not one value per step.
         self.time_sums = set(time_summed_outputs(props))
+        self.counts_over_time = counts_over_time(props)  # T <= MAX_COUNTED_STEPS
         #: Each input as given to ``run`` in a sequence: [T, N, ...]; a constant input
         #: (no batch axis, declared without the leading S) as it is, at every step.
         self.sequence_specs = [
@@ -337,7 +304,7 @@ class SpikingSession:
                     in validate_batch(feed, self.batch_specs, where="batch").items()}
         if timesteps is None:
             raise OnnxSnnError("give the number of time steps")
-        return feed, check_timesteps(timesteps)
+        return feed, check_timesteps(timesteps, self.counts_over_time)
 
     def _samples(self, feed: Mapping[str, np.ndarray]) -> int:
         """The batch size of checked inputs [S, N, ...] (1 with constant inputs only)."""
@@ -379,9 +346,15 @@ def _batched(shape: list) -> bool:
     return len(shape) >= 2 and shape[0] in ("S", 1)
 
 
-def check_timesteps(timesteps: Any) -> int:
-    """The number of time steps as a positive int; errors otherwise."""
-    return check_positive_int(timesteps, "time steps")
+def check_timesteps(timesteps: Any, counted: bool = False) -> int:
+    """The number of time steps as a positive int, at most ``MAX_COUNTED_STEPS`` for a
+    model that counts steps or sums over them (``counted``); errors otherwise."""
+    steps = check_positive_int(timesteps, "time steps")
+    if counted and steps > MAX_COUNTED_STEPS:
+        raise OnnxSnnError(f"T = {steps:,}: the model counts its steps or sums over them "
+                           "(time ops or spike counts) in float32, exact up to T = "
+                           f"{MAX_COUNTED_STEPS:,}; use a smaller T")
+    return steps
 
 
 def run_snn(model: ModelLike | SpikingSession, inputs: np.ndarray | Mapping[str, np.ndarray],

@@ -23,6 +23,20 @@ from onnx_snn.validation import check_bool, check_finite, check_float32_normal
 
 #: The most spikes a step a burst neuron may fire: counts stay exact in float32.
 MAX_SPIKES_LIMIT = 1 << 24
+#: The largest threshold and reset magnitude: a potential that grows by up to 2^40
+#: thresholds a step for 2^24 steps then stays finite in float32 (2^63+40+24 = 2^127).
+MAX_POTENTIAL_SETTING = 2.0 ** 63
+
+
+def check_potential_setting(value: Any, what: str, positive: bool) -> float:
+    """``value`` if float32 holds the potentials it leads to over T steps: a normal
+    positive number (``positive``) or a finite one, of magnitude at most 2^63."""
+    checked = check_float32_normal(value, what) if positive else check_finite(value, what)
+    if abs(checked) > MAX_POTENTIAL_SETTING:
+        raise OnnxSnnError(f"{what} must be at most 2^63 ({MAX_POTENTIAL_SETTING:.4g}) in "
+                           "magnitude, so that the membrane potential stays finite in float32 "
+                           f"over T steps, got {value!r}")
+    return checked
 
 
 def check_max_spikes(value: Any) -> int:
@@ -58,8 +72,9 @@ class Neuron:
             Neuron.registered[(cls.domain, cls.op_type)] = cls
 
     def __init__(self, v_threshold: float = 1.0, v_reset: float | None = None) -> None:
-        self.v_threshold = check_float32_normal(v_threshold, "v_threshold")
-        self.v_reset = None if v_reset is None else check_finite(v_reset, "v_reset")
+        self.v_threshold = check_potential_setting(v_threshold, "v_threshold", positive=True)
+        self.v_reset = None if v_reset is None else check_potential_setting(
+            v_reset, "v_reset", positive=False)
 
     def attributes(self) -> dict[str, Any]:
         """Every attribute of the node, written out explicitly."""
@@ -157,7 +172,7 @@ class NeuronFactory:
             neuron = self.neuron_type(**settings, **self.neuron_kwargs)
         except (TypeError, ValueError) as error:
             raise OnnxSnnError(f"cannot make a {getattr(self.neuron_type, '__name__', 'neuron')}"
-                               f": {error}") from None
+                               f": {error}") from error
         if not isinstance(neuron, Neuron):
             raise OnnxSnnError(f"neuron_type made a {type(neuron).__name__}, not a Neuron")
         return neuron
