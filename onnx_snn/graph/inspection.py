@@ -160,14 +160,21 @@ def conversion_graph(model: ModelLike, maxpool: str, drop_output_softmax: bool,
     graph."""
     loaded = load_model(model)
     if is_converted(metadata(loaded)):
-        name = model if isinstance(model, (str, os.PathLike)) else "the model"
-        raise OnnxSnnError(f"{name} is already a spiking model converted by onnx-snn; give "
+        raise OnnxSnnError(f"{_name(model)} is already a spiking model converted by onnx-snn; give "
                            "the ANN it came from")
-    graph = prepared_graph(loaded)
+    try:
+        graph = prepared_graph(loaded)
+    except OnnxSnnError as error:  # name the model
+        raise OnnxSnnError(f"{_name(model)}: {error}") from error
     apply_maxpool_policy(graph, maxpool)
     dropped = drop_output_heads(graph) if drop_output_softmax else []
     sites = [] if keep_analog else insert_signed_sites(graph)
     return graph, dropped, sites
+
+
+def _name(model: ModelLike) -> str:
+    """How messages name ``model``: its path, or "the model"."""
+    return str(model) if isinstance(model, (str, os.PathLike)) else "the model"
 
 
 def inspect_model(model: ModelLike, *, exclude: Collection[str] = (), keep_analog: bool = False,

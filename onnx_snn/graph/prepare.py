@@ -1,6 +1,9 @@
 """Prepare an ANN graph for conversion.
 
-- refuse ops from domains onnxruntime does not know, unless the model defines them;
+- refuse a graph the later steps cannot read (``onnx_snn.graph.validity``): names
+  that are not UTF-8, non-tensor inputs, short initializers, unknown attributes,
+  undefined or twice-written tensors, cycles, ops from domains onnxruntime does not
+  know unless the model defines them;
 - bring the ai.onnx opset up to at least ``MIN_OPSET`` (``onnx.version_converter``);
 - replace ZipMap outputs (scikit-learn converters) by their probability tensors;
 - fold what depends on constants alone into initializers (weights written as Constant
@@ -26,15 +29,10 @@ from onnx import version_converter
 
 from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL, fold_constants, relax_batch
 from onnx_snn.errors import OnnxSnnError, first_line
-from onnx_snn.graph.registry import MIN_OPSET, ONNXRUNTIME_DOMAINS
-
-
-def ai_onnx_opset(model: onnx.ModelProto) -> int:
-    """The model's ai.onnx opset version."""
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return entry.version
-    raise OnnxSnnError("the model imports no ai.onnx opset")
+from onnx_snn.graph.registry import MIN_OPSET
+from onnx_snn.graph.validity import (
+    ai_onnx_opset, check_dataflow, check_domains, check_structure,
+)
 
 
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -46,6 +44,7 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
 def prepared_graph(model: onnx.ModelProto) -> gs.Graph:
     """``prepare``'s result as a graph. Shape inference runs once (again only after a
     batch-following Reshape is rewritten); the later steps keep the shapes."""
+    check_structure(model)
     check_domains(model)
     check_dataflow(model.graph)
     opset = ai_onnx_opset(model)
@@ -54,7 +53,7 @@ def prepared_graph(model: onnx.ModelProto) -> gs.Graph:
             model = version_converter.convert_version(model, MIN_OPSET)
         except Exception as error:  # the converter raises several internal types
             raise OnnxSnnError(f"cannot convert the model from opset {opset} to {MIN_OPSET}: "
-                               f"{first_line(error)}") from None
+                               f"{first_line(error)}") from error
     model = fold_constant_subgraphs(replace_zipmaps(model))
     graph = gs.import_onnx(relax_batch(model, infer_shapes))
     name_nodes(graph)
@@ -62,53 +61,6 @@ def prepared_graph(model: onnx.ModelProto) -> gs.Graph:
     fold_batch_norms(graph)
     drop_passthrough_nodes(graph)
     return graph.cleanup().toposort()
-
-
-def check_domains(model: onnx.ModelProto) -> None:
-    """Refuse, before any work, nodes whose op neither onnxruntime nor the model defines."""
-    defined = {(f.domain, f.name) for f in model.functions}
-    unknown = [f"'{node.name or node.op_type}' ({node.domain}::{node.op_type})"
-               for node in model.graph.node
-               if node.domain not in ONNXRUNTIME_DOMAINS and (node.domain, node.op_type) not in defined]
-    if unknown:
-        raise OnnxSnnError(f"node {', '.join(unknown)} uses an op that onnxruntime does not know "
-                           "and the model does not define as a function")
-
-
-def check_dataflow(graph: onnx.GraphProto) -> None:
-    """Refuse a graph whose tensors are written twice or whose nodes form a cycle."""
-    sources = {value.name for value in graph.input} | {t.name for t in graph.initializer}
-    writer: dict[str, int] = {}  # tensor -> index of the node that writes it
-    for index, node in enumerate(graph.node):
-        for output in filter(None, node.output):
-            if output in sources or output in writer:
-                first = "a graph input or initializer" if output in sources else \
-                    f"node '{_node_name(graph, writer[output])}'"
-                raise OnnxSnnError(f"tensor '{output}' is written twice (by {first} and by node "
-                                   f"'{_node_name(graph, index)}'): not a valid ONNX graph")
-            writer[output] = index
-    # Kahn's algorithm: a node is ready once every node it reads from has run.
-    waiting = {i: {t for t in node.input if t in writer} for i, node in enumerate(graph.node)}
-    readers: dict[str, list[int]] = {}
-    for i, inputs in waiting.items():
-        for tensor in inputs:
-            readers.setdefault(tensor, []).append(i)
-    ready = [i for i, inputs in waiting.items() if not inputs]
-    while ready:
-        for tensor in filter(None, graph.node[ready.pop()].output):
-            for reader in readers.get(tensor, []):
-                waiting[reader].discard(tensor)
-                if not waiting[reader]:
-                    ready.append(reader)
-    stuck = [_node_name(graph, i) for i, inputs in waiting.items() if inputs]
-    if stuck:
-        raise OnnxSnnError(f"the graph has a cycle: node {', '.join(map(repr, stuck[:5]))} "
-                           "never get all their inputs; not a valid ONNX graph")
-
-
-def _node_name(graph: onnx.GraphProto, index: int) -> str:
-    node = graph.node[index]
-    return node.name or f"{node.op_type} #{index}"
 
 
 def replace_zipmaps(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -159,7 +111,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as error:  # inference errors come as several internal types
         raise OnnxSnnError(f"shape inference failed: {first_line(error)}") \
-            from None
+            from error
     if reshape_ranks(inferred):
         inferred = infer_shapes(inferred)
     return inferred
