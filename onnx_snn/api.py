@@ -22,11 +22,11 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnx_snn.calibration.bias import calibrate_biases
-from onnx_snn.calibration.collectors import CollectorFactory
+from onnx_snn.calibration.collectors import Collector, CollectorFactory
 from onnx_snn.calibration.factories import HookFactory
 from onnx_snn.calibration.driver import calibrate
 from onnx_snn.calibration.result import Calibration, check_scales
-from onnx_snn.runtime.cluster import Cluster
+from onnx_snn.runtime.cluster import Cluster, check_cluster
 from onnx_snn.config import AUTO, ConversionConfig, resolve_config
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.formats import export_format
@@ -40,7 +40,7 @@ from onnx_snn.measure.agreement import ann_agreement
 from onnx_snn.measure.instrument import add_spike_counts
 from onnx_snn.search import SEARCH_SAMPLES, SearchResult, candidates, search
 from onnx_snn.snn.assembly import build_spiking_model
-from onnx_snn.snn.neurons import NeuronFactory
+from onnx_snn.snn.neurons import Neuron, NeuronFactory
 from onnx_snn.snn.rewrite import NeuronPlan, check_layer
 from onnx_snn.validation import check_bool
 
@@ -118,6 +118,7 @@ def convert(model: ModelLike, data: Any = None, config: ConversionConfig | None 
     """
     config = resolve_config(config, preset, settings)
     check_bool(progress, "progress")
+    check_cluster(cluster)
     if calibration is not None and not isinstance(calibration, Calibration):
         raise OnnxSnnError(f"calibration must be a Calibration, got "
                            f"{type(calibration).__name__}")
@@ -157,8 +158,9 @@ def _convert(model: ModelLike, data: DataSource | None, config: ConversionConfig
     for name, calibrated in calibration.scales.items():
         cap = rectifier_cap(planned[name]) or np.inf  # a signed site has no cap
         scale = np.minimum(calibrated, cap) if np.ndim(calibrated) else min(calibrated, cap)
-        layers.append(check_layer(NeuronPlan(name, scale, plan[name][1].create(scale)),
-                                  planned[name].outputs[0], name in signed))
+        neuron = _made(plan[name][1].create(scale), Neuron, "neuron_factory", name)
+        layers.append(check_layer(NeuronPlan(name, scale, neuron), planned[name].outputs[0],
+                                  name in signed))
     if config.bias_calibration:
         if data is None:
             raise OnnxSnnError("bias calibration needs calibration data")
@@ -213,8 +215,9 @@ def _calibration(ann: onnx.ModelProto, data: DataSource | None,
     if calibration is None:
         if data is None:
             raise OnnxSnnError("no calibration data: pass data or a saved calibration")
-        calibration = calibrate(ann, data, {name: hf.create() for name, (hf, _) in plan.items()},
-                                batch_size=batch_size, progress=progress, signed=signed,
+        hooks = {name: _made(hf.create(), Collector, "hook_factory", name)
+                 for name, (hf, _) in plan.items()}
+        calibration = calibrate(ann, data, hooks, batch_size=batch_size, progress=progress, signed=signed,
                                 cluster=cluster)
     else:
         missing = sorted(set(plan) - set(calibration.scales))
@@ -248,18 +251,22 @@ def _plan(graph: gs.Graph, config: ConversionConfig, sites: list[gs.Node], name:
                                "converts float32 networks")
         chosen = config.factories(node) if config.factories else \
             (config.hook_factory, config.neuron_factory)
+        if chosen is not None and (not isinstance(chosen, tuple) or len(chosen) != 2 or not all(
+                callable(getattr(factory, "create", None)) for factory in chosen)):
+            raise OnnxSnnError(f"factories({node.name!r}) must return (hook factory, neuron "
+                               f"factory) or None, got {chosen!r}")
         if chosen is not None:
             plan[node.name] = chosen
     if sites:
         hooks = config.hook_factory
-        if hooks.create().layerwise:
+        if _made(hooks.create(), Collector, "hook_factory", sites[0].name).layerwise:
             hooks = SIGNED_SITE_HOOKS
         try:
             neurons = config.neuron_factory.replace(
                 signed=True, **{key: value for key, value in SIGNED_SITE_NEURONS.items()
                                 if key not in config.neuron_factory.neuron_kwargs})
         except OnnxSnnError as error:
-            raise OnnxSnnError(f"'{sites[0].name}' needs a signed neuron: {error}") from None
+            raise OnnxSnnError(f"'{sites[0].name}' needs a signed neuron: {error}") from error
         plan.update({site.name: (hooks, neurons) for site in sites})
         order = {node.name: index for index, node in enumerate(graph.nodes)}
         plan = dict(sorted(plan.items(), key=lambda item: order[item[0]]))
@@ -267,3 +274,11 @@ def _plan(graph: gs.Graph, config: ConversionConfig, sites: list[gs.Node], name:
         raise OnnxSnnError(f"{name}: no Relu to convert" if not relus else
                            f"{name}: every Relu is excluded, nothing to convert")
     return plan
+
+
+def _made(made: Any, kind: type, factory: str, node: str) -> Any:
+    """What a factory's ``create()`` returned for ``node``, if it is a ``kind``."""
+    if not isinstance(made, kind):
+        raise OnnxSnnError(f"{factory}.create() must return a {kind.__name__} (for node "
+                           f"{node!r}), got {made!r}")
+    return made

@@ -119,7 +119,7 @@ class LayerSumsWorker:
                 for first in range(0, rows, part)]
             runs = [self.session.run(feed, self.timesteps) for feed in parts]
         except OnnxSnnError as error:
-            raise OnnxSnnError(f"layer '{self.layer}': {error}") from None
+            raise OnnxSnnError(f"layer '{self.layer}': {error}") from error
         return [sum(run.outputs[name] for run in runs) for name in self.names]
 
 

@@ -38,8 +38,8 @@ class CalibrationMode:
             if text.endswith("%"):
                 try:
                     percent = float(text[:-1])
-                except ValueError:
-                    raise OnnxSnnError(problem) from None
+                except ValueError as error:
+                    raise OnnxSnnError(problem) from error
                 if 0.0 <= percent <= 100.0:
                     return cls("percentile", percent, mode)
             raise OnnxSnnError(problem)

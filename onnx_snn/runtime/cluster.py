@@ -48,8 +48,8 @@ INSTALL_HINT = "pip install 'onnx-snn[ray]'"
 def _ray() -> Any:
     try:
         import ray
-    except ImportError:
-        raise OnnxSnnError(f"workers need Ray, which is not installed: {INSTALL_HINT}") from None
+    except ImportError as error:
+        raise OnnxSnnError(f"workers need Ray, which is not installed: {INSTALL_HINT}") from error
     return ray
 
 
@@ -89,7 +89,7 @@ class Cluster:
             except (ConnectionError, ValueError, RuntimeError) as error:
                 raise OnnxSnnError(f"cannot start or join Ray"
                                    f"{f' at {self.address}' if self.address else ''}: "
-                                   f"{str(error).splitlines()[0]}") from None
+                                   f"{str(error).splitlines()[0]}") from error
             self._started = True
         if self.workers is None:
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // self.threads)
@@ -144,7 +144,7 @@ class Cluster:
         except ray.exceptions.RayTaskError as error:
             cause = getattr(error, "cause", None)
             if isinstance(cause, OnnxSnnError):
-                raise OnnxSnnError(str(cause)) from None
+                raise OnnxSnnError(str(cause)) from error
             raise
 
 
@@ -173,7 +173,14 @@ class _Host:
                 results.append(self.worker(batch))
             return results
         except OnnxSnnError as error:
-            raise OnnxSnnError(f"{shard.describe(data)}: {error}") from None
+            raise OnnxSnnError(f"{shard.describe(data)}: {error}") from error
+
+
+def check_cluster(cluster: Any) -> None:
+    """Refuse a ``cluster`` argument that is neither a ``Cluster`` nor None."""
+    if cluster is not None and not isinstance(cluster, Cluster):
+        raise OnnxSnnError(f"cluster must be an onnx_snn.runtime.cluster.Cluster or None, "
+                           f"got {cluster!r}")
 
 
 def map_batches(recipe: WorkerRecipe, data: Any, specs: list[InputSpec], batch_size: int,
@@ -181,6 +188,7 @@ def map_batches(recipe: WorkerRecipe, data: Any, specs: list[InputSpec], batch_s
                 desc: str = "", progress: bool = False) -> Iterator[Any]:
     """Each batch's result of the worker ``recipe`` makes, in batch order: here, or on
     ``cluster``."""
+    check_cluster(cluster)
     if cluster is not None:
         yield from cluster.map(recipe, data, specs, batch_size, labelled, labels, desc,
                                progress)
