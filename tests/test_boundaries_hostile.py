@@ -201,3 +201,20 @@ def test_verbose_shows_the_cause(folder: Path, capsys) -> None:
     done = run_script([*argv, "--verbose"], folder)
     assert done.returncode != 0
     assert "Traceback" in done.stderr and "direct cause" in done.stderr, done.stderr
+
+
+def test_a_session_refuses_native_that_is_not_a_bool() -> None:
+    snn = convert(mlp_model(SIZES, seed=1), _x(), progress=False)
+    with pytest.raises(OnnxSnnError, match="native must be True or False, got 'yes'"):
+        SpikingSession(snn.model, native="yes")
+
+
+def test_accuracy_takes_one_t_or_several_and_refuses_none() -> None:
+    """One T is the list of it (it used to be a TypeError: 'int' is not iterable)."""
+    snn = convert(mlp_model(SIZES, seed=1), _x(), progress=False).model
+    labels = np.arange(20) % 3
+    assert snn_accuracy(snn, _x(), labels, 4) == snn_accuracy(snn, _x(), labels, [4, 4])
+    with pytest.raises(OnnxSnnError, match="at least one number of time steps"):
+        snn_accuracy(snn, _x(), labels, [])
+    with pytest.raises(OnnxSnnError, match="time steps must be a positive integer, got 'four'"):
+        snn_accuracy(snn, _x(), labels, "four")

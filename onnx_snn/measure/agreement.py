@@ -30,7 +30,9 @@ from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.data import batches, check_batch_size
 from onnx_snn.io.models import ModelLike
 from onnx_snn.runtime.predictions import ScoredOutput, as_class_scores, choose_output
-from onnx_snn.runtime.sessions import AnnSession, SpikingSession, check_timesteps
+from onnx_snn.runtime.sessions import (
+    AnnSession, SpikingSession, check_timesteps, check_timesteps_list,
+)
 from onnx_snn.runtime.streaming import open_session
 
 
@@ -207,8 +209,7 @@ def ann_fidelity(snn: ModelLike | SpikingSession, ann: ModelLike, data: Any,
     ``timesteps``, from one run at max(T), on ``data`` (inputs only, any form
     ``onnx_snn.io.data`` reads). See the module doc for the three measures."""
     session = snn if isinstance(snn, SpikingSession) else open_session(snn)
-    steps = sorted({check_timesteps(t) for t in
-                    (timesteps if isinstance(timesteps, (list, tuple, set)) else [timesteps])})
+    steps = check_timesteps_list(timesteps)
     names = outputs or [name for name, (dtype, _) in session.output_types.items()
                         if dtype is not None]
     if not names:

@@ -24,7 +24,9 @@ from onnx_snn.io.data import LabelledBatch, check_batch_size, labelled_batches
 from onnx_snn.io.models import ModelLike, load_model
 from onnx_snn.runtime.cluster import Cluster, map_batches
 from onnx_snn.runtime.predictions import ann_predictions, check_delay, choose_output
-from onnx_snn.runtime.sessions import AnnSession, SpikingSession, check_timesteps
+from onnx_snn.runtime.sessions import (
+    AnnSession, SpikingSession, check_timesteps_list,
+)
 from onnx_snn.runtime.streaming import open_session
 
 
@@ -69,7 +71,7 @@ def snn_accuracy(model: ModelLike | SpikingSession, data: Any, labels: Any = Non
     ``cluster``: run the batches on its Ray workers (the same counts, summed).
     """
     readout_delay = check_delay(readout_delay)
-    steps = sorted({check_timesteps(t) for t in timesteps})
+    steps = check_timesteps_list(timesteps)
     check_delay_below(readout_delay, steps)
     local = AccuracyWorker(model, steps, readout_delay, output)  # checks the model here
     if cluster is None:

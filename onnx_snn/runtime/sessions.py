@@ -30,7 +30,7 @@ from onnx_snn.runtime.chunks import (
 from onnx_snn.runtime.memory import announce, memory_budget
 from onnx_snn.runtime.predictions import SpikingOutput
 from onnx_snn.graph.prepare import replace_zipmaps
-from onnx_snn.validation import check_positive_int
+from onnx_snn.validation import check_bool, check_positive_int
 
 #: numpy dtypes of onnxruntime's input type strings.
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
@@ -176,6 +176,7 @@ class SpikingSession:
                  memory_limit: str | int | None = None,
                  source: ModelLike | None = None) -> None:
         is_session = isinstance(model, ort.InferenceSession)
+        check_bool(native, "native")
         self.session = model if is_session else create_session(model, native)
         self.source = source if is_session else model
         self.native = native
@@ -354,6 +355,16 @@ def check_timesteps(timesteps: Any, counted: bool = False) -> int:
         raise OnnxSnnError(f"T = {steps:,}: the model counts its steps or sums over them "
                            "(time ops or spike counts) in float32, exact up to T = "
                            f"{MAX_COUNTED_STEPS:,}; use a smaller T")
+    return steps
+
+
+def check_timesteps_list(timesteps: Any) -> list[int]:
+    """One T or several (any iterable of them) as a sorted list without repeats."""
+    if isinstance(timesteps, (str, bytes)) or not hasattr(timesteps, "__iter__"):
+        timesteps = [timesteps]
+    steps = sorted({check_timesteps(t) for t in timesteps})
+    if not steps:
+        raise OnnxSnnError("give at least one number of time steps")
     return steps
 
 
