@@ -35,7 +35,8 @@ from onnx import helper
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.constant_inputs import constant_value, dict_constants, npz_constants
-from onnx_snn.io.npz import npz_batches, npz_files, npz_header, npz_keys_for
+from onnx_snn.io.npz import npz_batches, npz_files, npz_header, npz_keys_for, npz_rows, shape_text
+from onnx_snn.io.reading import shown
 from onnx_snn.validation import check_positive_int
 
 Batch = dict[str, np.ndarray]
@@ -91,6 +92,9 @@ class DataSource:
 
     def __init__(self, data: Any) -> None:
         self.data = data.data if isinstance(data, DataSource) else data
+        if hasattr(self.data, "get_next") and not callable(self.data.get_next):
+            raise OnnxSnnError(f"the data reader's get_next must be a method returning a "
+                               f"batch dict or None, got {self.data.get_next!r}")
         self.passes = 0
 
     def start_pass(self) -> None:
@@ -147,7 +151,7 @@ class BatchStream:
             start += rows
         if count == 0:
             data = self.source.data
-            source = f"{data}: " if isinstance(data, (str, Path)) else ""
+            source = f"{shown(data)}: " if isinstance(data, (str, Path)) else ""
             raise OnnxSnnError(f"{source}the data is empty: no batch to read")
         if self._labels is not None and start != len(self._labels):
             raise OnnxSnnError(f"{len(self._labels)} labels for {start} samples: give one "
@@ -160,7 +164,8 @@ class BatchStream:
         if self._labels is not None:
             return f"the labels array {list(self._labels.shape)}"
         if isinstance(data, (str, Path)):
-            return f"labels '{LABELS}' {list(npz_header(Path(data), LABELS)[0])} in {data}"
+            shape = list(npz_header(Path(data), LABELS)[0])
+            return f"labels '{LABELS}' {shape} in {shown(data)}"
         if isinstance(data, Mapping):
             return f"the data's labels '{LABELS}' {list(np.shape(data[LABELS]))}"
         return f"the labels of {where}"
@@ -203,6 +208,11 @@ def check_labels(labels: Any, rows: int, where: str, start: int = 0,
         raise OnnxSnnError(f"{where}: labels must be integers, one per sample, or one-hot "
                            f"rows [N, classes]: got shape {list(labels.shape)} "
                            f"({labels.dtype}) for {rows} samples")
+    above = np.flatnonzero(labels > np.iinfo(np.int64).max) if labels.dtype.kind == "u" else []
+    if len(above):
+        raise OnnxSnnError(f"{where}: label {int(labels[above[0]])} of sample "
+                           f"{start + int(above[0])} is not a class index (at most "
+                           f"{np.iinfo(np.int64).max})")
     return labels.astype(np.int64, copy=False)
 
 
@@ -215,8 +225,8 @@ def one_hot_labels(labels: np.ndarray, start: int = 0,
     if not good.all():
         row = int(np.flatnonzero(~good)[0])
         values = labels[row].tolist()
-        shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
-        raise OnnxSnnError(f"{source()} are not one-hot: row {start + row} is [{shown}] "
+        listed = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
+        raise OnnxSnnError(f"{source()} are not one-hot: row {start + row} is [{listed}] "
                            "(give one-hot rows [N, classes], one 1 and the rest 0, or class "
                            "indices [N])")
     return ones.argmax(axis=1).astype(np.int64)
@@ -254,11 +264,11 @@ def validate_batch(raw: Any, specs: list[InputSpec], where: str) -> Batch:
             continue
         if array.ndim != len(spec.shape):
             raise OnnxSnnError(f"{where}: input '{spec.name}' has shape {list(array.shape)}; "
-                               f"expected {_shape_text(spec.shape)}")
+                               f"expected {shape_text(spec.shape)}")
         for got, want in zip(array.shape[1:], spec.sample_shape):
             if want is not None and got != want:
                 raise OnnxSnnError(f"{where}: input '{spec.name}' has shape "
-                                   f"{list(array.shape)}; expected {_shape_text(spec.shape)}")
+                                   f"{list(array.shape)}; expected {shape_text(spec.shape)}")
         if array.shape[0] == 0:
             raise OnnxSnnError(f"{where}: input '{spec.name}' has no samples")
         feed[spec.name] = _cast(array, spec, where)
@@ -288,11 +298,6 @@ def _cast(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
     if cast.dtype.kind == "f" and not np.isfinite(cast).all():
         raise OnnxSnnError(f"{where}: input '{spec.name}' contains NaN or Inf")
     return cast
-
-
-def _shape_text(shape: tuple[int | None, ...]) -> str:
-    return "[" + ", ".join("N" if i == 0 else ("?" if d is None else str(d))
-                           for i, d in enumerate(shape)) + "]"
 
 
 def _as_feed(raw: Any, specs: list[InputSpec], where: str) -> Batch:
@@ -332,10 +337,7 @@ def _batch_count(source: Any, specs: list[InputSpec], batch_size: int) -> int | 
     """How many batches ``source`` will give, or None when it does not say."""
     if isinstance(source, (str, Path)):
         path = Path(source)
-        keys = npz_keys_for(path, [spec.name for spec in specs])
-        constants = npz_constants(path, keys, specs)
-        batched = [key for name, key in keys.items() if name not in constants] or [*keys.values()]
-        rows = npz_header(path, batched[0])[0][0]
+        rows = npz_rows(path, npz_keys_for(path, [spec.name for spec in specs]), specs)
     elif _is_array_like(source):
         rows = int(np.shape(source)[0]) if np.ndim(source) else 0
     elif isinstance(source, Mapping):
@@ -361,9 +363,10 @@ def _raw_batches(source: Any, specs: list[InputSpec], batch_size: int,
     if isinstance(source, (str, Path)):
         path = Path(source)
         keys = npz_keys_for(path, [spec.name for spec in specs], LABELS if npz_labels else None)
+        npz_rows(path, keys, specs)  # every header checked before any data is read
         constants = npz_constants(path, keys, specs)
         for batch in npz_batches(path, {n: k for n, k in keys.items() if n not in constants},
-                                 batch_size):
+                                 batch_size, specs):
             yield {**batch, **constants}
     elif _is_array_like(source):
         array = np.asarray(source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Union
 
@@ -11,6 +12,7 @@ from google.protobuf.message import DecodeError
 
 from onnx_snn.errors import OnnxSnnError, first_line
 from onnx_snn.io.outputs import OutputSet
+from onnx_snn.io.reading import check_regular, shown
 
 ModelLike = Union[str, os.PathLike, onnx.ModelProto]
 #: Above this size a model is saved with its tensors in an external data file.
@@ -20,53 +22,61 @@ MAX_MODEL_BYTES = 2**31 - 1
 
 
 def load_model(model: ModelLike) -> onnx.ModelProto:
-    """A ModelProto from a path (external data included) or a ModelProto."""
+    """A ModelProto from a path (external data included) or a ModelProto. Every file is
+    checked to be a regular file, and their sizes, before it is read."""
     if isinstance(model, onnx.ModelProto):
         _check_size(Path("the model"), model.ByteSize())
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise OnnxSnnError(f"expected a model path or onnx.ModelProto, got {type(model).__name__}")
     path = Path(model)
-    if not path.is_file():
-        raise OnnxSnnError(f"{path}: no such model file")
+    _check_size(path, check_regular(path, "model file").st_size)
     try:
         loaded = onnx.load(str(path), load_external_data=False)
         _check_size(path, path.stat().st_size + _external_bytes(loaded, path.parent))
         onnx.load_external_data_for_model(loaded, str(path.parent))
     except (DecodeError, RuntimeWarning, ValueError, TypeError) as error:
-        raise OnnxSnnError(f"{path}: not a valid ONNX model ({first_line(error)})") from None
+        raise OnnxSnnError(f"{shown(path)}: not a valid ONNX model "
+                           f"({first_line(error)})") from error
     except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError) as error:
-        raise OnnxSnnError(f"{path}: cannot load the model or its external data "
-                           f"({first_line(error)})") from None
+        raise OnnxSnnError(f"{shown(path)}: cannot load the model or its external data "
+                           f"({first_line(error)})") from error
     if not loaded.HasField("graph") or not loaded.graph.node:
-        raise OnnxSnnError(f"{path}: not a valid ONNX model (no graph nodes)")
+        raise OnnxSnnError(f"{shown(path)}: not a valid ONNX model (no graph nodes)")
     return loaded
 
 
+def _locations(model: onnx.ModelProto) -> set[str]:
+    """The external data files a model's tensors name."""
+    return {entry.value for tensor in model.graph.initializer
+            for entry in tensor.external_data if entry.key == "location"}
+
+
 def _external_bytes(model: onnx.ModelProto, base: Path) -> int:
-    """Total size of the external data files a model refers to."""
-    locations = {entry.value for tensor in model.graph.initializer
-                 for entry in tensor.external_data if entry.key == "location"}
-    return sum((base / location).stat().st_size for location in locations
-               if (base / location).is_file())
+    """Total size of the external data files a model refers to; each one that exists
+    must be a regular file (onnx names a missing one)."""
+    return sum(check_regular(base / location, "external data file").st_size
+               for location in _locations(model) if os.path.lexists(base / location))
 
 
 def _check_size(path: Path, size: int) -> None:
     if size > MAX_MODEL_BYTES:
-        raise OnnxSnnError(f"{path}: the model is {size:,} bytes with its external data; "
-                           "onnx-snn converts models up to 2 GiB (the protobuf limit)")
+        raise OnnxSnnError(f"{shown(path)}: the model is {size:,} bytes with its external "
+                           "data; onnx-snn converts models up to 2 GiB (the protobuf limit)")
 
 
 def model_files(path: str | os.PathLike) -> list[Path]:
-    """A model file and the external data files it refers to (those that exist)."""
+    """A model file and the external data files it refers to (those that exist); only
+    the file itself when it is no regular file of a model's size (not read)."""
     path = Path(path)
     try:
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_MODEL_BYTES:
+            return [path]
         header = onnx.load(str(path), load_external_data=False)
     except Exception:  # not a model: only the file itself is an input
         return [path]
-    locations = {entry.value for tensor in header.graph.initializer
-                 for entry in tensor.external_data if entry.key == "location"}
-    return [path, *(path.parent / name for name in sorted(locations))]
+    return [path, *(path.parent / name for name in sorted(_locations(header)))]
 
 
 def check_loads(staged: Path, path: str | os.PathLike) -> None:

@@ -3,7 +3,8 @@
 A shard is a run of whole batches, cut at the same boundaries as one process
 cuts the data, so per-batch results are the same wherever they are computed.
 Each worker reads its shard's rows itself: memory-mapped from an uncompressed
-.npz (a compressed one is streamed up to the shard), sliced from arrays or a
+.npz once its CRC is checked (a streaming pass, once per file and worker; a
+compressed one is streamed up to the shard), sliced from arrays or a
 dict of arrays (which the cluster puts in its object store once). Other data
 (readers, iterables) cannot be cut without reading it through the driver, so
 it is refused.
@@ -11,7 +12,7 @@ it is refused.
 
 from __future__ import annotations
 
-import struct
+import functools
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.io.constant_inputs import npz_constants
 from onnx_snn.io.data import LABELS, DataSource, InputSpec
-from onnx_snn.io.npz import npz_batches, npz_header, npz_keys_for, read_npy_header
+from onnx_snn.io.npz import Member, npz_batches, npz_keys_for, npz_members, npz_rows
+from onnx_snn.io.reading import check_member, data_offset, member_info, open_npz, shown
 
 
 @dataclass(frozen=True)
@@ -34,17 +37,16 @@ class Shard:
     stop: int
 
     def describe(self, data: Any) -> str:
-        where = f"{data}: " if isinstance(data, (str, Path)) else ""
+        where = f"{shown(data)}: " if isinstance(data, (str, Path)) else ""
         return f"{where}rows {self.start}-{self.stop - 1}"
 
 
 def sample_count(data: Any, specs: list[InputSpec]) -> int:
     """How many samples ``data`` holds; refuses data a worker cannot read by rows."""
     data = data.data if isinstance(data, DataSource) else data
-    batched = [spec.name for spec in specs if spec.batched] or [spec.name for spec in specs]
-    if isinstance(data, (str, Path)):  # constant inputs (no batch axis) hold no rows
-        keys = npz_keys_for(Path(data), batched)
-        return npz_header(Path(data), next(iter(keys.values())))[0][0]
+    if isinstance(data, (str, Path)):  # headers checked against the model
+        path = Path(data)
+        return npz_rows(path, npz_keys_for(path, [spec.name for spec in specs]), specs)
     if isinstance(data, Mapping):
         return len(next(v for v in data.values() if np.ndim(v)))
     if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
@@ -71,28 +73,33 @@ def shard_source(data: Any, shard: Shard, specs: list[InputSpec], batch_size: in
         return np.asarray(data)[rows], labels
     path = Path(data)
     keys = npz_keys_for(path, [spec.name for spec in specs], LABELS if labelled else None)
-    mapped = {name: _memory_map(path, key) for name, key in keys.items()}
-    if all(array is not None for array in mapped.values()):
-        return {name: array[rows] for name, array in mapped.items()}, None
+    members = npz_members(path, keys, specs, batch_size)  # headers checked first
+    constants = npz_constants(path, keys, specs)
+    by_rows = {name: key for name, key in keys.items() if name not in constants}
+    if all(members[name].info.compress_type == zipfile.ZIP_STORED for name in by_rows):
+        return {**{name: _memory_map(path, members[name])[rows] for name in by_rows},
+                **constants}, None
     skipped = range(shard.first_batch, shard.first_batch + -(-(shard.stop - shard.start)
                                                                // batch_size))
-    return [batch for index, batch in enumerate(npz_batches(path, keys, batch_size))
+    return [{**batch, **constants} for index, batch
+            in enumerate(npz_batches(path, by_rows, batch_size, specs))
             if index in skipped], None
 
 
-def _memory_map(path: Path, key: str) -> np.ndarray | None:
-    """Array ``key`` of the .npz mapped from the file, or None when it is compressed."""
-    shape, fortran, dtype = npz_header(path, key)  # checks the size the archive holds
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(f"{key}.npy")
-    if info.compress_type != zipfile.ZIP_STORED:
-        return None
-    with open(path, "rb") as file:
-        file.seek(info.header_offset)
-        local = file.read(30)  # the zip's local file header
-        name_length, extra_length = struct.unpack("<HH", local[26:30])
-        file.seek(info.header_offset + 30 + name_length + extra_length)
-        read_npy_header(file)
-        offset = file.tell()
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                     order="F" if fortran else "C")
+def _memory_map(path: Path, member: Member) -> np.ndarray:
+    """A stored (uncompressed) array mapped from the file, once its CRC is checked."""
+    status = path.stat()
+    _check_crc(str(path), member.info.filename,
+               (status.st_ino, status.st_size, status.st_mtime_ns))
+    shape, fortran, dtype = member.header
+    return np.memmap(path, dtype=dtype, mode="r", offset=data_offset(path, member.info)
+                     + member.offset, shape=shape, order="F" if fortran else "C")
+
+
+@functools.lru_cache(maxsize=64)
+def _check_crc(path: str, name: str, identity: tuple[int, int, int]) -> None:
+    """Read a member through once to check its CRC (once per version of the file:
+    ``identity`` is its inode, size and modification time)."""
+    with open_npz(Path(path)) as archive:
+        info = member_info(Path(path), archive, name)
+    check_member(Path(path), info)
