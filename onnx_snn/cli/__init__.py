@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import os
 import signal
 import sys
 import warnings
@@ -51,6 +53,64 @@ def _signals_interrupt():
             signal.signal(signum, handler)
 
 
+class _HeldStdout(io.TextIOBase):
+    """stdout while a command runs. What is printed once an output is staged waits for
+    the commit (``release``), so a summary that says "wrote" is true and a closed pipe
+    (``| head``) cannot stop the outputs; a closed pipe drops the rest of the text."""
+
+    def __init__(self, stream, outputs: OutputSet) -> None:
+        super().__init__()
+        self.stream, self.outputs = stream, outputs
+        self.held: list[str] = []
+        self.broken = False
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        if self.outputs.pending:
+            self.held.append(text)
+        else:
+            self._emit(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._emit("")
+
+    def release(self) -> None:
+        """Print what was held, now that the outputs are in place."""
+        text, self.held = "".join(self.held), []
+        self._emit(text)
+
+    def _emit(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.broken = True
+
+
+def _silence_stdout() -> None:
+    """stdout's reader is gone: send what is left to /dev/null, so that the
+    interpreter's last flush fails silently instead of printing a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _quiet_libraries() -> None:
     """onnxruntime and onnx-graphsurgeon log to stderr and stdout; onnx_snn reports
     their problems itself, in one line."""
@@ -88,20 +148,25 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: {error} (see {PROG} {args.command} --help)", file=sys.stderr)
         return 2
     args.outputs = OutputSet()
+    held = _HeldStdout(sys.stdout, args.outputs)
     try:
-        with _signals_interrupt(), warnings.catch_warnings(record=not args.verbose) as caught:
+        with _signals_interrupt(), contextlib.redirect_stdout(held), \
+                warnings.catch_warnings(record=not args.verbose) as caught:
             _check_outputs(args)
             results = command.run(args)
-            if args.json:
+            if args.json is not None:
                 args.outputs.add_json(args.json, results)
             args.outputs.commit()
+        held.release()  # the summary, once the files it names are in place
         for warning in caught or []:
             print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
     except KeyboardInterrupt as stop:
         args.outputs.discard()
         signum = getattr(stop, "signum", signal.SIGINT)
-        print(f"{PROG}: interrupted ({signal.Signals(signum).name}); nothing was written",
-              file=sys.stderr)
+        written = ", ".join(map(str, args.outputs.written))
+        print(f"{PROG}: interrupted ({signal.Signals(signum).name})"
+              + (f" after the outputs were written: {written}" if written
+                 else "; nothing was written"), file=sys.stderr)
         return 128 + signum
     except Exception as error:  # every failure is one line unless --verbose
         args.outputs.discard()
@@ -109,13 +174,23 @@ def _run_command(args: argparse.Namespace) -> int:
             raise
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 1
-    return 0
+    finally:
+        if held.broken:
+            _silence_stdout()
+    return 128 + signal.SIGPIPE if held.broken else 0  # as a shell reports `cmd | head`
+
+
+#: The options that name outputs: (attribute, option, is a folder replaced whole).
+OUTPUT_OPTIONS = [("output", "-o", False), ("out_dir", "-o", True),
+                  ("save_calibration", "--save-calibration", False), ("json", "--json", False),
+                  ("out", "--out", None)]
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Before any work: every output is writable and overwrites no input (nor another output)."""
+    """Before any work: every output is named, writable, overwrites no input, and is
+    apart from the others (not the same path, not inside an output folder)."""
+    from onnx_snn.io.destinations import check_apart, check_output_path
     from onnx_snn.io.models import model_files
-    from onnx_snn.io.outputs import check_output_path
 
     inputs: list[Path] = []
     for name in ("model", "ann"):
@@ -123,11 +198,16 @@ def _check_outputs(args: argparse.Namespace) -> None:
             inputs += model_files(getattr(args, name))
     inputs += [Path(getattr(args, name)) for name in ("calib", "data", "load_calibration")
                if getattr(args, name, None)]
-    outputs = [(getattr(args, name), name == "out_dir")
-               for name in ("output", "out_dir", "save_calibration", "json")
-               if getattr(args, name, None)]
-    for index, (output, folder) in enumerate(outputs):
-        check_output_path(output, *inputs, *(o for o, _ in outputs[:index]), folder=folder)
+    given = [(getattr(args, name), option, folder) for name, option, folder in OUTPUT_OPTIONS
+             if getattr(args, name, None) is not None]
+    for value, option, _ in given:
+        if not value:
+            raise OnnxSnnError(f"{option} {value!r}: the output path is empty; expected a "
+                               "file name")
+    files = [(value, folder) for value, _, folder in given if folder is not None]
+    check_apart(files)
+    for value, folder in files:
+        check_output_path(value, *inputs, folder=folder)
 
 
 def _one_line(error: Exception) -> str:

@@ -271,6 +271,8 @@ def run_report(args: argparse.Namespace) -> dict:
 def run_demo(args: argparse.Namespace) -> dict:
     from onnx_snn.demo.run import run_demo
 
+    if args.out is not None:  # made now, and removed again if the demo stops
+        args.outputs.make_folders(args.out)
     return run_demo(args.out, outputs=args.outputs)
 
 

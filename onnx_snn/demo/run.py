@@ -56,9 +56,9 @@ def run_demo(out_dir: str | Path | None = None, mode: str = "99.9%", momentum: f
         snn_acc = snn_accuracy(snn.model, x_test, y_test, DEMO_TIMESTEPS)
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         with OutputSet() as own:
             staging = outputs or own
+            staging.make_folders(out)  # removed again if the outputs are discarded
             stage_model(staging, ann, out / "digits_ann.onnx")
             snn.save(out / "digits_snn.onnx", report=out / "digits_snn.json", outputs=staging)
             for name, (x, y) in {"digits_test.npz": (x_test, y_test),
