@@ -218,3 +218,20 @@ def test_accuracy_takes_one_t_or_several_and_refuses_none() -> None:
         snn_accuracy(snn, _x(), labels, [])
     with pytest.raises(OnnxSnnError, match="time steps must be a positive integer, got 'four'"):
         snn_accuracy(snn, _x(), labels, "four")
+
+
+def test_a_reader_whose_get_next_is_not_a_method_is_refused() -> None:
+    """It used to be a raw TypeError from iter()."""
+    class Reader:
+        get_next = 5
+
+    with pytest.raises(OnnxSnnError, match="get_next must be a method .* got 5"):
+        convert(mlp_model(SIZES, seed=1), Reader(), progress=False)
+
+
+@pytest.mark.parametrize("path", [42, None, ["snn.onnx"]])
+def test_save_refuses_a_path_that_is_not_one(path) -> None:
+    """It used to be a raw TypeError from os.fspath."""
+    snn = convert(mlp_model(SIZES, seed=1), _x(), progress=False)
+    with pytest.raises(OnnxSnnError, match="output path must be a str or os.PathLike"):
+        snn.save(path)
