@@ -30,7 +30,8 @@ For each net and exporter:
 
 A conversion or run that fails gives a row with the error message instead of
 numbers. Prints one markdown table (net | exporter | ANN | T=1 ... T=64 | errors |
-keep_analog errors | spike-driven MACs | neurons | convert s, accuracies in %), headed by the command, the onnx_snn it imported
+keep_analog errors | spike-driven MACs | neurons | convert s, accuracies in %),
+headed by the command, the onnx_snn it imported
 (path, version, IFNode backend) and the total wall time; ``--json FILE`` writes the
 same numbers.
 
@@ -85,9 +86,8 @@ def output_errors(snn_model: Any, x: np.ndarray, ann_out: np.ndarray, batch: int
 def measure(ann: Path, calibration: np.ndarray, x: np.ndarray, y: np.ndarray,
             ann_out: np.ndarray) -> dict:
     import onnx_snn
-    from onnx_snn.measure.evaluation import snn_accuracy
-
     from onnx_snn.measure.costs import model_costs
+    from onnx_snn.measure.evaluation import snn_accuracy
 
     started = time.perf_counter()
     with warnings.catch_warnings():

@@ -47,9 +47,8 @@ print(json.dumps({"peak_rss_mb": peak_kib / 1024, "seconds": seconds,
 
 def wide_mlp(path: Path, inputs: int, width: int, layers: int) -> int:
     """Gemm-Relu layers alternating ``inputs`` -> ``width`` -> ``inputs``; returns bytes."""
-    from onnx import TensorProto, helper, numpy_helper
-
     import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     nodes, inits, current, size = [], [], "x", inputs

@@ -73,10 +73,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from choices import pick
 from torch import nn
 from torch.nn import functional as F
 
-from choices import pick
 from onnx_snn import HookFactory, NeuronFactory
 
 #: Version of the data recipe and training loop: a cache with another version is rebuilt.

@@ -77,8 +77,8 @@ def main() -> None:
     import torch
 
     from onnx_snn.demo.digits import load_digits_split, train_digits_cnn
-    from onnx_snn.measure.evaluation import ann_accuracy
     from onnx_snn.export.torch import export_torch
+    from onnx_snn.measure.evaluation import ann_accuracy
 
     timesteps = example.TIMESTEPS
     data = load_digits_split(seed=args.seed)

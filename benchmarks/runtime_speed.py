@@ -90,9 +90,9 @@ def snn_variants(entry: dict, steps: int, batch: int, budget_s: float) -> dict[s
     """Median ms of one batch for every onnx-snn variant and the ANN floor."""
     from onnx_snn import convert
     from onnx_snn.export.formats import export_format
+    from onnx_snn.io.metadata import TIMESTEPS
     from onnx_snn.runtime import create_session
     from onnx_snn.runtime.streaming import StreamingSession
-    from onnx_snn.io.metadata import TIMESTEPS
 
     snn = convert(entry["ann"], entry["calib"], progress=False).model
     x = np.ascontiguousarray(entry["inputs"][:batch])
@@ -142,9 +142,9 @@ def spikingjelly_ms(entry: dict, steps: int, batch: int, budget_s: float) -> flo
 
 def if_op_ms(budget_s: float) -> dict[str, float]:
     """The IF op alone on [2048, 4096], native kernel and function body."""
-    from onnx_snn.snn.neurons import IFNeuron
     from onnx_snn.ops.if_node_model import if_node_model
     from onnx_snn.runtime import create_session
+    from onnx_snn.snn.neurons import IFNeuron
 
     model = if_node_model(IFNeuron().attributes(), ["TN", 4096])
     feed = {"X": np.random.default_rng(0).normal(0.3, 1.0, (2048, 4096)).astype(np.float32),

@@ -45,8 +45,15 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))  # tests/third_party_data.py (tests/ is not a package)
 
 from third_party_data import (  # noqa: E402
-    cents, cls_data, ctc_decode, ddddocr_data, package_file, paddle_characters, rec_data,
-    swift_feed, tones,
+    cents,
+    cls_data,
+    ctc_decode,
+    ddddocr_data,
+    package_file,
+    paddle_characters,
+    rec_data,
+    swift_feed,
+    tones,
 )
 
 from onnx_snn import SpikingSession, convert  # noqa: E402

@@ -2,7 +2,8 @@
 
 The nets are those of ``tests/beyond_relu_models.py`` (built and trained as in
 ``benchmarks/beyond_relu.py``, shared cache), exported with each exporter of
-``--exporters`` and converted with default settings. For each, one batch of ``--samples`` test digits
+``--exporters`` and converted with default settings. For each, one batch of
+``--samples`` test digits
 runs at ``--timesteps`` steps (direct encoding) in onnxruntime with the native
 library registered, in two forms of the same converted model:
 
@@ -119,7 +120,8 @@ def measure(arch: str, exporter: str, builder: BeyondReluBuilder,
         session(with_function_bodies(snn), args.threads, level=extended).run(None, feeds)))
     native_ms = median_ms(lambda: native.run(None, feeds))
     function_ms = median_ms(lambda: function.run(None, feeds))
-    return {"net": arch, "exporter": exporter, "time_ops": sum(n.domain == DOMAIN and n.op_type in TIME_OPS
+    return {"net": arch, "exporter": exporter,
+            "time_ops": sum(n.domain == DOMAIN and n.op_type in TIME_OPS
                                          for n in snn.graph.node),
             "native_ms": native_ms, "function_ms": function_ms,
             "speedup": function_ms / native_ms,

@@ -30,10 +30,9 @@ import numpy as np
 import onnx
 
 from onnx_snn import Neuron, NeuronFactory, SpikingModel, convert
-from onnx_snn.ops.dynamics import if_step
-from onnx_snn.ops.dynamics import GraphArithmetic
-from onnx_snn.ops.function_bodies import scan_neuron_function
 from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
+from onnx_snn.ops.dynamics import GraphArithmetic, if_step
+from onnx_snn.ops.function_bodies import scan_neuron_function
 from onnx_snn.runtime import SpikingSession
 
 LIF_DOMAIN = "my_neurons"

@@ -18,7 +18,8 @@ the training split in batches of 100:
   ann2snn does it (one scale per Relu, threshold 1, soft reset, initial potential
   0, MaxPool kept over spikes, which warns);
 - ``preset="best"``: per-channel thresholds from threshold balancing,
-  half-threshold initial potential and the TD MaxPool, exact on rates (see ``onnx_snn.config.PRESETS`` for the exact settings).
+  half-threshold initial potential and the TD MaxPool, exact on rates (see
+  ``onnx_snn.config.PRESETS`` for the exact settings).
 
 Both SNNs are evaluated on the test split at T = 1, 2, 4, ..., 64 (one run at
 T = 64 per model) and printed, with the ANN's accuracy, as a markdown table.
@@ -38,8 +39,8 @@ import onnx
 
 from onnx_snn import convert
 from onnx_snn.demo.digits import load_digits_split
-from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
 from onnx_snn.export.torch import export_torch
+from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
 
 PRESETS = ("spikingjelly", "best")
 TIMESTEPS = (1, 2, 4, 8, 16, 32, 64)

@@ -9,7 +9,11 @@ line in ``cli``.
 
 from onnx_snn.api import SpikingModel, convert
 from onnx_snn.calibration import (
-    BalancingHookFactory, Calibration, HookFactory, VoltageHook, calibrate,
+    BalancingHookFactory,
+    Calibration,
+    HookFactory,
+    VoltageHook,
+    calibrate,
 )
 from onnx_snn.config import PRESETS, ConversionConfig
 from onnx_snn.errors import OnnxSnnError

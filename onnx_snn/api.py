@@ -23,10 +23,9 @@ import onnx_graphsurgeon as gs
 
 from onnx_snn.calibration.bias import calibrate_biases
 from onnx_snn.calibration.collectors import Collector, CollectorFactory
-from onnx_snn.calibration.factories import HookFactory
 from onnx_snn.calibration.driver import calibrate
+from onnx_snn.calibration.factories import HookFactory
 from onnx_snn.calibration.result import Calibration, check_scales
-from onnx_snn.runtime.cluster import Cluster, check_cluster
 from onnx_snn.config import AUTO, ConversionConfig, resolve_config
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.formats import export_format
@@ -38,12 +37,12 @@ from onnx_snn.io.models import ModelLike, load_model, stage_model
 from onnx_snn.io.outputs import OutputSet
 from onnx_snn.measure.agreement import ann_agreement
 from onnx_snn.measure.instrument import add_spike_counts
+from onnx_snn.runtime.cluster import Cluster, check_cluster
 from onnx_snn.search import SEARCH_SAMPLES, SearchResult, candidates, search
 from onnx_snn.snn.assembly import build_spiking_model
 from onnx_snn.snn.neurons import Neuron, NeuronFactory
 from onnx_snn.snn.rewrite import NeuronPlan, check_layer
 from onnx_snn.validation import check_bool
-
 
 #: How signed sites are calibrated when the hook factory balances thresholds layer by
 #: layer (which assumes rectified values): the 99.9th percentile of |x| per layer.
@@ -217,7 +216,8 @@ def _calibration(ann: onnx.ModelProto, data: DataSource | None,
             raise OnnxSnnError("no calibration data: pass data or a saved calibration")
         hooks = {name: _made(hf.create(), Collector, "hook_factory", name)
                  for name, (hf, _) in plan.items()}
-        calibration = calibrate(ann, data, hooks, batch_size=batch_size, progress=progress, signed=signed,
+        calibration = calibrate(ann, data, hooks, batch_size=batch_size, progress=progress,
+                                signed=signed,
                                 cluster=cluster)
     else:
         missing = sorted(set(plan) - set(calibration.scales))

@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-
 from zoo_models import ARCHITECTURES, BN_BATCH, CLASSES, EXPORTERS, _Head, conv_bn, zoo_images
 
 CALIB = 32

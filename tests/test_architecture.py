@@ -108,10 +108,27 @@ def test_layers_in_architecture_md_match() -> None:
 
 def test_public_names_keep_working() -> None:
     from onnx_snn import (  # noqa: F401
-        BalancingHookFactory, Calibration, ConversionConfig, HookFactory, IFNeuron, Neuron,
-        NeuronFactory, OnnxSnnError, Pattern, PatternPass, SpikingModel, SpikingSession,
-        VoltageHook, calibrate, compose, convert, native_library_path, run_passes, run_snn,
-        session_options, simulate_if,
+        BalancingHookFactory,
+        Calibration,
+        ConversionConfig,
+        HookFactory,
+        IFNeuron,
+        Neuron,
+        NeuronFactory,
+        OnnxSnnError,
+        Pattern,
+        PatternPass,
+        SpikingModel,
+        SpikingSession,
+        VoltageHook,
+        calibrate,
+        compose,
+        convert,
+        native_library_path,
+        run_passes,
+        run_snn,
+        session_options,
+        simulate_if,
     )
     from onnx_snn.export import export_torch  # noqa: F401
     from onnx_snn.runtime import SpikingOutput  # noqa: F401

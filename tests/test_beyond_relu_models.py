@@ -115,7 +115,8 @@ CONVERT_IDS = [pytest.param(arch, exporter, id=f"{arch}-{exporter}",
 SAMPLES = 100
 #: Ops that carry spikes unchanged in value pattern: moved, pooled, scaled by constants.
 CARRIERS = {"Reshape", "Transpose", "Flatten", "Pad", "Concat", "MaxPool", "AveragePool",
-            "GlobalAveragePool", "ReduceMean", "Squeeze", "Unsqueeze", "Slice", "Gather", "Identity", "Mul",
+            "GlobalAveragePool", "ReduceMean", "Squeeze", "Unsqueeze", "Slice", "Gather",
+            "Identity", "Mul",
             "Div", "Split", "Expand", "Tile"}
 
 

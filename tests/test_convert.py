@@ -8,14 +8,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import make_model, mlp_model
 from onnx import TensorProto, helper
 
-from conftest import make_model, mlp_model
 from onnx_snn import HookFactory, NeuronFactory, OnnxSnnError, convert
 from onnx_snn.io.metadata import OUTPUT_SCALES
 from onnx_snn.ops.function_bodies import IF_ATTRIBUTES
-from onnx_snn.runtime import SpikingSession, run_snn
 from onnx_snn.ops.time_ops import TIME_OPS
+from onnx_snn.runtime import SpikingSession, run_snn
 
 
 def ann_outputs(model: onnx.ModelProto, feed: dict) -> np.ndarray:

@@ -20,8 +20,9 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from conftest import load_example
-from onnx_snn.runtime import SpikingSession
+
 from onnx_snn import NeuronFactory, convert, run_passes, simulate_if  # noqa: E402
+from onnx_snn.runtime import SpikingSession
 
 OPSET = 17
 

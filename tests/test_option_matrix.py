@@ -51,9 +51,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
-from matrix_models import BATCHES, LAYOUTS, MATRIX_ARCHITECTURES, MatrixBuilder, MatrixModel, \
-    ann_outputs, build_matrix_net
+from matrix_models import (
+    BATCHES,
+    LAYOUTS,
+    MATRIX_ARCHITECTURES,
+    MatrixBuilder,
+    MatrixModel,
+    ann_outputs,
+    build_matrix_net,
+)
 from test_zoo import Run, cli
 from zoo_models import EXPORTERS, ZooBuilder
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 from types import ModuleType
 
 import pytest
-
 from conftest import load_example
 
 pytest.importorskip("torch")

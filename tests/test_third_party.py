@@ -27,8 +27,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from third_party_data import (
-    cents, cls_data, ctc_decode, ddddocr_data, package_file, paddle_characters, rec_data,
-    swift_feed, tones,
+    cents,
+    cls_data,
+    ctc_decode,
+    ddddocr_data,
+    package_file,
+    paddle_characters,
+    rec_data,
+    swift_feed,
+    tones,
 )
 
 import onnx_snn

@@ -40,10 +40,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from torch import nn
+from zoo_models import (
+    ARCHITECTURES,
+    EXPORTERS,
+    ZooBuilder,
+    ZooModel,
+    build_net,
+    calib_images,
+    held_out_images,
+    ort_outputs,
+    torch_logits,
+)
 
 from onnx_snn.cli import main
-from zoo_models import ARCHITECTURES, EXPORTERS, ZooBuilder, ZooModel, build_net, calib_images, \
-    ort_outputs, held_out_images, torch_logits
 
 TORCH_IDS = [f"{arch}-{exporter}" for arch in ARCHITECTURES for exporter in EXPORTERS]
 SKLEARN_IDS = ["sklearn_mlp-zipmap", "sklearn_mlp-tensor"]

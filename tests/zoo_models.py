@@ -569,7 +569,6 @@ class ZooBuilder:
         key = f"sklearn_mlp-{'zipmap' if zipmap else 'tensor'}"
         if key not in self._models:
             import onnx
-
             from pattern_models import digits_classifier, sklearn_onnx
 
             clf, x_train, _, x_test, y_test = digits_classifier()

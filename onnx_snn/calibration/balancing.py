@@ -7,10 +7,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnx_snn.calibration.collectors import Collector
-from onnx_snn.graph.layout import channel_axis, per_channel_shape
 from onnx_snn.calibration.histogram import ChannelHistogram
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.builder import GraphBuilder
+from onnx_snn.graph.layout import channel_axis, per_channel_shape
 from onnx_snn.validation import check_finite, check_float32_normal, check_positive_int
 
 #: The default number of levels L balanced for: a few-step target.
@@ -19,9 +19,10 @@ BALANCED_TIMESTEPS = 16
 
 class ThresholdBalancingHook(Collector):
     """Per channel (``onnx_snn.graph.layout``), the threshold θ that minimises
-    Σ (q_θ(x) − x)² over all the calibration values x of the channel, where ``q_θ(x) = θ·clip(floor(L·x/θ + v_init),
-    0, L)/L`` is the rate of an IF neuron with soft reset driven for L = ``timesteps``
-    levels by x (Li et al., ICML 2021; Bu et al., ICLR 2022, QCFS).
+    Σ (q_θ(x) − x)² over all the calibration values x of the channel, where
+    ``q_θ(x) = θ·clip(floor(L·x/θ + v_init), 0, L)/L`` is the rate of an IF neuron
+    with soft reset driven for L = ``timesteps`` levels by x (Li et al., ICML 2021;
+    Bu et al., ICLR 2022, QCFS).
 
     Layers interact: once a layer's θ is known, the layers after it see q_θ(x) in
     place of x. The balanced thresholds are the fixed point of that coupling, reached

@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 
 from onnx_snn.calibration.collectors import Collector, channel_layout
 from onnx_snn.calibration.driver import calibrate
+from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.builder import GraphBuilder
 from onnx_snn.graph.layout import per_channel_shape
 from onnx_snn.io.data import input_specs
-from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.metadata import TIME_SUMS, metadata
 from onnx_snn.runtime.cluster import Cluster, map_batches
 from onnx_snn.runtime.sessions import SpikingSession

@@ -17,7 +17,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnx_snn.calibration.modes import (
-    CalibrationMode, Mode, check_momentum, numpy_linear_percentile,
+    CalibrationMode,
+    Mode,
+    check_momentum,
+    numpy_linear_percentile,
 )
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.builder import GraphBuilder

@@ -65,10 +65,12 @@ def conversion_settings(args: argparse.Namespace) -> None:
     ``--target-timesteps`` is the T that ``--preset auto`` searches for, or that
     ``--threshold-balancing`` balances for."""
     from onnx_snn.calibration.factories import (
-        BALANCED_TIMESTEPS, BalancingHookFactory, HookFactory,
+        BALANCED_TIMESTEPS,
+        BalancingHookFactory,
+        HookFactory,
     )
-    from onnx_snn.config import AUTO, PRESETS, resolve_config
     from onnx_snn.cli.parser import UNSET
+    from onnx_snn.config import AUTO, PRESETS, resolve_config
     from onnx_snn.snn.neurons import NeuronFactory
 
     auto = args.preset == AUTO
@@ -288,5 +290,6 @@ def run_doctor(args: argparse.Namespace) -> dict:
 
 
 COMMANDS = {"inspect": Command(run_inspect), "convert": Command(run_convert, conversion_settings),
-            "eval": Command(run_eval, eval_settings), "report": Command(run_report, report_settings),
+            "eval": Command(run_eval, eval_settings),
+            "report": Command(run_report, report_settings),
             "demo": Command(run_demo), "doctor": Command(run_doctor)}

@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     evaluate = commands.add_parser(
-        "eval", parents=[common, scale_out], help="accuracy of an SNN at several T (and of the ANN)",
+        "eval", parents=[common, scale_out],
+        help="accuracy of an SNN at several T (and of the ANN)",
         description="Evaluate SNN.onnx on labelled data at every T from one run. With "
                     "--ann and no labels or no class-score output, compare every output "
                     "with the ANN's at every T instead (relative error, correlation, "
@@ -240,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "not needed)")
 
     report = commands.add_parser(
-        "report", parents=[common, scale_out], help="accuracy over time, firing rates, SOPs, energy, plots",
+        "report", parents=[common, scale_out],
+        help="accuracy over time, firing rates, SOPs, energy, plots",
         description="Run SNN.onnx on labelled data and write report.json, PNG plots and "
                     "report.md to OUTDIR. With --ann, every output is also compared with "
                     "the ANN's (labels then optional).")

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from onnx_snn.calibration.factories import HookFactory
 from onnx_snn.api import convert
-from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
+from onnx_snn.calibration.factories import HookFactory
 from onnx_snn.io.models import stage_model
 from onnx_snn.io.outputs import OutputSet
+from onnx_snn.measure.evaluation import ann_accuracy, snn_accuracy
 
 DEMO_TIMESTEPS = (4, 8, 16, 32, 64)
 

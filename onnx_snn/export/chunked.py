@@ -34,15 +34,25 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.common import (
-    IFNeuronStep, custom_nodes, declared_ranks, drop_unused_domains, folded_copy, identifier,
-    is_if_node, names, replace_all,
+    IFNeuronStep,
+    custom_nodes,
+    declared_ranks,
+    drop_unused_domains,
+    folded_copy,
+    identifier,
+    is_if_node,
+    names,
+    replace_all,
 )
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.io.metadata import ACCUMULATORS, CHUNK_STATES, DIFFERENCES, metadata
 from onnx_snn.io.models import ModelLike
 from onnx_snn.ops.function_bodies import DOMAIN, IF_OP_TYPE, if_node_function
 from onnx_snn.ops.time_ops import (
-    RUNNING_MEAN, STEP_DIFFERENCE, TIME_OPS, is_time_op,
+    RUNNING_MEAN,
+    STEP_DIFFERENCE,
+    TIME_OPS,
+    is_time_op,
 )
 
 _TO_END = np.iinfo(np.int64).max

@@ -18,7 +18,13 @@ from onnx.inliner import inline_local_functions
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.chunked import chunk_refusal, to_chunked
 from onnx_snn.export.common import (
-    IFNeuronStep, custom_nodes, drop_unused_domains, folded_copy, identifier, is_if_node, names,
+    IFNeuronStep,
+    custom_nodes,
+    drop_unused_domains,
+    folded_copy,
+    identifier,
+    is_if_node,
+    names,
     replace_all,
 )
 from onnx_snn.graph.naming import NameScope

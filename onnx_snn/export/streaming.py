@@ -14,18 +14,34 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.export.common import (
-    IFNeuronStep, custom_nodes, declared_ranks, drop_unused_domains, folded_copy, identifier,
-    is_if_node, names, replace_all,
+    IFNeuronStep,
+    custom_nodes,
+    declared_ranks,
+    drop_unused_domains,
+    folded_copy,
+    identifier,
+    is_if_node,
+    names,
+    replace_all,
 )
 from onnx_snn.graph.naming import NameScope
 from onnx_snn.io.metadata import (
-    ACCUMULATORS, DIFFERENCES, STREAMING_STATES, TIMESTEPS_KEY, metadata,
+    ACCUMULATORS,
+    DIFFERENCES,
+    STREAMING_STATES,
+    TIMESTEPS_KEY,
+    metadata,
 )
 from onnx_snn.io.models import ModelLike
 from onnx_snn.ops.dynamics import GraphArithmetic
 from onnx_snn.ops.function_bodies import DOMAIN, IF_OP_TYPE
 from onnx_snn.ops.time_ops import (
-    COUNTED, RUNNING_MEAN, RUNNING_SUM, STEP_DIFFERENCE, TIME_OPS, is_time_op,
+    COUNTED,
+    RUNNING_MEAN,
+    RUNNING_SUM,
+    STEP_DIFFERENCE,
+    TIME_OPS,
+    is_time_op,
 )
 
 

@@ -25,10 +25,13 @@ from collections.abc import Collection
 
 import onnx_graphsurgeon as gs
 
-from onnx_snn.graph.activations import (
-    NONLINEAR, downstream, rectifier_cap, nonlinear_activations,
-)
 from onnx_snn.errors import OnnxSnnError
+from onnx_snn.graph.activations import (
+    NONLINEAR,
+    downstream,
+    nonlinear_activations,
+    rectifier_cap,
+)
 from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL, batch_losing_nodes
 from onnx_snn.graph.registry import CONTROL_FLOW
 

@@ -19,20 +19,27 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
 
+from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.activations import (
-    carries_values, downstream, drop_output_heads, is_output_head, rectifier_cap,
+    carries_values,
+    downstream,
+    drop_output_heads,
+    is_output_head,
+    rectifier_cap,
 )
 from onnx_snn.graph.convertibility import check_activations, check_convertible
-from onnx_snn.errors import OnnxSnnError
-from onnx_snn.io.metadata import TIMESTEPS, is_converted, metadata
-from onnx_snn.io.models import ModelLike, load_model
 from onnx_snn.graph.pooling import TEMPORAL_POLICIES, apply_maxpool_policy, spike_pools
 from onnx_snn.graph.prepare import ai_onnx_opset, prepared_graph
 from onnx_snn.graph.signed_sites import insert_signed_sites
 from onnx_snn.graph.temporal import (
-    GATED, PER_STEP, SUMMED, TIME_DIFFERENCE, behaviour_over_time,
+    GATED,
+    PER_STEP,
+    SUMMED,
+    TIME_DIFFERENCE,
+    behaviour_over_time,
 )
-
+from onnx_snn.io.metadata import TIMESTEPS, is_converted, metadata
+from onnx_snn.io.models import ModelLike, load_model
 
 OUTPUT_HEAD_NOTE = ("at the output: applied per step; averaging per-step probabilities is "
                     "biased, drop_output_softmax=True (--drop-softmax) averages the logits")

@@ -27,11 +27,14 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
-from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL, fold_constants, relax_batch
 from onnx_snn.errors import OnnxSnnError, first_line
+from onnx_snn.graph.dynamic_batch import BATCH_SYMBOL, fold_constants, relax_batch
 from onnx_snn.graph.registry import MIN_OPSET
 from onnx_snn.graph.validity import (
-    ai_onnx_opset, check_dataflow, check_domains, check_structure,
+    ai_onnx_opset,
+    check_dataflow,
+    check_domains,
+    check_structure,
 )
 
 

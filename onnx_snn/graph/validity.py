@@ -80,7 +80,8 @@ def check_domains(model: onnx.ModelProto) -> None:
     defined = {(f.domain, f.name) for f in model.functions}
     unknown = [f"'{node.name or node.op_type}' ({node.domain}::{node.op_type})"
                for node in model.graph.node
-               if node.domain not in ONNXRUNTIME_DOMAINS and (node.domain, node.op_type) not in defined]
+               if node.domain not in ONNXRUNTIME_DOMAINS
+               and (node.domain, node.op_type) not in defined]
     if unknown:
         raise OnnxSnnError(f"node {', '.join(unknown)} uses an op that onnxruntime does not know "
                            "and the model does not define as a function")

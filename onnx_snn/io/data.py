@@ -291,7 +291,8 @@ def _cast(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
         info = np.iinfo(spec.dtype)
         low, high = array.min(), array.max()
         if low < info.min or high > info.max:
-            raise OnnxSnnError(f"{where}: input '{spec.name}' holds {low if low < info.min else high}, "
+            outside = low if low < info.min else high
+            raise OnnxSnnError(f"{where}: input '{spec.name}' holds {outside}, "
                                f"outside the range of {spec.dtype}")
     with np.errstate(over="ignore", invalid="ignore"):  # reported below
         cast = array.astype(spec.dtype, copy=False)

@@ -38,7 +38,12 @@ from typing import Any
 
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.destinations import (
-    check_output_path, destination, is_stream, kind_of, open_descriptor, refuse_overlap,
+    check_output_path,
+    destination,
+    is_stream,
+    kind_of,
+    open_descriptor,
+    refuse_overlap,
     signals_deferred,
 )
 

@@ -31,7 +31,10 @@ from onnx_snn.io.data import batches, check_batch_size
 from onnx_snn.io.models import ModelLike
 from onnx_snn.runtime.predictions import ScoredOutput, as_class_scores, choose_output
 from onnx_snn.runtime.sessions import (
-    AnnSession, SpikingSession, check_timesteps, check_timesteps_list,
+    AnnSession,
+    SpikingSession,
+    check_timesteps,
+    check_timesteps_list,
 )
 from onnx_snn.runtime.streaming import open_session
 

@@ -24,9 +24,9 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnx_snn.graph.activations import constant_value
+from onnx_snn.graph.registry import SHAPE_OPS, WEIGHTED, facts
 from onnx_snn.io.data import Batch
 from onnx_snn.io.metadata import DIFFERENCES, TD_OUTPUTS, metadata, neurons, timesteps_input
-from onnx_snn.graph.registry import SHAPE_OPS, WEIGHTED, facts
 from onnx_snn.runtime.sessions import create_session, run_checked
 
 _SAMPLE = "one sample, one step"

@@ -19,13 +19,16 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.data import LabelledBatch, check_batch_size, labelled_batches
 from onnx_snn.io.models import ModelLike, load_model
 from onnx_snn.runtime.cluster import Cluster, map_batches
 from onnx_snn.runtime.predictions import ann_predictions, check_delay, choose_output
 from onnx_snn.runtime.sessions import (
-    AnnSession, SpikingSession, check_timesteps_list,
+    AnnSession,
+    SpikingSession,
+    check_timesteps_list,
 )
 from onnx_snn.runtime.streaming import open_session
 
@@ -75,7 +78,8 @@ def snn_accuracy(model: ModelLike | SpikingSession, data: Any, labels: Any = Non
     check_delay_below(readout_delay, steps)
     local = AccuracyWorker(model, steps, readout_delay, output)  # checks the model here
     if cluster is None:
-        recipe = lambda: local  # the session is already open
+        def recipe() -> AccuracyWorker:
+            return local  # the session is already open
     elif isinstance(model, SpikingSession):
         raise OnnxSnnError("workers open their own sessions: give the model (a path or "
                            "ModelProto), not a SpikingSession")

@@ -24,10 +24,14 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnx_snn.graph.builder import GraphBuilder
-from onnx_snn.io.metadata import (
-    TIME_SUMS, metadata, neurons, time_summed_outputs, timesteps_input,
-)
 from onnx_snn.graph.naming import NameScope
+from onnx_snn.io.metadata import (
+    TIME_SUMS,
+    metadata,
+    neurons,
+    time_summed_outputs,
+    timesteps_input,
+)
 
 SPIKE_COUNT_SUFFIX = "__spike_count"
 SPIKE_SUM_SUFFIX = "__spike_sum"

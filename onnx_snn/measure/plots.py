@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 
-
 def _figure(width: float = 7.0, height: float = 4.2, **subplots):
     import matplotlib
 
@@ -136,7 +135,8 @@ def write_summary(report, plots: list[Path]) -> str:
                                                     for t in marks))
     lines += [
         f"- Synaptic operations per sample: {report.totals['sops']:.4g} against "
-        f"{report.totals['ann_macs']:.4g} ANN MACs (ratio {_ratio(report.totals['sop_mac_ratio'])})",
+        f"{report.totals['ann_macs']:.4g} ANN MACs "
+        f"(ratio {_ratio(report.totals['sop_mac_ratio'])})",
         f"- Energy per sample ({report.energy['precision']}, 45 nm): ANN "
         f"{report.energy['ann_pj'] / 1e6:.4g} µJ, SNN {report.energy['snn_pj'] / 1e6:.4g} µJ "
         f"(ratio {_ratio(report.totals['energy_ratio'])})",

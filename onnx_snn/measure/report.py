@@ -19,20 +19,24 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx_snn.measure.costs import ModelCosts, model_costs
-from onnx_snn.io.data import (
-    LabelledBatch, batches, check_batch_size, has_labels, labelled_batches,
-)
-from onnx_snn.measure.agreement import Correlation, Fidelity, OutputTally
-from onnx_snn.runtime.cluster import Cluster, map_batches
+
 from onnx_snn.errors import OnnxSnnError
-from onnx_snn.runtime.predictions import ann_predictions
-from onnx_snn.measure.instrument import instrument
+from onnx_snn.graph.prepare import replace_zipmaps
+from onnx_snn.io.data import (
+    LabelledBatch,
+    batches,
+    check_batch_size,
+    has_labels,
+    labelled_batches,
+)
 from onnx_snn.io.metadata import OUTPUT_SCALES, metadata, neurons
 from onnx_snn.io.models import ModelLike, load_model
 from onnx_snn.io.outputs import OutputSet
-from onnx_snn.graph.prepare import replace_zipmaps
-from onnx_snn.runtime.predictions import choose_output
+from onnx_snn.measure.agreement import Correlation, Fidelity, OutputTally
+from onnx_snn.measure.costs import ModelCosts, model_costs
+from onnx_snn.measure.instrument import instrument
+from onnx_snn.runtime.cluster import Cluster, map_batches
+from onnx_snn.runtime.predictions import ann_predictions, choose_output
 from onnx_snn.runtime.sessions import AnnSession, SpikingOutput, check_timesteps
 from onnx_snn.runtime.streaming import open_session
 

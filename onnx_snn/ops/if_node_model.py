@@ -10,7 +10,11 @@ import onnx
 from onnx import TensorProto, helper
 
 from onnx_snn.ops.function_bodies import (
-    DOMAIN, DOMAIN_VERSION, IF_ATTRIBUTE_DEFAULTS, IF_OP_TYPE, if_node_function,
+    DOMAIN,
+    DOMAIN_VERSION,
+    IF_ATTRIBUTE_DEFAULTS,
+    IF_OP_TYPE,
+    if_node_function,
 )
 
 

@@ -8,7 +8,12 @@
 """
 
 from onnx_snn.runtime.sessions import (
-    AnnSession, SpikingOutput, SpikingSession, check_timesteps, create_session, run_snn,
+    AnnSession,
+    SpikingOutput,
+    SpikingSession,
+    check_timesteps,
+    create_session,
+    run_snn,
     session_options,
 )
 

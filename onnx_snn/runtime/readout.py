@@ -14,7 +14,10 @@ from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.data import batches, check_batch_size, labelled_batches
 from onnx_snn.io.models import ModelLike
 from onnx_snn.runtime.predictions import (
-    ann_predictions, check_delay, check_per_step, choose_output,
+    ann_predictions,
+    check_delay,
+    check_per_step,
+    choose_output,
 )
 from onnx_snn.runtime.sessions import AnnSession, SpikingSession, check_timesteps
 

@@ -15,21 +15,30 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from onnx_snn.io.data import InputSpec, input_specs, validate_batch
 from onnx_snn.errors import OnnxSnnError, first_line
+from onnx_snn.graph.prepare import replace_zipmaps
+from onnx_snn.io.data import InputSpec, input_specs, validate_batch
 from onnx_snn.io.metadata import (
-    NEURONS, TIMESTEPS, chunk_states, counts_over_time, neurons, time_summed_outputs,
+    NEURONS,
+    TIMESTEPS,
+    chunk_states,
+    counts_over_time,
+    neurons,
+    time_summed_outputs,
     timesteps_input,
 )
 from onnx_snn.io.models import ModelLike, load_model
 from onnx_snn.ops.native import register_native
 from onnx_snn.ops.time_ops import MAX_COUNTED_STEPS
 from onnx_snn.runtime.chunks import (
-    BYTES_PER_CARRIED_VALUE, BYTES_PER_LARGEST_VALUE, ChunkedRun, ChunkPlan, plan_chunks,
+    BYTES_PER_CARRIED_VALUE,
+    BYTES_PER_LARGEST_VALUE,
+    ChunkedRun,
+    ChunkPlan,
+    plan_chunks,
 )
 from onnx_snn.runtime.memory import announce, memory_budget
 from onnx_snn.runtime.predictions import SpikingOutput
-from onnx_snn.graph.prepare import replace_zipmaps
 from onnx_snn.validation import check_bool, check_positive_int
 
 #: numpy dtypes of onnxruntime's input type strings.

@@ -18,8 +18,16 @@ from onnx_snn.graph.patterns import PatternPass, compose
 from onnx_snn.graph.pooling import spike_pools
 from onnx_snn.graph.prepare import ai_onnx_opset
 from onnx_snn.io.metadata import (
-    ACCUMULATORS, DIFFERENCES, NEURONS, TD_OUTPUTS, OUTPUT_SCALES, TIMESTEPS, TIMESTEPS_KEY, VERSION_KEY,
-    NeuronInfo, neurons_json,
+    ACCUMULATORS,
+    DIFFERENCES,
+    NEURONS,
+    OUTPUT_SCALES,
+    TD_OUTPUTS,
+    TIMESTEPS,
+    TIMESTEPS_KEY,
+    VERSION_KEY,
+    NeuronInfo,
+    neurons_json,
 )
 from onnx_snn.ops.function_bodies import DOMAIN, DOMAIN_VERSION
 from onnx_snn.ops.time_ops import is_time_op, time_op_function

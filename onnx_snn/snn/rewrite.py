@@ -24,8 +24,8 @@ import onnx_graphsurgeon as gs
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.graph.layout import channel_axis, per_channel_shape
 from onnx_snn.graph.naming import NameScope
-from onnx_snn.snn.neurons import Neuron
 from onnx_snn.graph.patterns import Pattern
+from onnx_snn.snn.neurons import Neuron
 from onnx_snn.validation import FLOAT32_MAX, FLOAT32_TINY
 
 #: A calibrated scale: one number per layer, or an array with one per channel.

@@ -21,7 +21,6 @@ import onnx_graphsurgeon as gs
 from onnx_snn.graph.registry import STANDARD_DOMAINS, WEIGHTED, facts
 
 
-
 class FoldOutputScales:
     """The pass: fold each ``Mul(x, constant)`` where ``x`` is the output of a node
     named in ``neurons``, when the path to a weighted layer allows it."""

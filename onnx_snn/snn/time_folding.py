@@ -30,12 +30,18 @@ from onnx_snn.graph.naming import NameScope
 from onnx_snn.graph.pooling import check_policy
 from onnx_snn.graph.registry import SHAPE_OPS
 from onnx_snn.graph.temporal import (
-    GATED, LINEAR, SUMMED, TIME_DIFFERENCE, behaviour_over_time,
+    GATED,
+    LINEAR,
+    SUMMED,
+    TIME_DIFFERENCE,
+    behaviour_over_time,
 )
 from onnx_snn.snn.neurons import is_neuron
 from onnx_snn.snn.temporal_pooling import pool_over_time
 from onnx_snn.snn.time_difference import (
-    TimeDifference, back_permutation, front_permutation,
+    TimeDifference,
+    back_permutation,
+    front_permutation,
 )
 
 #: Neuron attribute: 1 when the neuron reads a static input [S, N, ...] itself.

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import make_model
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import make_model
 from onnx_snn import HookFactory, NeuronFactory, OnnxSnnError, convert
 from onnx_snn.calibration import BalancingHookFactory
 from onnx_snn.config import PRESETS
@@ -144,8 +144,8 @@ def test_best_beats_spikingjelly_at_few_steps_on_digits() -> None:
     100): the issue's targets are >= 0.97 at T = 8 and >= 0.99 at T = 16 for best."""
     torch = pytest.importorskip("torch")
     from onnx_snn.demo.digits import load_digits_split, train_digits_cnn
-    from onnx_snn.measure.evaluation import snn_accuracy
     from onnx_snn.export.torch import export_torch
+    from onnx_snn.measure.evaluation import snn_accuracy
 
     x_train, y_train, x_test, y_test = load_digits_split()
     ann = export_torch(train_digits_cnn(x_train, y_train), torch.from_numpy(x_train[:2]),

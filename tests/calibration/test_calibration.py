@@ -18,8 +18,15 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_snn import Calibration, HookFactory, NeuronFactory, OnnxSnnError, VoltageHook, \
-    calibrate, convert
+from onnx_snn import (
+    Calibration,
+    HookFactory,
+    NeuronFactory,
+    OnnxSnnError,
+    VoltageHook,
+    calibrate,
+    convert,
+)
 
 OPSET = 17
 MODES: list[str | float] = ["Max", "max", "99.9%", "50%", "0%", "100%", "12.5%", 0.5, 1.0, 1 / 3]

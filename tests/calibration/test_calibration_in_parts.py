@@ -11,8 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from test_calibration import conv_model, inputs, oracle, relu_names, relu_outputs, \
-    run_calibrate, split
+from test_calibration import (
+    conv_model,
+    inputs,
+    oracle,
+    relu_names,
+    relu_outputs,
+    run_calibrate,
+    split,
+)
 
 from onnx_snn import OnnxSnnError, VoltageHook, calibrate
 from onnx_snn.calibration import BalancingHookFactory

@@ -24,7 +24,13 @@ import onnx
 import pytest
 from conftest import make_model, mlp_model
 from hostile import (
-    Needle, assert_one_line_error, assert_untouched, expect_error, run_main, run_script, snapshot,
+    Needle,
+    assert_one_line_error,
+    assert_untouched,
+    expect_error,
+    run_main,
+    run_script,
+    snapshot,
 )
 from onnx import TensorProto, helper, numpy_helper
 

@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import onnx
-from onnx.reference import ReferenceEvaluator
 import pytest
-
 from conftest import mlp_model
+from onnx.reference import ReferenceEvaluator
+
 from onnx_snn import HookFactory, convert
 from onnx_snn.cli import main
 
@@ -109,9 +109,8 @@ def test_bad_usage_exits_2() -> None:
 
 
 def test_inspect_lists_activations_caveats_and_shapes(tmp_path, capsys) -> None:
-    from onnx import TensorProto, helper
-
     from conftest import make_model
+    from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
     nodes = [

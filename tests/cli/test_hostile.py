@@ -23,8 +23,14 @@ import numpy as np
 import onnx
 import pytest
 from conftest import make_model, mlp_model
-from hostile import Needle, assert_one_line_error, assert_untouched, expect_error, \
-    run_script, snapshot
+from hostile import (
+    Needle,
+    assert_one_line_error,
+    assert_untouched,
+    expect_error,
+    run_script,
+    snapshot,
+)
 from onnx import TensorProto, helper
 
 from onnx_snn import OnnxSnnError, convert

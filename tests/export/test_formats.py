@@ -8,16 +8,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
 from conftest import load_example, mlp_model
+from test_convert import cnn_model
+
 from onnx_snn import NeuronFactory, OnnxSnnError, convert
 from onnx_snn.cli import main
 from onnx_snn.export.formats import FORMATS, export_format, to_standard, to_streaming
-from onnx_snn.io.metadata import STREAMING_STATES
+from onnx_snn.io.metadata import STREAMING_STATES, TIMESTEPS
 from onnx_snn.runtime import SpikingSession
 from onnx_snn.runtime.streaming import StreamingSession, open_session
-from onnx_snn.io.metadata import TIMESTEPS
-from test_convert import cnn_model
 
 SAMPLE_SHAPES = {"mlp": (8,), "cnn": (2, 8, 8)}
 

@@ -21,8 +21,8 @@ from onnx import TensorProto, helper
 from onnx_snn import SpikingSession, convert
 from onnx_snn.cli import main
 from onnx_snn.measure.agreement import ann_fidelity
-from onnx_snn.runtime.sessions import AnnSession
 from onnx_snn.measure.report import make_report
+from onnx_snn.runtime.sessions import AnnSession
 
 FEATURES, CLASSES = 6, 6
 

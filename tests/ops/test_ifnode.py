@@ -9,10 +9,10 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 from onnx_snn import OnnxSnnError
-from onnx_snn.snn.neurons import IFNeuron
 from onnx_snn.ops.dynamics import simulate_if
 from onnx_snn.ops.function_bodies import IF_ATTRIBUTES
 from onnx_snn.ops.if_node_model import if_node_model
+from onnx_snn.snn.neurons import IFNeuron
 
 
 def if_model(shape: list, neuron: IFNeuron, opset: int = 17) -> onnx.ModelProto:

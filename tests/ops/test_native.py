@@ -11,15 +11,14 @@ import subprocess
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import onnx
+import onnxruntime as ort
 import pytest
 from test_ifnode import if_model, reference
 
-from onnx_snn.snn.neurons import IFNeuron
 from onnx_snn.ops.if_node_model import if_node_model
 from onnx_snn.ops.native import kernel_runs, native_library_path
-
+from onnx_snn.snn.neurons import IFNeuron
 
 
 def session(model: onnx.ModelProto, library: str | None) -> ort.InferenceSession:

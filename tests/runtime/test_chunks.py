@@ -17,8 +17,8 @@ from onnx_snn.export.formats import export_format
 from onnx_snn.io.metadata import TIMESTEPS_KEY
 from onnx_snn.ops.if_node_model import if_node_model
 from onnx_snn.runtime.chunks import BYTES_PER_CARRIED_VALUE, ChunkedRun, plan_chunks
-from onnx_snn.runtime.sessions import create_session, run_checked
 from onnx_snn.runtime.memory import parse_size, set_memory_limit
+from onnx_snn.runtime.sessions import create_session, run_checked
 
 T = 13
 

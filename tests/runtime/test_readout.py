@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from conftest import mlp_model
+
 from onnx_snn import HookFactory, OnnxSnnError, convert
 from onnx_snn.measure.evaluation import snn_accuracy
+from onnx_snn.runtime import SpikingOutput, SpikingSession
 from onnx_snn.runtime.predictions import delayed_predictions
 from onnx_snn.runtime.readout import estimate_readout_delay
-from onnx_snn.runtime import SpikingOutput, SpikingSession
 
 # [T=4, N=2, C=2]. Sample 0 gets a big class-0 output at step 1, then class 1 wins
 # every later step: the plain readout stays at 0, a delay lets class 1 win.

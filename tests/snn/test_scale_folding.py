@@ -14,13 +14,13 @@ from conftest import make_model, mlp_model
 from onnx import TensorProto, helper
 
 from onnx_snn import HookFactory, convert
-from onnx_snn.snn.assembly import build_spiking_model
-from onnx_snn.snn.neurons import IFNeuron
 from onnx_snn.graph.patterns import run_passes
 from onnx_snn.graph.prepare import infer_shapes
 from onnx_snn.runtime import SpikingSession
-from onnx_snn.snn.scale_folding import FoldOutputScales
+from onnx_snn.snn.assembly import build_spiking_model
+from onnx_snn.snn.neurons import IFNeuron
 from onnx_snn.snn.rewrite import NeuronPlan as SpikingLayer
+from onnx_snn.snn.scale_folding import FoldOutputScales
 
 STEPS = 12
 # MaxPool after neurons over-counts spikes (a warning); irrelevant to folding.

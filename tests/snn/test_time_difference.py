@@ -8,10 +8,10 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import make_model
 from onnx import TensorProto, helper
 from onnx.inliner import inline_selected_functions
 
-from conftest import make_model
 from onnx_snn import convert
 from onnx_snn.export.formats import export_format
 from onnx_snn.io.metadata import ACCUMULATORS, DIFFERENCES
