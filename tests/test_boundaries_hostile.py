@@ -235,3 +235,20 @@ def test_save_refuses_a_path_that_is_not_one(path) -> None:
     snn = convert(mlp_model(SIZES, seed=1), _x(), progress=False)
     with pytest.raises(OnnxSnnError, match="output path must be a str or os.PathLike"):
         snn.save(path)
+
+
+def test_a_streaming_session_that_counts_refuses_a_step_past_float32_counts() -> None:
+    """Stepping online past 2^24 steps would saturate the float32 counts silently;
+    the session refuses the step instead, and reset() starts the count again."""
+    from onnx_snn.export.formats import export_format
+    from onnx_snn.runtime.streaming import StreamingSession
+
+    snn = convert(mlp_model(SIZES, seed=1), _x(), spike_counts=True, progress=False).model
+    session = StreamingSession(export_format(snn, "streaming"))
+    first = session.step(_x(2))
+    session._steps = MAX_COUNTED_STEPS  # as after 2^24 steps, without running them
+    with pytest.raises(OnnxSnnError, match=re.escape(f"exact up to {MAX_COUNTED_STEPS:,} steps")):
+        session.step(_x(2))
+    session.reset()
+    for name, value in session.step(_x(2)).items():
+        np.testing.assert_array_equal(value, first[name])

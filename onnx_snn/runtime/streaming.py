@@ -18,6 +18,7 @@ import onnxruntime as ort
 from onnx_snn.errors import OnnxSnnError
 from onnx_snn.io.metadata import STREAMING_STATES
 from onnx_snn.io.models import ModelLike
+from onnx_snn.ops.time_ops import MAX_COUNTED_STEPS
 from onnx_snn.runtime.memory import memory_budget
 from onnx_snn.runtime.sessions import SpikingOutput, SpikingSession, create_session
 
@@ -56,10 +57,12 @@ class StreamingSession(SpikingSession):
         self._describe(hidden_inputs={i for i, _ in self.states},
                        hidden_outputs={o for _, o in self.states})
         self._state: dict[str, np.ndarray] = {}
+        self._steps = 0  # since the last reset
 
     def reset(self) -> None:
         """Back to the initial membrane potentials (the model's defaults)."""
         self._state = {}
+        self._steps = 0
 
     def step(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Run one step on one frame and keep the new state.
@@ -107,7 +110,13 @@ class StreamingSession(SpikingSession):
         return feed, timesteps
 
     def _advance(self, frames: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one step from the current state; returns the outputs, keeps the new state."""
+        """Run one step from the current state; returns the outputs, keeps the new state.
+        A model that counts steps refuses a step beyond ``MAX_COUNTED_STEPS``."""
+        if self.counts_over_time and self._steps >= MAX_COUNTED_STEPS:
+            raise OnnxSnnError(f"step {self._steps + 1:,}: the model counts its steps or sums "
+                               "over them in float32, exact up to "
+                               f"{MAX_COUNTED_STEPS:,} steps; reset() the session")
+        self._steps += 1
         results = self._run(self.output_names + [output for _, output in self.states],
                             {**frames, **self._state})
         count = len(self.output_names)
