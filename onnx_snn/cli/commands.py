@@ -171,7 +171,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         if args.scored_output is not None:
             raise
         if not args.ann:
-            raise OnnxSnnError(f"{error}; {instead}") from None
+            raise OnnxSnnError(f"{error}; {instead}") from error
         scored, unscored = None, "no output holds class scores or labels"
     if scored is not None and not has_labels(args.data):
         if not args.ann:

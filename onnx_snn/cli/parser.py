@@ -25,10 +25,10 @@ def _mode(text: str) -> str | float:
         return text
     try:
         return float(text)
-    except ValueError:
+    except ValueError as error:
         raise argparse.ArgumentTypeError(
             f"invalid mode {text!r}: use max, a percentile such as 99.9%, or a number in (0, 1]"
-        ) from None
+        ) from error
 
 
 def _v_reset(text: str) -> float | None:
@@ -36,9 +36,9 @@ def _v_reset(text: str) -> float | None:
         return None
     try:
         return _float(text)
-    except argparse.ArgumentTypeError:
+    except argparse.ArgumentTypeError as error:
         raise argparse.ArgumentTypeError(f"invalid reset {text!r}: use none or a finite "
-                                         "number") from None
+                                         "number") from error
 
 
 def _delay(text: str) -> int | str:
@@ -46,9 +46,9 @@ def _delay(text: str) -> int | str:
         return "auto"
     try:
         value = int(text)
-    except ValueError:
+    except ValueError as error:
         raise argparse.ArgumentTypeError(f"invalid readout delay {text!r}: use N >= 0 or auto") \
-            from None
+            from error
     if value < 0:
         raise argparse.ArgumentTypeError(f"readout delay must be >= 0, got {value}")
     return value
@@ -61,9 +61,9 @@ MAX_TIMESTEPS = 2**63 - 1
 def _timesteps(text: str) -> list[int]:
     try:
         steps = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
+    except ValueError as error:
         raise argparse.ArgumentTypeError(f"invalid time steps {text!r}: use e.g. 4,8,16") \
-            from None
+            from error
     if not steps or min(steps) <= 0:
         raise argparse.ArgumentTypeError(f"time steps must be positive integers, got {text!r}")
     if max(steps) > MAX_TIMESTEPS:
@@ -77,9 +77,9 @@ def _positive_int(what: str):
     def parse(text: str) -> int:
         try:
             value = int(text)
-        except ValueError:
+        except ValueError as error:
             raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: use a positive "
-                                             "integer") from None
+                                             "integer") from error
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {value}")
         return value
@@ -90,8 +90,8 @@ def _float(text: str) -> float:
     """A finite number (NaN and infinities are refused here, not later)."""
     try:
         value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from error
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value

@@ -117,8 +117,8 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike | No
             raise OnnxSnnError(f"{out}: is an open descriptor (fd {fd}), not a folder")
         try:
             access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
-        except OSError:
-            raise OnnxSnnError(f"{out}: descriptor {fd} is not open") from None
+        except OSError as error:
+            raise OnnxSnnError(f"{out}: descriptor {fd} is not open") from error
         if access == os.O_RDONLY:
             raise OnnxSnnError(f"{out}: descriptor {fd} is open for reading only; "
                                "expected one open for writing")
@@ -143,7 +143,7 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike | No
             os.close(fd)
             os.unlink(probe)
     except OSError as error:
-        raise OnnxSnnError(f"{out}: cannot write in {parent} ({error.strerror})") from None
+        raise OnnxSnnError(f"{out}: cannot write in {parent} ({error.strerror})") from error
     return target
 
 

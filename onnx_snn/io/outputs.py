@@ -139,7 +139,7 @@ class OutputSet:
             write(entry.staged)
             os.chmod(entry.staged, _default_mode())  # mkstemp creates 0600
         except OSError as error:
-            raise OnnxSnnError(f"{path}: cannot write ({error.strerror or error})") from None
+            raise OnnxSnnError(f"{path}: cannot write ({error.strerror or error})") from error
         return Path(path)
 
     def add_text(self, path: str | os.PathLike, text: str) -> Path:
@@ -160,7 +160,7 @@ class OutputSet:
         try:
             write(entry.staged)
         except OSError as error:
-            raise OnnxSnnError(f"{path}: cannot write ({error.strerror or error})") from None
+            raise OnnxSnnError(f"{path}: cannot write ({error.strerror or error})") from error
         entry.companions = tuple(p for p in entry.cleanup.iterdir() if p != entry.staged)
         for staged in (entry.staged, *entry.companions):
             os.chmod(staged, _default_mode())
@@ -177,7 +177,7 @@ class OutputSet:
         try:
             entry.owned = frozenset(fill(entry.staged))
         except OSError as error:
-            raise OnnxSnnError(f"{path}: cannot write ({error.strerror or error})") from None
+            raise OnnxSnnError(f"{path}: cannot write ({error.strerror or error})") from error
         with contextlib.suppress(FileNotFoundError):
             found = os.stat(entry.target)
             entry.found = (found.st_dev, found.st_ino)
@@ -201,7 +201,7 @@ class OutputSet:
                     self._created.append(folder)
         except OSError as error:
             raise OnnxSnnError(f"{path}: cannot create the folder "
-                               f"({error.strerror or error})") from None
+                               f"({error.strerror or error})") from error
         return Path(path)
 
     # ------------------------------------------------------------------ commit
@@ -247,7 +247,7 @@ class OutputSet:
                 if backup is not None:
                     os.rename(backup, target)
             raise OnnxSnnError(f"{entry.requested}: cannot write "
-                               f"({error.strerror or error})") from None
+                               f"({error.strerror or error})") from error
         for _, backup in moved:
             if backup is not None:
                 _remove(backup)
@@ -302,7 +302,7 @@ def _open_stream(entry: _Staged) -> int:
         fd = os.open(entry.target, os.O_WRONLY | os.O_NOCTTY)
     except OSError as error:
         raise OnnxSnnError(f"{entry.requested}: cannot write "
-                           f"({error.strerror or error})") from None
+                           f"({error.strerror or error})") from error
     mode = os.fstat(fd).st_mode
     if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
         os.close(fd)
@@ -324,7 +324,7 @@ def _write_through(entry: _Staged, fd: int | None) -> None:
             shutil.copyfileobj(data, stream)
     except OSError as error:
         raise OnnxSnnError(f"{entry.requested}: cannot write "
-                           f"({error.strerror or error})") from None
+                           f"({error.strerror or error})") from error
 
 
 def _move(staged: Path, target: Path, folder: bool) -> tuple[Path, Path | None]:
