@@ -36,8 +36,11 @@ class Shard:
     start: int
     stop: int
 
-    def describe(self, data: Any) -> str:
+    def describe(self, data: Any, message: str = "") -> str:
+        """The shard's rows, after the data file's name unless ``message`` starts with it."""
         where = f"{shown(data)}: " if isinstance(data, (str, Path)) else ""
+        if where and message.startswith(where):
+            where = ""
         return f"{where}rows {self.start}-{self.stop - 1}"
 
 

@@ -173,7 +173,7 @@ class _Host:
                 results.append(self.worker(batch))
             return results
         except OnnxSnnError as error:
-            raise OnnxSnnError(f"{shard.describe(data)}: {error}") from error
+            raise OnnxSnnError(f"{shard.describe(data, str(error))}: {error}") from error
 
 
 def check_cluster(cluster: Any) -> None:
