@@ -133,3 +133,14 @@ def test_public_names_keep_working() -> None:
     from onnx_snn.export import export_torch  # noqa: F401
     from onnx_snn.runtime import SpikingOutput  # noqa: F401
     assert set(onnx_snn.__all__) <= set(dir(onnx_snn))
+
+
+def test_only_io_metadata_parses_the_model_metadata() -> None:
+    """A converted model's metadata is JSON that ``onnx_snn.io.metadata`` alone parses:
+    no other module calls json.loads on the metadata or one of its keys."""
+    owner = PACKAGE / "io" / "metadata.py"
+    keys = re.compile(r"json\.loads\([^)]*(props|metadata|custom_metadata_map|_STATES|"
+                      r"ACCUMULATORS|DIFFERENCES|TD_OUTPUTS|OUTPUT_SCALES|NEURONS|TIME_SUMS)")
+    parsing = sorted(str(path.relative_to(ROOT)) for path in PACKAGE.rglob("*.py")
+                     if path != owner and keys.search(path.read_text()))
+    assert not parsing, parsing

@@ -45,7 +45,7 @@ from onnx_snn.export.common import (
     replace_all,
 )
 from onnx_snn.graph.naming import NameScope
-from onnx_snn.io.metadata import ACCUMULATORS, CHUNK_STATES, DIFFERENCES, metadata
+from onnx_snn.io.metadata import ACCUMULATORS, CHUNK_STATES, DIFFERENCES, listed, metadata
 from onnx_snn.io.models import ModelLike
 from onnx_snn.ops.function_bodies import DOMAIN, IF_OP_TYPE, if_node_function
 from onnx_snn.ops.time_ops import (
@@ -162,8 +162,8 @@ def chunk_refusal(model: onnx.ModelProto) -> str | None:
                 "format, or a loop of the ANN's own) with no state inputs, so it cannot run "
                 "in chunks of steps: use the onnx-snn format, a smaller T or batch size, or "
                 "a larger --memory-limit")
-    legacy = set(json.loads(metadata(model).get(ACCUMULATORS, "[]"))) | set(
-        json.loads(metadata(model).get(DIFFERENCES, "[]")))
+    props = metadata(model)
+    legacy = set(listed(props, ACCUMULATORS) or []) | set(listed(props, DIFFERENCES) or [])
     kept = next((node for node in graph.node
                  if node.name in legacy and not is_time_op(node)), None)
     if kept is not None:

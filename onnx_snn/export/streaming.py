@@ -30,6 +30,7 @@ from onnx_snn.io.metadata import (
     DIFFERENCES,
     STREAMING_STATES,
     TIMESTEPS_KEY,
+    listed,
     metadata,
 )
 from onnx_snn.io.models import ModelLike
@@ -75,8 +76,8 @@ def to_streaming(model: ModelLike) -> onnx.ModelProto:
         _one_step(value, axis)
     nodes: list[onnx.NodeProto] = []
     states = []
-    accumulators = set(json.loads(metadata(model).get(ACCUMULATORS, "[]")))
-    differences = set(json.loads(metadata(model).get(DIFFERENCES, "[]")))
+    accumulators = set(listed(metadata(model), ACCUMULATORS) or [])
+    differences = set(listed(metadata(model), DIFFERENCES) or [])
     count = ""  # the step number c_t, once a time op needs it
     for node in graph.node:
         if is_time_op(node):

@@ -100,6 +100,23 @@ def time_summed_outputs(props: Mapping[str, str]) -> list[str]:
     return json.loads(props.get(TIME_SUMS, "[]"))
 
 
+def listed(props: Mapping[str, str], key: str) -> list[str] | None:
+    """The names a list key (``ACCUMULATORS``, ``DIFFERENCES``, ``TD_OUTPUTS``, ``TIME_SUMS``)
+    holds; None when the model does not have the key."""
+    return json.loads(props[key]) if key in props else None
+
+
+def output_scales(props: Mapping[str, str]) -> dict[str, float | list[float]]:
+    """Each neuron node's output scale, what one spike stands for (``OUTPUT_SCALES``)."""
+    return json.loads(props[OUTPUT_SCALES])
+
+
+def streaming_states(props: Mapping[str, str]) -> list[dict[str, str]]:
+    """The state pairs {"node", "input", "output"} of a streaming model, fed back from
+    step to step."""
+    return json.loads(props[STREAMING_STATES])
+
+
 def chunk_states(props: Mapping[str, str]) -> list[dict[str, str]]:
     """The state pairs {"node", "input", "output"} of a model in the chunked form (or the
     standard format), fed back from call to call; none for other models."""

@@ -16,7 +16,6 @@ and wherever shape inference cannot see through a custom op.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +25,14 @@ import onnx_graphsurgeon as gs
 from onnx_snn.graph.activations import constant_value
 from onnx_snn.graph.registry import SHAPE_OPS, WEIGHTED, facts
 from onnx_snn.io.data import Batch
-from onnx_snn.io.metadata import DIFFERENCES, TD_OUTPUTS, metadata, neurons, timesteps_input
+from onnx_snn.io.metadata import (
+    DIFFERENCES,
+    TD_OUTPUTS,
+    listed,
+    metadata,
+    neurons,
+    timesteps_input,
+)
 from onnx_snn.runtime.sessions import create_session, run_checked
 
 _SAMPLE = "one sample, one step"
@@ -67,9 +73,10 @@ def model_costs(snn: onnx.ModelProto, sample: Batch) -> ModelCosts:
     weighted = {node.name: (node, weight) for node in graph.nodes
                 if node.op in WEIGHTED and (weight := _weight(node)) is not None}
     spikes = {layer.spikes: layer for layer in layers_info}
-    differences = json.loads(props[TD_OUTPUTS]) if TD_OUTPUTS in props else [
-        node.outputs[0].name for node in graph.nodes
-        if node.name in set(json.loads(props.get(DIFFERENCES, "[]")))]
+    differences = listed(props, TD_OUTPUTS)
+    if differences is None:  # a model converted before TD_OUTPUTS was written
+        differing = set(listed(props, DIFFERENCES) or [])
+        differences = [node.outputs[0].name for node in graph.nodes if node.name in differing]
     measured = _measure(snn, props, sample, [node.outputs[0].name for node, _ in
                                              weighted.values()] + list(spikes) + differences)
     costs = {name: facts(node.op).costs(node, weight, measured[node.outputs[0].name])

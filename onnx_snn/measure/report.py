@@ -29,7 +29,7 @@ from onnx_snn.io.data import (
     has_labels,
     labelled_batches,
 )
-from onnx_snn.io.metadata import OUTPUT_SCALES, metadata, neurons
+from onnx_snn.io.metadata import metadata, neurons, output_scales
 from onnx_snn.io.models import ModelLike, load_model
 from onnx_snn.io.outputs import OutputSet
 from onnx_snn.measure.agreement import Correlation, Fidelity, OutputTally
@@ -168,7 +168,7 @@ class ReportWorker:
         self.compared = [name for name, (dtype, _) in kinds.items() if dtype is not None] \
             if ann is not None else []
         self.marks = fidelity_steps(timesteps)
-        self.scales = json.loads(props[OUTPUT_SCALES])
+        self.scales = output_scales(props)
         self.ann = None if ann is None else _ann_session(
             ann, self.compared, [layer.activation for layer in self.layers])
         self.timesteps, self.points, self.seed = timesteps, scatter_points, seed

@@ -9,14 +9,13 @@ streaming model gives the same outputs as the onnx-snn model it came from.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 import numpy as np
 import onnxruntime as ort
 
 from onnx_snn.errors import OnnxSnnError
-from onnx_snn.io.metadata import STREAMING_STATES
+from onnx_snn.io.metadata import STREAMING_STATES, streaming_states
 from onnx_snn.io.models import ModelLike
 from onnx_snn.ops.time_ops import MAX_COUNTED_STEPS
 from onnx_snn.runtime.memory import memory_budget
@@ -53,7 +52,7 @@ class StreamingSession(SpikingSession):
                                "(export it with format 'streaming')")
         #: (state input, state output) name pairs, one per neuron layer.
         self.states = [(state["input"], state["output"])
-                       for state in json.loads(metadata[STREAMING_STATES])]
+                       for state in streaming_states(metadata)]
         self._describe(hidden_inputs={i for i, _ in self.states},
                        hidden_outputs={o for _, o in self.states})
         self._state: dict[str, np.ndarray] = {}
