@@ -135,8 +135,10 @@ class BatchStream:
         count = start = 0
         raw_batches = _raw_batches(self.source.data, self.specs, self.batch_size,
                                    self.labelled and self._labels is None)
+        data = self.source.data
+        file = f"{shown(data)}, " if isinstance(data, (str, Path)) else ""
         for index, raw in enumerate(raw_batches):
-            where = f"batch {index}"
+            where = f"{file}batch {index}"
             inputs, labels = _split_labels(raw) if self.labelled else (raw, None)
             feed = validate_batch(inputs, self.specs, where)
             rows = next(iter(feed.values())).shape[0]
@@ -150,9 +152,8 @@ class BatchStream:
                 yield feed
             start += rows
         if count == 0:
-            data = self.source.data
-            source = f"{shown(data)}: " if isinstance(data, (str, Path)) else ""
-            raise OnnxSnnError(f"{source}the data is empty: no batch to read")
+            raise OnnxSnnError(f"{file.removesuffix(', ')}{': ' if file else ''}the data is "
+                               "empty: no batch to read")
         if self._labels is not None and start != len(self._labels):
             raise OnnxSnnError(f"{len(self._labels)} labels for {start} samples: give one "
                                "label per sample")
