@@ -1,4 +1,5 @@
-"""What sharding over Ray costs and gives (``onnx_snn.runtime.cluster``, SPEC §12).
+"""What sharding over Ray costs and gives (``onnx_snn.runtime.cluster``;
+docs/semantics.md, "Distributed runs").
 
 The net: the VGG-style CNN of ``tests/zoo_models.py`` (3x32x32 inputs, 8
 convolutions with MaxPool, random weights, TorchScript export), converted with

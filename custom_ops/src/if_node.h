@@ -8,7 +8,8 @@
 //     v = h - s * threshold                  (soft reset)
 //     v = (h >= threshold) ? v_reset : h     (hard reset: a select)
 //
-// A burst or signed neuron (quantized) fires k spikes a step instead (SPEC §11):
+// A burst or signed neuron (quantized) fires k spikes a step instead
+// (docs/semantics.md, "Burst and signed neurons"):
 //
 //     k = clamp(floor(h / threshold), spikes_low, spikes_high)   (NaN stays NaN)
 //     v = h - k * threshold                  (soft reset)

@@ -1,5 +1,6 @@
-// The time-difference bookkeeping of onnx_snn's time-difference ops (SPEC §10), on
-// raw float32 buffers [steps, features] (row-major, one row per time step).
+// The time-difference bookkeeping of onnx_snn's time-difference ops
+// (docs/semantics.md, "Time-difference ops"), on raw float32 buffers [steps, features]
+// (row-major, one row per time step).
 //
 // Each op is the C++ twin of its ONNX function body (onnx_snn/ops/time_ops.py),
 // and the tests check that the two agree bit for bit. Per feature, with

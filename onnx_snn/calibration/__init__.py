@@ -1,4 +1,5 @@
-"""Calibration (SPEC §2, §7): the statistic of each Relu, collected in onnxruntime.
+"""Calibration: the statistic of each Relu, collected in onnxruntime
+(docs/semantics.md, "Calibration statistics" and "Post-training improvements").
 
 - ``modes``: the calibration modes, parsed once; numpy's percentile arithmetic.
 - ``collectors``: the ``Collector`` base class, ``VoltageHook`` (the moving

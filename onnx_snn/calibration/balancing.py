@@ -1,5 +1,6 @@
 """Threshold balancing: per-channel thresholds that minimise the error of the spiking
-rate, balanced layer by layer to their fixed point (SPEC §7)."""
+rate, balanced layer by layer to their fixed point
+(docs/semantics.md, "Post-training improvements")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Statistic collectors: one per calibrated activation (SPEC §2, §7).
+"""Statistic collectors: one per calibrated activation
+(docs/semantics.md, "Calibration statistics" and "Post-training improvements").
 
 A ``Collector`` adds its reduction of one activation to a calibration copy of the
 graph, so onnxruntime returns a few numbers per batch instead of whole activation
@@ -131,7 +132,8 @@ class CollectorFactory:
 
 
 class VoltageHook(Collector):
-    """Collects the scale of one Relu's output over calibration batches (SPEC §2).
+    """Collects the scale of one Relu's output over calibration batches
+    (docs/semantics.md, "Calibration statistics").
 
     Per batch it computes a statistic ``s_t`` over the whole output tensor
     (batch axis included), then ``scale = s_t`` for the first batch and

@@ -1,5 +1,5 @@
 """Calibration's driver: run the ANN over the data in onnxruntime and feed each
-activation's collector (SPEC §2).
+activation's collector (docs/semantics.md, "Calibration statistics").
 
 A batch that does not fit the memory budget (``onnx_snn.runtime.memory``) runs in
 calls of fewer samples when every collector of the pass takes a batch in parts
@@ -48,7 +48,7 @@ def calibrate(model: onnx.ModelProto, data: Any, hooks: dict[str, Collector],
     final; the data is read once per pass. Shapes are inferred only when a measured
     activation's type or rank is not known yet. With ``cluster`` each pass's batches
     run on its Ray workers; the hooks observe their results in batch order, so the
-    scales are the same bits (SPEC §12).
+    scales are the same bits (docs/semantics.md, "Distributed runs").
     """
     if not hooks:
         raise OnnxSnnError("no Relu to calibrate: hooks is empty")

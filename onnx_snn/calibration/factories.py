@@ -1,5 +1,5 @@
-"""The factories of the public API (shape from SpikingJelly's ann2snn, SPEC §3): each
-makes a fresh collector per converted Relu."""
+"""The factories of the public API (shape from SpikingJelly's ann2snn;
+docs/semantics.md, "Factories"): each makes a fresh collector per converted Relu."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Per-channel histograms of activations that do not depend on how the data is batched,
-and the threshold that minimises the error of an IF neuron's rate (SPEC §7).
+and the threshold that minimises the error of an IF neuron's rate
+(docs/semantics.md, "Post-training improvements").
 
 An IF neuron with soft reset, threshold θ and initial potential ``v_init``·θ, driven
 for L steps by a constant input x, fires at the rate

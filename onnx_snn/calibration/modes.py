@@ -1,5 +1,5 @@
-"""Calibration modes (SPEC §2), parsed once into a ``CalibrationMode``, and the
-percentile arithmetic that reproduces numpy's exactly."""
+"""Calibration modes (docs/semantics.md, "Calibration statistics"), parsed once into a
+``CalibrationMode``, and the percentile arithmetic that reproduces numpy's exactly."""
 
 from __future__ import annotations
 

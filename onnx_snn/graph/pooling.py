@@ -1,4 +1,5 @@
-"""What to do with MaxPool in a spiking network (SPEC §7).
+"""What to do with MaxPool in a spiking network
+(docs/semantics.md, "Post-training improvements").
 
 The max over spike trains over-counts: it is at least the max of the rates.
 Policies:
@@ -9,17 +10,19 @@ Policies:
 - ``"before"``: where a MaxPool directly follows a rectifier, swap the two, so
   the neuron sees the max of its analog inputs (the pool is then a time-difference
   op, exact on the mean potentials, unless it reads the input). Exact in the ANN, since
-  ``relu(maxpool(x)) == maxpool(relu(x))`` (SPEC §7; the over-counting of a max
-  over spikes is discussed by Rueckauer et al., "Conversion of continuous-valued
-  deep networks to efficient event-driven networks for image classification",
-  Frontiers in Neuroscience 11:682, 2017);
+  ``relu(maxpool(x)) == maxpool(relu(x))``
+  (docs/semantics.md, "Post-training improvements"; the over-counting of a max over
+  spikes is discussed by Rueckauer et al., "Conversion of continuous-valued deep
+  networks to efficient event-driven networks for image classification", Frontiers
+  in Neuroscience 11:682, 2017);
 - ``"avg"``: replace every MaxPool by an AveragePool over the same windows,
   which is exact on rates but changes the ANN (a warning says so);
 - ``"td"`` and ``"gated"`` (``TEMPORAL_POLICIES``): the ANN is kept as it is;
   in the spiking model, each MaxPool that reads time-varying values pools the
   input summed over the steps so far, S_t (``onnx_snn.snn.temporal_pooling``).
   ``"td"`` emits maxpool(S_t) − maxpool(S_{t−1}), so the mean output is exactly
-  the max of the mean input (SPEC §10; SpikingJelly's ``TDModule`` family);
+  the max of the mean input (docs/semantics.md, "Time-difference ops";
+  SpikingJelly's ``TDModule`` family);
   ``"gated"`` passes this step's input at the element with the highest
   running rate (Rueckauer et al., 2017, above).
 """

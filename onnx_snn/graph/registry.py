@@ -64,7 +64,7 @@ class OpFacts:
       affine: "all" (affine in all of them together: Add, Concat), "each" (in each
       one alone, so not when two vary: Mul, MatMul), "first" (in input 0 only; the
       others are parameters: Reshape, Div). Any other op whose inputs vary over
-      time becomes a time-difference op (SPEC §10);
+      time becomes a time-difference op (docs/semantics.md, "Time-difference ops");
     - ``keeps_rectified``: moves, sums or pools values without changing their sign,
       so a rectified (spiking) input stays rectified;
     - ``layout``: where its output keeps channels (``onnx_snn.graph.layout``):
@@ -155,7 +155,8 @@ CONTROL_FLOW = ops_where(lambda f: f.control_flow)
 def affine_over_time(op: str, varying: list[bool]) -> bool:
     """Whether an ``op`` node is affine in the inputs that vary over time (``varying``,
     one flag per input), so that it commutes with averaging over steps; otherwise it
-    becomes a time-difference op (SPEC §10). ``linear_in`` of ``OpFacts`` says how."""
+    becomes a time-difference op (docs/semantics.md, "Time-difference ops").
+    ``linear_in`` of ``OpFacts`` says how."""
     mode = facts(op).linear_in
     if not any(varying) or mode == "all":
         return True

@@ -1,5 +1,6 @@
 """Where signed neurons go: in front of each weighted layer that reads a value that
-is neither rectified nor an affine image of the input (SPEC §10, §11).
+is neither rectified nor an affine image of the input
+(docs/semantics.md, "Time-difference ops" and "Burst and signed neurons").
 
 Each tensor of the ANN is one of three kinds, in graph order:
 

@@ -12,7 +12,8 @@ from onnx_snn.graph.registry import SHAPE_OPS, affine_over_time
 #: Affine in its time-varying inputs: it runs per step as it is, and its mean output
 #: over steps is its ANN output at the mean inputs.
 LINEAR = "linear"
-#: A time-difference op (SPEC §10): exact on the means at every t.
+#: A time-difference op: exact on the means at every t
+#: (docs/semantics.md, "Time-difference ops").
 TIME_DIFFERENCE = "td"
 #: Runs step by step on time-varying values: not exact (``keep_analog``, a MaxPool
 #: kept over spikes).

@@ -1,4 +1,5 @@
-"""The data cut into shards for workers (``onnx_snn.runtime.cluster``, SPEC §12).
+"""The data cut into shards for workers (``onnx_snn.runtime.cluster``;
+docs/semantics.md, "Distributed runs").
 
 A shard is a run of whole batches, cut at the same boundaries as one process
 cuts the data, so per-batch results are the same wherever they are computed.

@@ -1,12 +1,14 @@
-"""Per-sample operation counts of a converted model's layers (SPEC §9).
+"""Per-sample operation counts of a converted model's layers
+(docs/semantics.md, "Efficiency metrics").
 
 For each neuron layer: how many neurons it has per sample, the fan-out of one of
 its spikes (the synaptic operations it triggers in the weighted layers it feeds:
 Conv ``C_out·kH·kW/groups``, Gemm/MatMul ``out_features``), and the MACs of
 those layers in the ANN. Weighted layers that no neuron feeds get analog input
 and cost MACs in the SNN too, as does each value a time-difference op computes
-at every step (SPEC §10; the ``TD_OUTPUTS`` metadata, or in models converted
-before it, the outputs of the ``DIFFERENCES`` nodes).
+at every step (docs/semantics.md, "Time-difference ops"; the ``TD_OUTPUTS``
+metadata, or in models converted before it, the outputs of the ``DIFFERENCES``
+nodes).
 
 The shapes are measured, not inferred: the model runs once on one sample for one
 step, returning every weighted layer's output and every spike tensor. That

@@ -3,8 +3,9 @@
 ``add_spike_counts`` gives every neuron layer an extra output
 ``<layer>__spike_count``: the number of spikes per sample over all T steps,
 shape [N]; every spike counts, so a burst of k is k and a negative spike is one
-too (SPEC §11). ``instrument`` can also add ``<layer>__spike_sum``: each neuron's
-spikes summed over the steps, shape [N, F] (F: the layer's values per sample).
+too (docs/semantics.md, "Burst and signed neurons"). ``instrument`` can also add
+``<layer>__spike_sum``: each neuron's spikes summed over the steps, shape [N, F]
+(F: the layer's values per sample).
 Both are reductions inside the graph, so a run returns a few numbers per layer
 instead of the spike trains.
 

@@ -1,5 +1,5 @@
 """What a spiking net does: accuracy over time, firing rates, synaptic operations,
-energy, and how well each layer's rate matches the ANN (SPEC §9).
+energy, and how well each layer's rate matches the ANN (docs/semantics.md, "Efficiency metrics").
 
 Everything is measured in onnxruntime during real runs over the data, batch by
 batch: spike counts and time-averaged outputs are reductions added to the

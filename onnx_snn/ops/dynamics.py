@@ -6,7 +6,7 @@ the ONNX function builder (``onnx_snn.ops.function_bodies``) runs the very same 
 on ``GraphArithmetic``, which emits one node per operation. Tests compare the two
 engines, so any change to the dynamics changes both at once.
 
-Per element, with membrane potential ``v`` (SPEC §4)::
+Per element, with membrane potential ``v`` (docs/semantics.md, "IF neuron")::
 
     h = v + x_t                      # charge
     s = 1 if h >= theta else 0       # fire; the boundary counts
@@ -14,10 +14,11 @@ Per element, with membrane potential ``v`` (SPEC §4)::
     v = v_reset if s else h          # hard reset
 
 A burst neuron fires up to B spikes a step, a signed one also down to -B
-(SPEC §11): ``s = clip(floor(h / theta), least, most)``, then the same resets.
+(docs/semantics.md, "Burst and signed neurons"):
+``s = clip(floor(h / theta), least, most)``, then the same resets.
 
-The soft reset is arithmetic, exact and cheap (SPEC §8). The hard reset is a
-select: the arithmetic form ``h * (1 - s) + s * v_reset`` turns h = +inf into
+The soft reset is arithmetic, exact and cheap (docs/semantics.md, "Runtime facts").
+The hard reset is a select: the arithmetic form ``h * (1 - s) + s * v_reset`` turns h = +inf into
 NaN (inf * 0), while a select keeps every finite and infinite potential.
 """
 
@@ -63,8 +64,9 @@ def if_step(ops: Arithmetic, v: Any, x: Any, theta: Any, v_reset: Any, hard_rese
 
     ``spike_range`` is None for the plain neuron (one spike at most, fired at
     ``h >= θ``), or the (least, most) spikes per step of a burst or signed
-    neuron (SPEC §11): ``k = clip(floor(h / θ), least, most)`` spikes, e.g.
-    (0, B) or (-B, B); the hard reset then applies wherever ``k != 0``.
+    neuron (docs/semantics.md, "Burst and signed neurons"):
+    ``k = clip(floor(h / θ), least, most)`` spikes, e.g. (0, B) or (-B, B); the hard
+    reset then applies wherever ``k != 0``.
     """
     h = ops.add(v, x)
     if spike_range is None:
@@ -180,9 +182,9 @@ def simulate_if(x_seq: np.ndarray, v_threshold: float = 1.0, v_reset: float | No
     ``v_reset=None`` means soft (subtractive) reset. ``v_init`` is the initial
     potential as a fraction of the threshold (0.5 starts half-way to the first
     spike). ``max_spikes`` B > 1 makes a burst neuron (up to B spikes a step),
-    ``signed`` one that also fires negative spikes (SPEC §11). Computation is
-    float32, like the ONNX function and the native kernel, so results agree bit
-    for bit.
+    ``signed`` one that also fires negative spikes
+    (docs/semantics.md, "Burst and signed neurons"). Computation is float32, like the
+    ONNX function and the native kernel, so results agree bit for bit.
 
     ``v_start`` (shape ``x_seq.shape[1:]``, or one value for every neuron: a scalar or
     any one-element array) gives the potentials before the first step instead, as

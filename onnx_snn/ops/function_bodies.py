@@ -17,7 +17,7 @@ potentials before the first step and after the last, so that a long run can go
 in chunks (a model carries one function per op type, so it is one or the other).
 
 The body is a model-local function, so a converted model runs on plain
-onnxruntime, in any binding, with nothing registered (SPEC §8).
+onnxruntime, in any binding, with nothing registered (docs/semantics.md, "Runtime facts").
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ IF_OP_TYPE = "IFNode"
 #: and is not copied T times) or S = T. The spikes are [T·N, ...] either way.
 #: ``max_spikes``: the most spikes a step, B (1: the plain IF neuron; more: a burst
 #: neuron); ``signed``: 1 when the neuron also fires negative spikes, down to -B
-#: (SPEC §11). Models converted before these existed lack them: they mean 1 and 0.
+#: (docs/semantics.md, "Burst and signed neurons"). Models converted before these
+#: existed lack them: they mean 1 and 0.
 IF_ATTRIBUTE_KINDS = {"v_threshold": "float", "v_reset": "float", "v_init": "float",
                       "hard_reset": "int", "broadcast_input": "int", "max_spikes": "int",
                       "signed": "int"}

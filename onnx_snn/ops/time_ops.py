@@ -1,4 +1,5 @@
-"""The time-difference bookkeeping ops (SPEC §10) and their ONNX function bodies.
+"""The time-difference bookkeeping ops (docs/semantics.md, "Time-difference ops") and
+their ONNX function bodies.
 
 Each op has the signature ``Op(X, T) -> Y``: ``X`` float32 [T·N, ...] (any shape
 whose element count T divides: it is read as T rows, one per step), ``T`` the

@@ -1,4 +1,5 @@
-"""Per-batch work, in this process or sharded over a Ray cluster (SPEC §12).
+"""Per-batch work, in this process or sharded over a Ray cluster
+(docs/semantics.md, "Distributed runs").
 
 Calibration, evaluation and the report each cut their work into a *worker*: an
 object made once (it opens its onnxruntime session) and called once per batch,

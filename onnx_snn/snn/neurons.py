@@ -100,7 +100,8 @@ def is_neuron(node: gs.Node) -> bool:
 
 
 class IFNeuron(Neuron):
-    """Integrate-and-fire neuron (SPEC §4); ``v_reset=None`` is soft reset.
+    """Integrate-and-fire neuron (docs/semantics.md, "IF neuron"); ``v_reset=None`` is
+    soft reset.
 
     ``v_init`` is the membrane potential at t = 0 as a fraction of the
     threshold. 0 is the classic conversion; 0.5 rounds instead of floors the
@@ -111,7 +112,7 @@ class IFNeuron(Neuron):
     one step, so T steps resolve B·T levels (Li & Zeng, "Efficient and accurate
     conversion of spiking neural network with burst spikes", IJCAI 2022).
     ``signed`` adds a negative threshold: down to -B spikes a step, for values
-    of either sign (SPEC §11).
+    of either sign (docs/semantics.md, "Burst and signed neurons").
     """
 
     op_type = IF_OP_TYPE

@@ -2,13 +2,14 @@
 Mul(θ/s) -> neuron -> Mul(s), or Mul(θ·B/s) -> neuron -> Mul(s/B) for a neuron
 that fires up to B spikes a step.
 
-θ is the neuron's threshold and s the Relu's calibrated scale (SPEC §1, §4):
-one number per layer, or one per channel (``onnx_snn.graph.layout``), when the scalers become
-per-channel Muls. The input gain is float32(θ/s) computed in double, a
-multiplication rather than a division, so results agree exactly with the
-reference implementations. A channel whose scale is 0 never activated during
-calibration: its gain is 0, so it stays silent. An optional per-channel
-``bias_shift`` (bias calibration) is added before the gain.
+θ is the neuron's threshold and s the Relu's calibrated scale
+(docs/semantics.md, "The conversion" and "IF neuron"): one number per layer, or one
+per channel (``onnx_snn.graph.layout``), when the scalers become per-channel Muls.
+The input gain is float32(θ/s) computed in double, a multiplication rather than a
+division, so results agree exactly with the reference implementations. A channel
+whose scale is 0 never activated during calibration: its gain is 0, so it stays
+silent. An optional per-channel ``bias_shift`` (bias calibration) is added before
+the gain.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def check_layer(layer: NeuronPlan, activation: gs.Tensor, signed_site: bool = Fa
     if getattr(layer.neuron, "signed", False) and not signed_site:
         raise OnnxSnnError(f"Relu '{layer.node}': a signed neuron fires negative spikes, but a "
                            "rectifier's output is never negative; signed neurons are for "
-                           "values of either sign (SPEC §11)")
+                           "values of either sign "
+                           '(docs/semantics.md, "Burst and signed neurons")')
     positive = np.asarray(layer.spike_value)[scale > 0].astype(np.float64)
     gain = layer.neuron.v_threshold / positive
     if not np.all((gain >= FLOAT32_TINY) & (gain <= FLOAT32_MAX)):

@@ -3,7 +3,8 @@ the ``TEMPORAL_POLICIES`` of ``onnx_snn.graph.pooling``.
 
 With S_t = x_1 + … + x_t the input summed over steps 1..t (a CumSum over time):
 
-- ``"td"`` (SPEC §10): y_t = maxpool(S_t) − maxpool(S_{t−1}), maxpool(S_0) = 0, so
+- ``"td"`` (docs/semantics.md, "Time-difference ops"):
+  y_t = maxpool(S_t) − maxpool(S_{t−1}), maxpool(S_0) = 0, so
   y_1 + … + y_t = maxpool(S_t): the mean output is the max of the mean input at
   every t; on 0/1 spikes the output is 0/1 spikes again;
 - ``"gated"`` (Rueckauer et al., "Conversion of continuous-valued deep networks to

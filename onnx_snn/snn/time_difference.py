@@ -1,4 +1,5 @@
-"""Time-difference (TD) ops in the time-folded graph ([T·N, ...]), SPEC §10.
+"""Time-difference (TD) ops in the time-folded graph ([T·N, ...])
+(docs/semantics.md, "Time-difference ops").
 
 An op f whose inputs vary over time reads their running means x̄_t and emits
 

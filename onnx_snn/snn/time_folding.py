@@ -1,6 +1,6 @@
 """Give a graph with spiking neurons a time axis, folded into the batch axis.
 
-The converted model's interface (SPEC §5)::
+The converted model's interface (docs/semantics.md, "Running and reading")::
 
     inputs:  each ANN input x, with a leading time axis: [S, N, ...], where
              S = 1 means direct encoding (the same input at every step) and

@@ -1,4 +1,4 @@
-"""Calibration checked against an independent oracle (SPEC §2).
+"""Calibration checked against an independent oracle (docs/semantics.md, "Calibration statistics").
 
 The oracle runs each test model in onnxruntime with every Relu output added as
 a graph output (whole tensors, no in-graph reductions), or computes the Relu
@@ -133,7 +133,8 @@ def relu_outputs(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]
 
 
 def statistic(tensor: np.ndarray, mode: str | float) -> float:
-    """SPEC §2's per-batch statistic, straight from numpy."""
+    """The per-batch statistic (docs/semantics.md, "Calibration statistics"), straight
+    from numpy."""
     if isinstance(mode, str) and mode.lower() == "max":
         return float(np.max(tensor))
     if isinstance(mode, str):

@@ -1,4 +1,5 @@
-"""``onnx_snn.measure.report`` and ``onnx-snn report`` against independent answers (SPEC §9).
+"""``onnx_snn.measure.report`` and ``onnx-snn report`` against independent answers
+(docs/semantics.md, "Efficiency metrics").
 
 Each test checks the report's numbers against something computed another way:
 counts done by hand, a numpy simulation of the spiking net, the spiking

@@ -162,9 +162,10 @@ def test_broadcast_input_with_a_wrong_step_count_is_an_error(library) -> None:
 
 
 # --- An independent oracle -------------------------------------------------------------------
-# SPEC §4 written out again, element by element on float32 scalars: no numpy array
-# arithmetic and none of onnx_snn's own code (simulate_if, if_step), so it can catch a
-# mistake those share with the kernel or the function body.
+# The neuron of docs/semantics.md, "IF neuron" written out again, element by element on
+# float32 scalars: no numpy array arithmetic and none of onnx_snn's own code
+# (simulate_if, if_step), so it can catch a mistake those share with the kernel or the
+# function body.
 
 def oracle(x_seq: np.ndarray, neuron: IFNeuron) -> np.ndarray:
     """Spikes of the IF neuron for ``x_seq`` [T, ...], one element and one step at a time;

@@ -20,7 +20,8 @@ from onnx_snn.runtime import session_options
 
 
 def loop_reference(op_type: str, rows: np.ndarray) -> np.ndarray:
-    """The op on ``rows`` [T, F], one float32 operation at a time (SPEC §10)."""
+    """The op on ``rows`` [T, F], one float32 operation at a time
+    (docs/semantics.md, "Time-difference ops")."""
     with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are part of the test
         return _loop(op_type, rows)
 

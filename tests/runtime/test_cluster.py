@@ -1,6 +1,6 @@
 """Sharding over a local Ray cluster of 2 workers: the results are the same bits as
-one process (SPEC §12), a killed worker changes nothing, and bad input or a missing
-Ray gives one clear line."""
+one process (docs/semantics.md, "Distributed runs"), a killed worker changes nothing,
+and bad input or a missing Ray gives one clear line."""
 
 from __future__ import annotations
 

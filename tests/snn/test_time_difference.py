@@ -1,5 +1,5 @@
-"""Time-difference ops (SPEC §10) and signed sites, against the definitions computed
-here in numpy, and against twins of the same network."""
+"""Time-difference ops (docs/semantics.md, "Time-difference ops") and signed sites,
+against the definitions computed here in numpy, and against twins of the same network."""
 
 from __future__ import annotations
 
