@@ -262,11 +262,9 @@ def _plan(graph: gs.Graph, config: ConversionConfig, sites: list[gs.Node], name:
         if _made(hooks.create(), Collector, "hook_factory", sites[0].name).layerwise:
             hooks = SIGNED_SITE_HOOKS
         try:
-            neurons = config.neuron_factory.replace(
-                signed=True, **{key: value for key, value in SIGNED_SITE_NEURONS.items()
-                                if key not in config.neuron_factory.neuron_kwargs})
+            neurons = config.neuron_factory.signed_variant(sites[0].name, SIGNED_SITE_NEURONS)
         except OnnxSnnError as error:
-            raise OnnxSnnError(f"'{sites[0].name}' needs a signed neuron: {error}") from error
+            raise OnnxSnnError(f"{name}: {error}") from error
         plan.update({site.name: (hooks, neurons) for site in sites})
         order = {node.name: index for index, node in enumerate(graph.nodes)}
         plan = dict(sorted(plan.items(), key=lambda item: order[item[0]]))

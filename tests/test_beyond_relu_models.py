@@ -191,3 +191,27 @@ def test_vit_eval_in_chunks_writes_the_same_json(builder: BeyondReluBuilder,
                      "4,16", "--ann", str(model.ann), "--fidelity", "--json",
                      str(results[-1]), *extra]) == 0
     assert results[0].read_bytes() == results[1].read_bytes()
+
+
+@pytest.mark.parametrize("arch,exporter", CONVERT_IDS)
+def test_a_custom_neuron_is_refused_up_front_naming_the_capability(
+        builder: BeyondReluBuilder, arch: str, exporter: str) -> None:
+    """The example's LIF neuron declares no capabilities. Each of these nets has
+    weighted layers that read values of either sign (the IF conversion puts signed
+    neurons there), so the LIF conversion is refused before calibration, naming the
+    site and the 'signed' capability; with signed sites it would silently be wrong."""
+    from conftest import load_example
+
+    from onnx_snn import NeuronFactory, OnnxSnnError, convert
+
+    lif = load_example("custom_neuron").LIFNeuron
+    model = builder.build(arch, exporter)
+    with np.load(model.calib) as calib:
+        x_calib = calib["x"][:16]
+    signed = [layer.node for layer in convert(str(model.ann), x_calib, progress=False).layers
+              if layer.neuron.signed]
+    assert signed, f"{model.id}: no signed site"
+    with pytest.raises(OnnxSnnError, match=f"'{signed[0]}' needs a signed neuron.*'signed' "
+                                           "capability"):
+        convert(str(model.ann), "no data: refused before calibration", progress=False,
+                neuron_factory=NeuronFactory(lif, decay=0.9))

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_example
 from torch import nn
 from zoo_models import (
     ARCHITECTURES,
@@ -52,6 +53,7 @@ from zoo_models import (
     torch_logits,
 )
 
+from onnx_snn import NeuronFactory, OnnxSnnError, SpikingSession, convert
 from onnx_snn.cli import main
 
 TORCH_IDS = [f"{arch}-{exporter}" for arch in ARCHITECTURES for exporter in EXPORTERS]
@@ -385,3 +387,29 @@ STEPS = {"convert": check_convert, "eval": check_eval, "report": check_report,
 @pytest.mark.parametrize("model_id", ALL_IDS)
 def test_zoo_all_steps(zoo: Zoo, model_id: str, variant: str, step: str) -> None:
     STEPS[step](zoo, model_id, variant)
+
+
+@pytest.mark.filterwarnings("ignore:MaxPool")  # the keep policy's caveat, not this test's
+@pytest.mark.parametrize("model_id", FAST_IDS)
+def test_a_custom_neuron_converts_or_names_the_capability_it_lacks(zoo: Zoo,
+                                                                   model_id: str) -> None:
+    """The example's LIF neuron (no declared capabilities) on every zoo net: where the
+    IF conversion needs no signed neuron, it converts, and at decay 1 (no leak: the IF
+    dynamics) its outputs are the IF model's bit for bit; elsewhere it is refused before
+    calibration, naming the site and the 'signed' capability."""
+    lif = load_example("custom_neuron").LIFNeuron
+    model = zoo.model(model_id)
+    x = np.load(model.calib)["x"]
+    plain = convert(str(model.ann), x, progress=False)
+    signed_sites = sum(layer.neuron.signed for layer in plain.layers)
+    if signed_sites:
+        with pytest.raises(OnnxSnnError, match="needs a signed neuron.*'signed' capability"):
+            convert(str(model.ann), x, progress=False,
+                    neuron_factory=NeuronFactory(lif, decay=1.0))
+        return
+    custom = convert(str(model.ann), x, progress=False,
+                     neuron_factory=NeuronFactory(lif, decay=1.0))
+    assert {type(layer.neuron).__name__ for layer in custom.layers} == {"LIFNeuron"}
+    for name, value in SpikingSession(custom.model).run(x[:4], 6).outputs.items():
+        np.testing.assert_array_equal(value, SpikingSession(plain.model).run(x[:4], 6)
+                                      .outputs[name])

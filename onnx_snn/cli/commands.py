@@ -133,7 +133,7 @@ def run_convert(args: argparse.Namespace) -> dict:
     report = result.report()
     if result.search is not None:
         print(result.search.summary())
-    signed = sum(bool(getattr(layer.neuron, "signed", False)) for layer in result.layers)
+    signed = sum(layer.neuron.signed for layer in result.layers)
     print(f"converted {len(result.layers) - signed} Relu into spiking neurons"
           + (f" and added {signed} signed neurons" if signed else "")
           + f" -> {args.output} ({args.format} format)")

@@ -58,11 +58,21 @@ class Neuron:
     its nodes (``is_neuron``). A neuron whose attributes include
     ``broadcast_input`` reads a static input [S, N, ...] itself when it is the
     first neuron (``onnx_snn.snn.time_folding``), as ``IFNode`` does.
+
+    ``capabilities`` declares what the type takes beyond that: ``"signed"``, a
+    ``signed=True`` keyword making a neuron that also fires negative spikes, which the
+    conversion puts where a weighted layer reads values of either sign; ``"v_init"``,
+    a ``v_init=`` keyword (the initial potential as a fraction of the threshold).
+    A graph that needs a capability the type lacks is refused before calibration,
+    naming it (``NeuronFactory.signed_variant``).
     """
 
     op_type: str
     domain: str
     domain_version: int = 1
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: Whether this neuron fires negative spikes too (a "signed" type's signed variant).
+    signed: bool = False
     #: Every neuron type, by (domain, op type).
     registered: ClassVar[dict[tuple[str, str], type[Neuron]]] = {}
 
@@ -117,6 +127,7 @@ class IFNeuron(Neuron):
 
     op_type = IF_OP_TYPE
     domain = DOMAIN
+    capabilities = frozenset({"signed", "v_init"})
 
     def __init__(self, v_threshold: float = 1.0, v_reset: float | None = None,
                  v_init: float = 0.0, max_spikes: int = 1, signed: bool = False) -> None:
@@ -184,6 +195,22 @@ class NeuronFactory:
         current = {"v_threshold": self.v_threshold, "v_reset": self.v_reset,
                    **self.neuron_kwargs}
         return NeuronFactory(self.neuron_type, **{**current, **settings})
+
+    def signed_variant(self, node: str, defaults: dict[str, Any]) -> NeuronFactory:
+        """The factory of this type's signed neurons, for the site ``node``, with
+        ``defaults`` for the settings not given that the type takes; an error naming the
+        capability when the type has no signed variant."""
+        capabilities = getattr(self.neuron_type, "capabilities", frozenset())
+        if "signed" not in capabilities:
+            name = getattr(self.neuron_type, "__name__", "the neuron type")
+            raise OnnxSnnError(
+                f"'{node}' needs a signed neuron (a weighted layer reads values of either "
+                f"sign there), and {name} does not declare the 'signed' capability "
+                "(Neuron.capabilities): use IFNeuron there, or keep_analog=True "
+                "(--keep-analog)")
+        return self.replace(signed=True, **{key: value for key, value in defaults.items()
+                                            if key in capabilities
+                                            and key not in self.neuron_kwargs})
 
     def create(self, scale: float) -> Neuron:
         """A neuron for a Relu whose calibrated scale is ``scale``."""

@@ -78,10 +78,10 @@ def check_layer(layer: NeuronPlan, activation: gs.Tensor, signed_site: bool = Fa
             raise OnnxSnnError(f"Relu '{layer.node}': {scale.size} per-channel scales for an "
                                f"activation of shape {activation.shape}: expected one per "
                                f"channel (axis {axis})")
-    if signed_site and not getattr(layer.neuron, "signed", False):
+    if signed_site and not layer.neuron.signed:
         raise OnnxSnnError(f"'{layer.node}' reads values of either sign: it needs a signed "
                            f"neuron, and {type(layer.neuron).__name__} is not one")
-    if getattr(layer.neuron, "signed", False) and not signed_site:
+    if layer.neuron.signed and not signed_site:
         raise OnnxSnnError(f"Relu '{layer.node}': a signed neuron fires negative spikes, but a "
                            "rectifier's output is never negative; signed neurons are for "
                            "values of either sign "
